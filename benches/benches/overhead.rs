@@ -1,0 +1,3 @@
+//! Overhead of each stayfast wrapper against the bare future and the peer stack.
+
+fn main() {}

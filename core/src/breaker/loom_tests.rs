@@ -1,0 +1,105 @@
+//! Model checks of the breaker's concurrent paths (B1). Run by `scripts/test` with
+//! `RUSTFLAGS="--cfg stayfast_loom"`; time is passed in as a value.
+
+use std::{
+    sync::atomic::{AtomicUsize, Ordering as StdOrdering},
+    time::Duration,
+};
+
+use loom::{sync::Arc, thread};
+use tokio::time::Instant;
+
+use super::*;
+
+fn config(consecutive: u32, probes: u32) -> BreakerConfig {
+    let mut c = BreakerConfig::default();
+    c.consecutive_failures = Some(consecutive);
+    c.failure_rate = None;
+    c.half_open_probes = probes;
+    c.open_for = Duration::from_secs(1);
+    c
+}
+
+/// A breaker that has tripped, and an instant past its open duration.
+fn tripped(probes: u32) -> (CircuitBreaker, Instant) {
+    let breaker = CircuitBreaker::new("loom", &config(1, probes)).expect("valid config");
+    breaker.try_acquire().expect("closed").record(Health::Failure);
+    assert_eq!(breaker.state(), State::Open);
+    (breaker, Instant::now() + Duration::from_secs(2))
+}
+
+fn admitted_concurrently(probes: u32, callers: usize) -> usize {
+    let (breaker, later) = tripped(probes);
+    let handles: Vec<_> = (0..callers)
+        .map(|_| {
+            let breaker = breaker.clone();
+            thread::spawn(move || {
+                let permit = breaker.acquire_slow(later);
+                let admitted = permit.is_ok();
+                // Hold the probe for the rest of the model: it must not be handed out twice.
+                std::mem::forget(permit);
+                admitted
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .filter(|&a| a)
+        .count()
+}
+
+#[test]
+fn loom_half_open_admits_exactly_one_probe() {
+    loom::model(|| assert_eq!(admitted_concurrently(1, 2), 1));
+}
+
+#[test]
+fn loom_half_open_admits_exactly_two_probes() {
+    loom::model(|| assert_eq!(admitted_concurrently(2, 3), 2));
+}
+
+#[test]
+fn loom_dropped_probe_returns_its_permit() {
+    loom::model(|| {
+        let (breaker, later) = tripped(1);
+        let other = breaker.clone();
+        let t = thread::spawn(move || {
+            // Taken and dropped without an outcome: the slot comes back.
+            drop(other.acquire_slow(later));
+        });
+        let mine = breaker.acquire_slow(later);
+        let mine_ok = mine.is_ok();
+        drop(mine);
+        t.join().expect("thread");
+        let after = breaker.acquire_slow(later);
+        assert!(mine_ok || after.is_ok());
+        assert!(after.is_ok(), "a dropped probe must give its slot back");
+    });
+}
+
+#[test]
+fn loom_simultaneous_failures_trip_once() {
+    loom::model(|| {
+        let transitions = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&transitions);
+        let breaker = CircuitBreaker::builder("loom")
+            .config(&config(2, 1))
+            .on_transition(move |_| {
+                counted.fetch_add(1, StdOrdering::SeqCst);
+            })
+            .build()
+            .expect("valid config");
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let breaker = breaker.clone();
+                thread::spawn(move || breaker.try_acquire().expect("closed").record(Health::Failure))
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        assert_eq!(breaker.state(), State::Open);
+        assert_eq!(transitions.load(StdOrdering::SeqCst), 1);
+    });
+}

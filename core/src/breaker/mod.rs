@@ -1,0 +1,608 @@
+//! [`CircuitBreaker`]: stop calling a dependency that is failing, and probe it before
+//! trusting it again.
+
+mod machine;
+mod state;
+mod window;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use metrics::{Gauge, counter, gauge};
+use tokio::{sync::watch, time::Instant};
+
+pub use state::{State, Transition, TransitionReason};
+
+use self::{
+    machine::{Machine, OpenPolicy},
+    state::{generation_of, pack},
+    window::{CountWindow, Sample},
+};
+use crate::{
+    Health, Name,
+    config::{BreakerConfig, ConfigError},
+    sync::{AtomicU32, AtomicU64, Mutex, Ordering, lock},
+    telemetry::{CIRCUIT_STATE, CIRCUIT_TRANSITIONS_TOTAL, DEFAULT_PREFIX, metric_name},
+};
+
+type Callback = Box<dyn Fn(&Transition) + Send + Sync>;
+
+/// A circuit breaker for one dependency, shared by every call to it.
+///
+/// **Closed**: calls pass; it opens after `consecutive_failures` failures in a row, or
+/// when the failure or slow-call rate over its count window reaches its threshold.
+/// **Open**: calls are rejected with the time left, for `open_for` (growing by
+/// `open_growth` after each failed probe, up to `max_open_for`). **Half-open**: exactly
+/// `half_open_probes` probes are admitted; the circuit closes when all succeed and
+/// re-opens on the first failure. A probe that outlives the open duration counts as
+/// failed, so a probe that never finishes cannot hold the circuit half-open. Manual
+/// controls: [`force_open`](Self::force_open), [`reset`](Self::reset),
+/// [`disable`](Self::disable).
+///
+/// The state is read without a lock ([`state`](Self::state)); a closed breaker admits
+/// and records successes lock-free. Transitions take a short lock, never held across an
+/// `.await`. Time is tokio's, so `tokio::time::pause` drives it in tests. Transitions are
+/// published on a `watch` channel, to the callback, as `tracing` events (target
+/// `stayfast::breaker`) and as metrics. Cloning is cheap and shares the state.
+///
+/// # Examples
+///
+/// ```
+/// use stayfast_core::{CircuitBreaker, Health, config::BreakerConfig, breaker::State};
+///
+/// let mut config = BreakerConfig::default();
+/// config.consecutive_failures = Some(2);
+/// let breaker = CircuitBreaker::new("redis.main", &config).unwrap();
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// # let mut config = stayfast_core::config::BreakerConfig::default();
+/// # config.consecutive_failures = Some(2);
+/// # let breaker = CircuitBreaker::new("redis.main", &config).unwrap();
+/// for _ in 0..2 {
+///     let permit = breaker.try_acquire().unwrap();
+///     permit.record(Health::Failure);
+/// }
+/// assert_eq!(breaker.state(), State::Open);
+/// let rejected = breaker.try_acquire().unwrap_err();
+/// assert_eq!(rejected.retry_after(), config.open_for);
+/// # }
+/// ```
+///
+/// # Cancellation
+///
+/// A [`Permit`] dropped without a recorded outcome counts as nothing; a dropped
+/// half-open probe gives its slot back, so a cancelled caller never wedges the breaker.
+#[derive(Clone)]
+pub struct CircuitBreaker {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    target: Name,
+    consecutive_limit: Option<u32>,
+    failure_rate: Option<f64>,
+    minimum_calls: u64,
+    slow_call: Option<Duration>,
+    slow_call_rate: f64,
+    probes: u32,
+    open: OpenPolicy,
+    /// State and generation, packed: the lock-free read path.
+    snapshot: AtomicU64,
+    consecutive_failures: AtomicU32,
+    /// Present when a rate rule is on.
+    window: Option<CountWindow>,
+    machine: Mutex<Machine>,
+    events: watch::Sender<State>,
+    on_transition: Option<Callback>,
+    gauge: Gauge,
+    transitions_metric: String,
+}
+
+/// Builds a [`CircuitBreaker`] with a callback or a metric prefix.
+///
+/// # Examples
+///
+/// ```
+/// use stayfast_core::{CircuitBreaker, config::BreakerConfig};
+///
+/// let breaker = CircuitBreaker::builder("redis.main")
+///     .config(&BreakerConfig::default())
+///     .on_transition(|t| eprintln!("{} is now {}", t.target, t.to))
+///     .metrics_prefix("myapp")
+///     .build()
+///     .unwrap();
+/// # let _ = breaker;
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct BreakerBuilder {
+    target: Name,
+    config: BreakerConfig,
+    on_transition: Option<Callback>,
+    prefix: String,
+}
+
+impl BreakerBuilder {
+    /// Uses `config` (validated by [`build`](Self::build)).
+    pub fn config(mut self, config: &BreakerConfig) -> Self {
+        self.config = config.clone();
+        self
+    }
+
+    /// Calls `callback` after every transition, outside the breaker's lock. Keep it
+    /// quick: it runs on the thread that caused the transition.
+    pub fn on_transition(mut self, callback: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
+        self.on_transition = Some(Box::new(callback));
+        self
+    }
+
+    /// Names the breaker's metrics `<prefix>_circuit_state` and so on.
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Validates the configuration and builds the breaker, resolving its metric handles
+    /// from the recorder installed now.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field.
+    pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
+        let c = &self.config;
+        c.validate()?;
+        let open = OpenPolicy {
+            base: c.open_for,
+            growth: c.open_growth,
+            max: c.max_open_for,
+        };
+        let rates_on = c.failure_rate.is_some() || c.slow_call_duration.is_some();
+        let target_label = self.target.to_label();
+        let gauge = gauge!(metric_name(&self.prefix, CIRCUIT_STATE), "target" => target_label);
+        gauge.set(State::Closed.gauge_value());
+        let (events, _) = watch::channel(State::Closed);
+        Ok(CircuitBreaker {
+            shared: Arc::new(Shared {
+                consecutive_limit: c.consecutive_failures,
+                failure_rate: c.failure_rate,
+                minimum_calls: u64::from(c.minimum_calls),
+                slow_call: c.slow_call_duration,
+                slow_call_rate: c.slow_call_rate,
+                probes: c.half_open_probes,
+                snapshot: AtomicU64::new(pack(State::Closed, 0)),
+                consecutive_failures: AtomicU32::new(0),
+                window: rates_on.then(|| CountWindow::new(c.window)),
+                machine: Mutex::new(Machine::new(&open, Instant::now())),
+                open,
+                events,
+                on_transition: self.on_transition,
+                gauge,
+                transitions_metric: metric_name(&self.prefix, CIRCUIT_TRANSITIONS_TOTAL),
+                target: self.target,
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for BreakerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerBuilder")
+            .field("target", &self.target)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The breaker refused a call: it is open, or half-open with every probe taken.
+///
+/// # Examples
+///
+/// ```
+/// # use stayfast_core::{CircuitBreaker, config::BreakerConfig};
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let breaker = CircuitBreaker::new("redis.main", &BreakerConfig::default()).unwrap();
+/// breaker.force_open();
+/// let rejected = breaker.try_acquire().unwrap_err();
+/// assert!(rejected.to_string().contains("redis.main"));
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    target: Name,
+    retry_after: Duration,
+}
+
+impl Rejected {
+    /// The dependency whose circuit is open.
+    pub fn target(&self) -> &Name {
+        &self.target
+    }
+
+    /// How long until a probe may be admitted; a hint.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "circuit for {} is open (retry after {:?})",
+            self.target, self.retry_after
+        )
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+impl CircuitBreaker {
+    /// A breaker for `target` with `config`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field.
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, config::BreakerConfig};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut config = BreakerConfig::default();
+    /// config.failure_rate = Some(0.0);
+    /// let err = CircuitBreaker::new("redis.main", &config).unwrap_err();
+    /// assert_eq!(err.field(), "failure_rate");
+    /// # }
+    /// ```
+    pub fn new(target: impl Into<Name>, config: &BreakerConfig) -> Result<Self, ConfigError> {
+        Self::builder(target).config(config).build()
+    }
+
+    /// A builder for a breaker on `target`, starting from the default configuration.
+    pub fn builder(target: impl Into<Name>) -> BreakerBuilder {
+        BreakerBuilder {
+            target: target.into(),
+            config: BreakerConfig::default(),
+            on_transition: None,
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+
+    /// The dependency this breaker protects.
+    pub fn target(&self) -> &Name {
+        &self.shared.target
+    }
+
+    /// The current state, read without a lock. An open breaker whose open duration has
+    /// passed still reads `Open` until the next call moves it to half-open.
+    pub fn state(&self) -> State {
+        State::from_bits(self.shared.snapshot.load(Ordering::Acquire))
+    }
+
+    /// A receiver that always holds the latest state.
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, config::BreakerConfig, breaker::State};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let breaker = CircuitBreaker::new("redis.main", &BreakerConfig::default()).unwrap();
+    /// let mut states = breaker.subscribe();
+    /// breaker.force_open();
+    /// states.changed().await.unwrap();
+    /// assert_eq!(*states.borrow(), State::ForcedOpen);
+    /// # }
+    /// ```
+    pub fn subscribe(&self) -> watch::Receiver<State> {
+        self.shared.events.subscribe()
+    }
+
+    /// Asks to make one call. Returns a [`Permit`] to record the outcome on, or
+    /// [`Rejected`] with the time until a probe may be admitted.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected`] while open, or half-open with every probe slot taken.
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
+        let snapshot = self.shared.snapshot.load(Ordering::Acquire);
+        match State::from_bits(snapshot) {
+            // The hot path: no lock, no clock.
+            State::Closed | State::Disabled => Ok(self.permit(generation_of(snapshot), false)),
+            _ => self.acquire_slow(Instant::now()),
+        }
+    }
+
+    fn permit(&self, generation: u64, probe: bool) -> Permit<'_> {
+        Permit {
+            breaker: self,
+            generation,
+            probe,
+            settled: false,
+        }
+    }
+
+    fn acquire_slow(&self, now: Instant) -> Result<Permit<'_>, Rejected> {
+        let shared = &*self.shared;
+        let mut m = lock(&shared.machine);
+        let mut moved = None;
+        if m.state == State::Open && m.open_until.is_some_and(|t| now >= t) {
+            moved = Some(self.enter(&mut m, State::HalfOpen, TransitionReason::BreakElapsed, now));
+        }
+        if m.state == State::HalfOpen
+            && m.probes_admitted >= shared.probes
+            && now.saturating_duration_since(m.half_open_since) >= m.open_for
+        {
+            // Every probe has outlived the open duration: count them as failed rather
+            // than stay half-open forever.
+            let t = self.enter(&mut m, State::Open, TransitionReason::ProbeFailed, now);
+            drop(m);
+            self.announce(moved.into_iter().chain([t]));
+            return Err(self.rejected_at(now));
+        }
+        let result = match m.state {
+            State::Closed | State::Disabled => Ok(self.permit(m.generation, false)),
+            State::HalfOpen if m.probes_admitted < shared.probes => {
+                m.probes_admitted += 1;
+                Ok(self.permit(m.generation, true))
+            }
+            State::HalfOpen => Err(m.open_for),
+            State::Open => Err(m
+                .open_until
+                .map_or(Duration::MAX, |t| t.saturating_duration_since(now))),
+            State::ForcedOpen => Err(m.open_for),
+        };
+        drop(m);
+        self.announce(moved);
+        result.map_err(|retry_after| Rejected {
+            target: shared.target.clone(),
+            retry_after,
+        })
+    }
+
+    fn rejected_at(&self, now: Instant) -> Rejected {
+        let m = lock(&self.shared.machine);
+        Rejected {
+            target: self.shared.target.clone(),
+            retry_after: m
+                .open_until
+                .map_or(Duration::MAX, |t| t.saturating_duration_since(now)),
+        }
+    }
+
+    /// Whether outcomes need their duration (a slow-call rule is on).
+    pub(crate) fn tracks_slow_calls(&self) -> bool {
+        self.shared.slow_call.is_some()
+    }
+
+    fn record(&self, permit_generation: u64, probe: bool, health: Health, elapsed: Option<Duration>) {
+        let shared = &*self.shared;
+        let slow = matches!((shared.slow_call, elapsed), (Some(limit), Some(e)) if e >= limit);
+        if probe {
+            return self.record_probe(permit_generation, health, slow);
+        }
+        let snapshot = shared.snapshot.load(Ordering::Acquire);
+        if generation_of(snapshot) != permit_generation || State::from_bits(snapshot) != State::Closed {
+            return; // a permit from an earlier state, or the breaker is disabled
+        }
+        let reason = match health {
+            Health::Ignore => None,
+            Health::Success => {
+                if !slow && shared.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                    shared.consecutive_failures.store(0, Ordering::Relaxed);
+                }
+                let sample = if slow { Sample::Slow } else { Sample::Success };
+                let counts = shared.window.as_ref().map(|w| w.push(sample));
+                counts
+                    .filter(|c| c.calls >= shared.minimum_calls)
+                    .filter(|c| slow && c.slow as f64 >= shared.slow_call_rate * c.calls as f64)
+                    .map(|_| TransitionReason::SlowCalls)
+            }
+            Health::Failure => {
+                let in_a_row = shared.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+                let counts = shared.window.as_ref().map(|w| w.push(Sample::Failure));
+                if shared.consecutive_limit.is_some_and(|limit| in_a_row >= limit) {
+                    Some(TransitionReason::FailureThreshold)
+                } else {
+                    counts
+                        .filter(|c| c.calls >= shared.minimum_calls)
+                        .zip(shared.failure_rate)
+                        .filter(|(c, rate)| c.failures as f64 >= rate * c.calls as f64)
+                        .map(|_| TransitionReason::FailureRate)
+                }
+            }
+        };
+        if let Some(reason) = reason {
+            self.trip(permit_generation, reason);
+        }
+    }
+
+    /// Closed → open, once per generation however many callers see the threshold.
+    fn trip(&self, generation: u64, reason: TransitionReason) {
+        let mut m = lock(&self.shared.machine);
+        if m.generation != generation || m.state != State::Closed {
+            return;
+        }
+        let t = self.enter(&mut m, State::Open, reason, Instant::now());
+        drop(m);
+        self.announce([t]);
+    }
+
+    fn record_probe(&self, generation: u64, health: Health, slow: bool) {
+        let mut m = lock(&self.shared.machine);
+        if m.generation != generation || m.state != State::HalfOpen {
+            return; // a stale probe: its generation is over, its result changes nothing
+        }
+        let t = match (health, slow) {
+            (Health::Ignore, _) => {
+                m.probes_admitted -= 1;
+                None
+            }
+            (Health::Success, false) => {
+                m.probes_succeeded += 1;
+                (m.probes_succeeded >= self.shared.probes).then(|| {
+                    self.enter(
+                        &mut m,
+                        State::Closed,
+                        TransitionReason::ProbeSucceeded,
+                        Instant::now(),
+                    )
+                })
+            }
+            (Health::Failure, _) | (Health::Success, true) => {
+                Some(self.enter(&mut m, State::Open, TransitionReason::ProbeFailed, Instant::now()))
+            }
+        };
+        drop(m);
+        self.announce(t);
+    }
+
+    fn release_probe(&self, generation: u64) {
+        let mut m = lock(&self.shared.machine);
+        if m.generation == generation && m.state == State::HalfOpen {
+            m.probes_admitted -= 1;
+        }
+    }
+
+    /// Opens the circuit until [`reset`](Self::reset), whatever the outcomes.
+    pub fn force_open(&self) {
+        self.manual(State::ForcedOpen);
+    }
+
+    /// Closes the circuit and forgets every counted outcome.
+    pub fn reset(&self) {
+        self.manual(State::Closed);
+    }
+
+    /// Lets every call through and counts nothing, until [`reset`](Self::reset) or
+    /// [`force_open`](Self::force_open).
+    pub fn disable(&self) {
+        self.manual(State::Disabled);
+    }
+
+    fn manual(&self, to: State) {
+        let mut m = lock(&self.shared.machine);
+        if m.state == to && to != State::Closed {
+            return;
+        }
+        let t = self.enter(&mut m, to, TransitionReason::Manual, Instant::now());
+        drop(m);
+        self.announce(Some(t).filter(|t| t.from != t.to));
+    }
+
+    /// Applies a transition under the lock: the machine, the lock-free snapshot, the
+    /// counters of the new state, the gauge and the watch channel — everything whose
+    /// order must match the order of transitions.
+    fn enter(&self, m: &mut Machine, to: State, reason: TransitionReason, now: Instant) -> Transition {
+        let shared = &*self.shared;
+        let from = m.enter(to, reason, &shared.open, now);
+        if to == State::Closed {
+            shared.consecutive_failures.store(0, Ordering::Relaxed);
+            if let Some(w) = &shared.window {
+                w.clear();
+            }
+        }
+        shared.snapshot.store(pack(to, m.generation), Ordering::Release);
+        shared.gauge.set(to.gauge_value());
+        shared.events.send_replace(to);
+        Transition {
+            target: shared.target.clone(),
+            from,
+            to,
+            reason,
+            generation: m.generation,
+        }
+    }
+
+    /// Publishes transitions outside the lock: callback, log, counter.
+    fn announce(&self, transitions: impl IntoIterator<Item = Transition>) {
+        let shared = &*self.shared;
+        for t in transitions {
+            tracing::warn!(
+                target: "stayfast::breaker",
+                breaker = %t.target, from = %t.from, to = %t.to, reason = %t.reason,
+                generation = t.generation,
+                "circuit breaker changed state"
+            );
+            counter!(
+                shared.transitions_metric.clone(),
+                "target" => shared.target.to_label(), "to" => t.to.as_str(), "reason" => t.reason.as_str()
+            )
+            .increment(1);
+            if let Some(callback) = &shared.on_transition {
+                callback(&t);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("target", &self.shared.target)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Permission to make one call through a [`CircuitBreaker`]; record its outcome with
+/// [`record`](Self::record).
+///
+/// Each permit carries the generation of the state that admitted it: once the breaker
+/// has moved on, the permit's outcome changes nothing.
+///
+/// # Cancellation
+///
+/// Dropping a permit without recording counts as nothing; a half-open probe's slot is
+/// given back.
+#[must_use = "record the call's outcome on the permit, or drop it to count nothing"]
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
+    generation: u64,
+    probe: bool,
+    settled: bool,
+}
+
+impl Permit<'_> {
+    /// Records the call's outcome.
+    pub fn record(mut self, health: Health) {
+        self.settled = true;
+        self.breaker.record(self.generation, self.probe, health, None);
+    }
+
+    /// Records the call's outcome and duration (for the slow-call rule).
+    pub fn record_timed(mut self, health: Health, elapsed: Duration) {
+        self.settled = true;
+        self.breaker
+            .record(self.generation, self.probe, health, Some(elapsed));
+    }
+
+    /// Whether the breaker wants this call's duration ([`record_timed`](Self::record_timed)).
+    pub(crate) fn tracks_slow_calls(&self) -> bool {
+        self.breaker.tracks_slow_calls()
+    }
+
+    /// True for a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// The generation of the state that admitted this permit.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.settled && self.probe {
+            self.breaker.release_probe(self.generation);
+        }
+    }
+}
+
+impl fmt::Debug for Permit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("target", self.breaker.target())
+            .field("generation", &self.generation)
+            .field("probe", &self.probe)
+            .finish()
+    }
+}
+
+#[cfg(all(test, stayfast_loom))]
+mod loom_tests;

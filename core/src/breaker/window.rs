@@ -1,0 +1,111 @@
+//! A lock-free count window: the outcomes of the last `n` attempts.
+
+use crate::sync::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+
+/// One recorded attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Sample {
+    Empty = 0,
+    Success = 1,
+    Failure = 2,
+    Slow = 3,
+}
+
+impl Sample {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Sample::Success,
+            2 => Sample::Failure,
+            3 => Sample::Slow,
+            _ => Sample::Empty,
+        }
+    }
+}
+
+/// What the window holds right after a push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) calls: u64,
+    pub(crate) failures: u64,
+    pub(crate) slow: u64,
+}
+
+/// A ring of the last `len` samples with running totals.
+///
+/// Each push claims a slot with one `fetch_add`, swaps its sample in, and corrects the
+/// totals by the difference between the sample it evicted and the one it wrote. The
+/// totals are exact once concurrent pushes have finished; a push that races another
+/// may see them off by the racing sample, which is why they are signed and clamped.
+pub(crate) struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    next: AtomicU64,
+    failures: AtomicI64,
+    slow: AtomicI64,
+}
+
+impl CountWindow {
+    pub(crate) fn new(len: u32) -> Self {
+        Self {
+            slots: (0..len.max(1))
+                .map(|_| AtomicU8::new(Sample::Empty as u8))
+                .collect(),
+            next: AtomicU64::new(0),
+            failures: AtomicI64::new(0),
+            slow: AtomicI64::new(0),
+        }
+    }
+
+    pub(crate) fn push(&self, sample: Sample) -> Counts {
+        let len = self.slots.len() as u64;
+        let index = self.next.fetch_add(1, Ordering::AcqRel);
+        let evicted =
+            Sample::from_u8(self.slots[(index % len) as usize].swap(sample as u8, Ordering::AcqRel));
+        let failures = Self::adjust(&self.failures, evicted, sample, Sample::Failure);
+        let slow = Self::adjust(&self.slow, evicted, sample, Sample::Slow);
+        Counts {
+            calls: (index + 1).min(len),
+            failures,
+            slow,
+        }
+    }
+
+    fn adjust(total: &AtomicI64, evicted: Sample, written: Sample, kind: Sample) -> u64 {
+        let delta = i64::from(written == kind) - i64::from(evicted == kind);
+        let now = if delta == 0 {
+            total.load(Ordering::Acquire)
+        } else {
+            total.fetch_add(delta, Ordering::AcqRel) + delta
+        };
+        now.max(0) as u64
+    }
+
+    /// Forgets every sample (on closing). Called under the breaker's lock.
+    pub(crate) fn clear(&self) {
+        for slot in self.slots.iter() {
+            slot.store(Sample::Empty as u8, Ordering::Release);
+        }
+        self.next.store(0, Ordering::Release);
+        self.failures.store(0, Ordering::Release);
+        self.slow.store(0, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, not(stayfast_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_only_the_last_len_samples() {
+        let w = CountWindow::new(3);
+        assert_eq!(w.push(Sample::Failure).failures, 1);
+        assert_eq!(w.push(Sample::Failure).failures, 2);
+        let c = w.push(Sample::Slow);
+        assert_eq!((c.calls, c.failures, c.slow), (3, 2, 1));
+        // The fourth push evicts the first failure.
+        let c = w.push(Sample::Success);
+        assert_eq!((c.calls, c.failures, c.slow), (3, 1, 1));
+        w.clear();
+        assert_eq!(w.push(Sample::Success).calls, 1);
+    }
+}

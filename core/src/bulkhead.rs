@@ -1,0 +1,199 @@
+//! [`Bulkhead`]: a concurrency limit per dependency.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use tokio::{
+    sync::{Semaphore, SemaphorePermit},
+    time::{Instant, timeout_at},
+};
+
+use crate::{
+    Name, clock,
+    config::{BulkheadConfig, ConfigError},
+};
+
+/// At most `max_concurrent` calls to one dependency at once; a call past that waits up
+/// to `max_wait` for a slot and is then shed, so a slow dependency cannot take every
+/// task of the service with it. Cheap to clone; clones share the limit.
+///
+/// # Examples
+///
+/// ```
+/// use stayfast_core::{Bulkhead, config::BulkheadConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut config = BulkheadConfig::default();
+/// config.max_concurrent = 1;
+/// let bulkhead = Bulkhead::new("redis.main", &config).unwrap();
+///
+/// let held = bulkhead.acquire().await.unwrap();
+/// assert!(bulkhead.acquire().await.is_err()); // full, and max_wait is zero
+/// drop(held);
+/// assert!(bulkhead.acquire().await.is_ok());
+/// # }
+/// ```
+///
+/// # Cancellation
+///
+/// Dropping a waiting `acquire` future leaves the queue; dropping a
+/// [`BulkheadPermit`] frees its slot.
+#[derive(Clone)]
+pub struct Bulkhead(Arc<Inner>);
+
+struct Inner {
+    target: Name,
+    slots: Semaphore,
+    capacity: u32,
+    max_wait: Duration,
+}
+
+/// A held bulkhead slot; dropping it frees the slot.
+#[must_use = "the slot is freed as soon as the permit is dropped"]
+#[derive(Debug)]
+pub struct BulkheadPermit<'a> {
+    _slot: SemaphorePermit<'a>,
+    queued: bool,
+}
+
+impl BulkheadPermit<'_> {
+    /// True when the call had to wait for this slot.
+    pub fn queued(&self) -> bool {
+        self.queued
+    }
+}
+
+/// A bulkhead refused a call: every slot was taken for longer than it may wait.
+///
+/// ```
+/// # use stayfast_core::{Bulkhead, config::BulkheadConfig};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # let mut config = BulkheadConfig::default(); config.max_concurrent = 1;
+/// # let bulkhead = Bulkhead::new("fs.transcripts", &config).unwrap();
+/// # let _held = bulkhead.acquire().await.unwrap();
+/// let full = bulkhead.acquire().await.unwrap_err();
+/// assert_eq!(full.to_string(), "fs.transcripts is at its concurrency limit of 1");
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BulkheadFull {
+    target: Name,
+    capacity: u32,
+}
+
+impl BulkheadFull {
+    /// The dependency whose limit was reached.
+    pub fn target(&self) -> &Name {
+        &self.target
+    }
+}
+
+impl fmt::Display for BulkheadFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is at its concurrency limit of {}",
+            self.target, self.capacity
+        )
+    }
+}
+
+impl std::error::Error for BulkheadFull {}
+
+/// Why a policy could not get a slot.
+pub(crate) enum Refusal {
+    /// `max_wait` passed (or was zero).
+    Full,
+    /// The call's own deadline passed first.
+    Deadline,
+}
+
+impl Bulkhead {
+    /// A bulkhead for `target`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the invalid field.
+    pub fn new(target: impl Into<Name>, config: &BulkheadConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self(Arc::new(Inner {
+            target: target.into(),
+            slots: Semaphore::new(config.max_concurrent as usize),
+            capacity: config.max_concurrent,
+            max_wait: config.max_wait,
+        })))
+    }
+
+    /// The dependency this bulkhead protects.
+    pub fn target(&self) -> &Name {
+        &self.0.target
+    }
+
+    /// Free slots right now.
+    pub fn available(&self) -> usize {
+        self.0.slots.available_permits()
+    }
+
+    /// Takes a slot, waiting up to `max_wait`.
+    ///
+    /// # Errors
+    ///
+    /// [`BulkheadFull`] when no slot freed up in time.
+    pub async fn acquire(&self) -> Result<BulkheadPermit<'_>, BulkheadFull> {
+        self.acquire_until(None).await.map_err(|_| self.full())
+    }
+
+    pub(crate) fn full(&self) -> BulkheadFull {
+        BulkheadFull {
+            target: self.0.target.clone(),
+            capacity: self.0.capacity,
+        }
+    }
+
+    /// Takes a slot, waiting up to `max_wait` or until `deadline`, whichever is first.
+    pub(crate) async fn acquire_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<BulkheadPermit<'_>, Refusal> {
+        let inner = &*self.0;
+        // Fast path: a free slot costs no clock read and no timer.
+        if let Ok(permit) = inner.slots.try_acquire() {
+            return Ok(BulkheadPermit {
+                _slot: permit,
+                queued: false,
+            });
+        }
+        if inner.max_wait.is_zero() {
+            return Err(Refusal::Full);
+        }
+        let wait_until = clock::deadline_after(Instant::now(), inner.max_wait);
+        let (until, refusal) = match (wait_until, deadline) {
+            (Some(w), Some(d)) if d < w => (Some(d), Refusal::Deadline),
+            (None, Some(d)) => (Some(d), Refusal::Deadline),
+            (w, _) => (w, Refusal::Full),
+        };
+        let acquired = match until {
+            Some(until) => timeout_at(until, inner.slots.acquire())
+                .await
+                .map_err(|_| refusal)?,
+            None => inner.slots.acquire().await,
+        };
+        // The semaphore is never closed, so `acquire` cannot fail; treat it as full.
+        acquired
+            .map(|permit| BulkheadPermit {
+                _slot: permit,
+                queued: true,
+            })
+            .map_err(|_| Refusal::Full)
+    }
+}
+
+impl fmt::Debug for Bulkhead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bulkhead")
+            .field("target", &self.0.target)
+            .field("capacity", &self.0.capacity)
+            .field("available", &self.available())
+            .field("max_wait", &self.0.max_wait)
+            .finish()
+    }
+}

@@ -1,0 +1,70 @@
+//! Composable resilience wrappers for async Rust, built to keep a service responsive
+//! when a dependency hangs or fails.
+//!
+//! Every call to a dependency gets a deadline ([`Timeout`]), a [`CircuitBreaker`]
+//! shared by all calls to that dependency, bounded retries with backoff, jitter and a
+//! budget, an optional concurrency limit ([`Bulkhead`]), metrics ([`Metered`]) and an
+//! optional fallback — stacked in one fixed, documented order by a [`Policy`]:
+//!
+//! ```text
+//! Metered → Fallback → Deadline → Retry → Bulkhead → CircuitBreaker → Timeout → operation
+//! ```
+//!
+//! Errors are one typed [`Error<E>`] whose variants map to the `outcome` metric label;
+//! what to retry and what counts against the breaker is decided by [`Classify`]. Time is
+//! tokio's throughout, so `tokio::time::pause` makes every behaviour testable.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use stayfast_core::{CircuitBreaker, Policy, config::{BreakerConfig, RetryConfig}};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let breaker = CircuitBreaker::new("db", &BreakerConfig::default()).unwrap();
+//! let policy = Policy::builder("db.query")
+//!     .timeout(Duration::from_millis(500))
+//!     .retry(&RetryConfig::default())
+//!     .idempotent(true)
+//!     .breaker(breaker)
+//!     .build()
+//!     .unwrap();
+//!
+//! let rows = policy.call(|| async { Ok::<_, std::io::Error>(vec![1, 2, 3]) }).await.unwrap();
+//! assert_eq!(rows.len(), 3);
+//! # }
+//! ```
+//!
+//! Install your metrics recorder *before* building policies and breakers: their metric
+//! handles are resolved when they are built (see [`telemetry`]).
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod breaker;
+mod bulkhead;
+mod classify;
+mod clock;
+pub mod config;
+mod error;
+mod fallback;
+mod metered;
+mod name;
+mod outcome;
+mod policy;
+pub mod retry;
+mod sync;
+pub mod telemetry;
+mod timeout;
+
+pub use breaker::CircuitBreaker;
+pub use bulkhead::{Bulkhead, BulkheadFull, BulkheadPermit};
+pub use classify::{ByTrait, Classifier, Classify, Health, Retryable, Verdict};
+pub use error::Error;
+pub use fallback::{FallbackReason, Served, Source};
+pub use metered::{CallMetrics, Metered};
+pub use name::Name;
+pub use outcome::{Outcome, ToOutcome};
+pub use policy::{Attempt, Policy, PolicyBuilder};
+pub use retry::RetryBudget;
+pub use timeout::{Elapsed, Timeout, TimeoutExt};

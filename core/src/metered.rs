@@ -1,0 +1,233 @@
+//! [`Metered`]: a future's duration and outcome, recorded through cached handles.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use metrics::{Counter, Histogram, counter, histogram};
+use pin_project::{pin_project, pinned_drop};
+use tokio::time::Instant;
+
+use crate::{
+    FallbackReason, Name, Outcome, ToOutcome,
+    telemetry::{
+        ATTEMPTS_TOTAL, CALL_DURATION_SECONDS, CALLS_TOTAL, DEFAULT_PREFIX, FALLBACKS_TOTAL, RETRIES_TOTAL,
+        metric_name,
+    },
+};
+
+/// The metric handles of one operation on one target, resolved once.
+///
+/// Creating it registers every series of the operation with the recorder installed at
+/// that moment (see [`telemetry`](crate::telemetry)); recording through it afterwards
+/// touches no registry and allocates nothing. Cheap to clone.
+///
+/// # Examples
+///
+/// ```
+/// use stayfast_core::CallMetrics;
+///
+/// let metrics = CallMetrics::new("redis.get", "redis.main");
+/// let unmetered = CallMetrics::disabled();
+/// # let _ = (metrics, unmetered);
+/// ```
+#[derive(Clone)]
+pub struct CallMetrics(Arc<Handles>);
+
+struct Handles {
+    duration: Histogram,
+    calls: [Counter; Outcome::ALL.len()],
+    attempts: Counter,
+    retries: Counter,
+    fallbacks: [Counter; FallbackReason::ALL.len()],
+}
+
+impl CallMetrics {
+    /// Handles for `operation` on `target`, named with the default prefix `stayfast`.
+    pub fn new(operation: impl Into<Name>, target: impl Into<Name>) -> Self {
+        Self::with_prefix(DEFAULT_PREFIX, &operation.into(), &target.into())
+    }
+
+    /// Handles for `operation` on `target`, named `<prefix>_calls_total` and so on.
+    ///
+    /// ```
+    /// use stayfast_core::{CallMetrics, Name};
+    /// let m = CallMetrics::with_prefix("myapp", &Name::from("fs.read"), &Name::from("fs.transcripts"));
+    /// # let _ = m;
+    /// ```
+    pub fn with_prefix(prefix: &str, operation: &Name, target: &Name) -> Self {
+        let op = operation.to_label();
+        let tg = target.to_label();
+        let name = |suffix| metric_name(prefix, suffix);
+        let labels = [("operation", op.clone()), ("target", tg.clone())];
+        Self(Arc::new(Handles {
+            duration: histogram!(name(CALL_DURATION_SECONDS), &labels),
+            calls: Outcome::ALL.map(|o| {
+                counter!(name(CALLS_TOTAL), "operation" => op.clone(), "target" => tg.clone(), "outcome" => o.as_str())
+            }),
+            attempts: counter!(name(ATTEMPTS_TOTAL), &labels),
+            retries: counter!(name(RETRIES_TOTAL), &labels),
+            fallbacks: FallbackReason::ALL.map(|r| {
+                counter!(name(FALLBACKS_TOTAL), "operation" => op.clone(), "target" => tg.clone(), "reason" => r.as_str())
+            }),
+        }))
+    }
+
+    /// Handles that record nothing.
+    pub fn disabled() -> Self {
+        Self(Arc::new(Handles {
+            duration: Histogram::noop(),
+            calls: Outcome::ALL.map(|_| Counter::noop()),
+            attempts: Counter::noop(),
+            retries: Counter::noop(),
+            fallbacks: FallbackReason::ALL.map(|_| Counter::noop()),
+        }))
+    }
+
+    /// One finished logical call.
+    pub(crate) fn record(&self, outcome: Outcome, elapsed: Duration) {
+        self.0.duration.record(elapsed.as_secs_f64());
+        self.0.calls[outcome.index()].increment(1);
+    }
+
+    pub(crate) fn attempt(&self) {
+        self.0.attempts.increment(1);
+    }
+
+    pub(crate) fn retry(&self) {
+        self.0.retries.increment(1);
+    }
+
+    pub(crate) fn fallback(&self, reason: FallbackReason) {
+        self.0.fallbacks[reason.index()].increment(1);
+    }
+}
+
+impl fmt::Debug for CallMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallMetrics").finish_non_exhaustive()
+    }
+}
+
+/// A call in progress: records its outcome when finished, or `cancelled` if dropped
+/// first. Used by [`Policy`](crate::Policy), whose future is one `async` block.
+pub(crate) struct InFlight<'a> {
+    metrics: &'a CallMetrics,
+    started: Instant,
+    finished: bool,
+}
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn start(metrics: &'a CallMetrics, started: Instant) -> Self {
+        Self {
+            metrics,
+            started,
+            finished: false,
+        }
+    }
+
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        self.finished = true;
+        self.metrics.record(outcome, self.started.elapsed());
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.metrics.record(Outcome::Cancelled, self.started.elapsed());
+        }
+    }
+}
+
+/// A future whose duration and outcome are recorded: `<prefix>_call_duration_seconds`
+/// and `<prefix>_calls_total{outcome}`.
+///
+/// The clock starts at the first poll. `Ok` is `success`; an error is labelled by its
+/// [`ToOutcome`] impl.
+///
+/// # Cancellation
+///
+/// A `Metered` dropped after its first poll and before finishing records `cancelled`,
+/// exactly once; one never polled records nothing. The inner future is dropped with it.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stayfast_core::{CallMetrics, Metered, TimeoutExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let metrics = CallMetrics::new("fs.read", "fs.transcripts");
+/// let read = async { Ok::<_, std::io::Error>(b"hello".len()) };
+/// assert_eq!(Metered::new(read, metrics.clone()).await.unwrap(), 5);
+///
+/// // Stacked with a timeout: a timed-out call is counted as `timeout`.
+/// let slow = tokio::time::sleep(Duration::from_secs(9)).timeout(Duration::from_secs(1));
+/// assert!(Metered::new(slow, metrics).await.is_err());
+/// # }
+/// ```
+#[pin_project(PinnedDrop)]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Metered<F> {
+    #[pin]
+    inner: F,
+    metrics: CallMetrics,
+    started: Option<Instant>,
+}
+
+impl<F> Metered<F> {
+    /// Meters `future` through `metrics`.
+    pub fn new(future: F, metrics: CallMetrics) -> Self {
+        Self {
+            inner: future,
+            metrics,
+            started: None,
+        }
+    }
+}
+
+impl<F, T, E> Future for Metered<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: ToOutcome,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let started = *this.started.get_or_insert_with(Instant::now);
+        let output = std::task::ready!(this.inner.poll(cx));
+        // NOTE: `started` is taken so the drop below does not record a second time.
+        *this.started = None;
+        let outcome = match &output {
+            Ok(_) => Outcome::Success,
+            Err(e) => e.outcome(),
+        };
+        this.metrics.record(outcome, started.elapsed());
+        Poll::Ready(output)
+    }
+}
+
+#[pinned_drop]
+impl<F> PinnedDrop for Metered<F> {
+    fn drop(self: Pin<&mut Self>) {
+        let this = self.project();
+        if let Some(started) = this.started.take() {
+            this.metrics.record(Outcome::Cancelled, started.elapsed());
+        }
+    }
+}
+
+impl<F> fmt::Debug for Metered<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metered")
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,176 @@
+//! One logical call: the retry loop with its bulkhead, breaker and per-attempt timeout,
+//! under one overall deadline.
+
+use std::{future::Future, time::Duration};
+
+use tokio::time::{Instant, sleep};
+
+use super::{Attempt, Inner};
+use crate::{
+    Classifier, Error, Health, Outcome, Retryable, Timeout, Verdict, breaker::Permit, bulkhead::Refusal,
+    clock, retry::RetryEvent,
+};
+
+/// Runs every attempt of one call. `started` is the call's start, read once by the
+/// caller and shared with the metrics, so a call that succeeds at once reads the clock
+/// twice in all.
+pub(super) async fn run<C, Op, Fut, T, E>(
+    inner: &Inner<C>,
+    op: &mut Op,
+    started: Instant,
+) -> Result<T, Error<E>>
+where
+    C: Classifier<E>,
+    Op: FnMut(Attempt) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let overall = inner.deadline.and_then(|d| clock::deadline_after(started, d));
+    let retry = inner.retry.as_ref();
+    if let Some(budget) = retry.and_then(|r| r.budget.as_ref()) {
+        budget.deposit();
+    }
+    let mut number = 0;
+    loop {
+        number += 1;
+        let slot = match &inner.bulkhead {
+            Some(bulkhead) => Some(bulkhead.acquire_until(overall).await.map_err(
+                |refusal| match refusal {
+                    Refusal::Full => Error::Shed {
+                        target: bulkhead.target().clone(),
+                    },
+                    Refusal::Deadline => inner.deadline_passed(),
+                },
+            )?),
+            None => None,
+        };
+        let permit = match &inner.breaker {
+            Some(breaker) => Some(breaker.try_acquire().map_err(|rejected| Error::CircuitOpen {
+                target: rejected.target().clone(),
+                retry_after: rejected.retry_after(),
+            })?),
+            None => None,
+        };
+        inner.metrics.attempt();
+        // NOTE: the first attempt starts with the call unless it queued for a slot.
+        let attempt_start = if number == 1 && !slot.as_ref().is_some_and(|s| s.queued()) {
+            started
+        } else {
+            Instant::now()
+        };
+        let per_attempt = inner
+            .timeout
+            .and_then(|t| clock::deadline_after(attempt_start, t));
+        let deadline = clock::earliest(per_attempt, overall);
+        let future = op(Attempt { number, deadline });
+        let result = match deadline {
+            Some(at) => {
+                let bound = if deadline == per_attempt {
+                    inner.timeout
+                } else {
+                    inner.deadline
+                };
+                Timeout::at(future, at, bound.unwrap_or_default()).await
+            }
+            None => Ok(future.await),
+        };
+        let (error, verdict) = match result {
+            Ok(Ok(value)) => {
+                settle(permit, Health::Success, attempt_start);
+                return Ok(value);
+            }
+            Ok(Err(source)) => {
+                let verdict = inner.classifier.verdict(&source);
+                settle(permit, verdict.health, attempt_start);
+                let operation = inner.operation.clone();
+                let error = Error::Inner {
+                    operation,
+                    source,
+                    attempts: number,
+                };
+                (error, verdict)
+            }
+            Err(elapsed) => {
+                settle(permit, Health::Failure, attempt_start);
+                let error = Error::Timeout {
+                    operation: inner.operation.clone(),
+                    after: elapsed.after(),
+                };
+                (error, Verdict::indeterminate())
+            }
+        };
+        // NOTE: the slot is freed before the backoff, so waiting callers are not held up
+        // by one that is only sleeping.
+        drop(slot);
+        let hinted = match verdict.retry {
+            Retryable::No => return Err(error),
+            Retryable::IfIdempotent if !inner.idempotent => {
+                return Err(Error::OutcomeUnknown {
+                    operation: inner.operation.clone(),
+                });
+            }
+            Retryable::IfIdempotent | Retryable::Yes => None,
+            Retryable::After(delay) => Some(delay),
+        };
+        let Some(retry) = retry else { return Err(error) };
+        if number >= retry.max_attempts {
+            return Err(error);
+        }
+        let delay = hinted.unwrap_or_else(|| retry.backoff.delay(number));
+        // Stop *before* a limit rather than overshoot it: a retry that could not even
+        // begin before the deadline is not started.
+        let limit = clock::earliest(
+            overall,
+            retry.max_elapsed.and_then(|m| clock::deadline_after(started, m)),
+        );
+        if let Some(limit) = limit
+            && clock::deadline_after(Instant::now(), delay).is_none_or(|resume| resume >= limit)
+        {
+            return Err(error);
+        }
+        if let Some(budget) = &retry.budget
+            && !budget.try_withdraw()
+        {
+            return Err(Error::BudgetExhausted {
+                last: Box::new(error),
+            });
+        }
+        if let Some(hook) = &inner.on_retry {
+            hook(&RetryEvent {
+                operation: &inner.operation,
+                attempt: number,
+                cause: error.outcome(),
+                delay,
+            });
+        }
+        inner.metrics.retry();
+        sleep(delay).await;
+    }
+}
+
+/// Records an attempt's health on its breaker permit, with its duration when the
+/// breaker has a slow-call rule (the only case that needs another clock read).
+fn settle(permit: Option<Permit<'_>>, health: Health, attempt_start: Instant) {
+    let Some(permit) = permit else { return };
+    if permit.tracks_slow_calls() {
+        permit.record_timed(health, attempt_start.elapsed());
+    } else {
+        permit.record(health);
+    }
+}
+
+/// The outcome label of a call's result.
+pub(super) fn outcome_of<T, E>(result: &Result<T, Error<E>>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Success,
+        Err(e) => e.outcome(),
+    }
+}
+
+impl<C> Inner<C> {
+    fn deadline_passed<E>(&self) -> Error<E> {
+        Error::Timeout {
+            operation: self.operation.clone(),
+            after: self.deadline.unwrap_or(Duration::ZERO),
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! [`Policy`]: the one way to stack the wrappers, in one fixed order.
+
+mod attempt;
+mod call;
+
+use std::{fmt, future::Future, sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+
+pub use attempt::Attempt;
+
+use crate::{
+    Bulkhead, ByTrait, CallMetrics, CircuitBreaker, Classifier, Error, FallbackReason, Name, Outcome, Served,
+    Source, Verdict,
+    config::{ConfigError, PolicyConfig, RetryConfig, positive},
+    metered::InFlight,
+    retry::{Retry, RetryBudget, RetryEvent, RetryHook},
+    telemetry::DEFAULT_PREFIX,
+};
+
+/// A resilience policy for one operation, built once and cheap to clone.
+///
+/// The layers always stack in this order, whatever order the builder was called in:
+///
+/// ```text
+/// Metered (one logical call: duration + final outcome)
+///  └ Fallback (per call: call_with_fallback)
+///     └ Deadline (bounds all attempts and backoffs together)
+///        └ Retry (backoff, max attempts, max elapsed, budget)
+///           └ Bulkhead
+///              └ CircuitBreaker (counts every attempt)
+///                 └ Timeout (per attempt)
+///                    └ operation
+/// ```
+///
+/// Each attempt's `Err` is classified ([`Classify`](crate::Classify) or the builder's
+/// closure): the breaker records its health, and it is retried only if retryable — and,
+/// when its outcome is unknown (a timeout, a reset), only if the policy is
+/// [`idempotent`](PolicyBuilder::idempotent); otherwise the call ends with
+/// [`Error::OutcomeUnknown`]. An open circuit or a full bulkhead is never retried.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stayfast_core::{CircuitBreaker, Policy, config::{BreakerConfig, RetryConfig}};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let breaker = CircuitBreaker::new("redis.main", &BreakerConfig::default()).unwrap();
+/// let get = Policy::builder("redis.get")
+///     .timeout(Duration::from_millis(250))
+///     .deadline(Duration::from_secs(1))
+///     .retry(&RetryConfig::default())
+///     .idempotent(true)
+///     .breaker(breaker.clone())
+///     .build()
+///     .unwrap();
+/// assert_eq!(get.to_string(), "Metered(Deadline(Retry(CircuitBreaker(Timeout(redis.get)))))");
+///
+/// let value = get.call(|| async { Ok::<_, std::io::Error>("v") }).await.unwrap();
+/// assert_eq!(value, "v");
+/// # }
+/// ```
+///
+/// # Cancellation
+///
+/// Dropping the future returned by `call*` drops the attempt in progress (or the
+/// backoff sleep), frees its bulkhead slot, gives back a half-open probe permit without
+/// counting it, and records `cancelled` once. Nothing is retried. What the dropped
+/// attempt had already sent may still be applied: hand [`Attempt::deadline`] into the
+/// client so it can drop queued work itself.
+pub struct Policy<C = ByTrait> {
+    inner: Arc<Inner<C>>,
+}
+
+struct Inner<C> {
+    operation: Name,
+    target: Name,
+    timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    idempotent: bool,
+    retry: Option<Retry>,
+    bulkhead: Option<Bulkhead>,
+    breaker: Option<CircuitBreaker>,
+    metrics: CallMetrics,
+    metered: bool,
+    classifier: C,
+    on_retry: Option<RetryHook>,
+}
+
+impl<C> Clone for Policy<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl Policy {
+    /// A builder for a policy on `operation` (a metric label: `"redis.get"`), with no
+    /// layers yet.
+    pub fn builder(operation: impl Into<Name>) -> PolicyBuilder {
+        PolicyBuilder {
+            operation: operation.into(),
+            target: None,
+            config: PolicyConfig {
+                timeout: None,
+                ..PolicyConfig::default()
+            },
+            budget: None,
+            bulkhead: None,
+            breaker: None,
+            classifier: ByTrait,
+            on_retry: None,
+            prefix: Some(DEFAULT_PREFIX.to_owned()),
+            seed: None,
+        }
+    }
+}
+
+impl<C> Policy<C> {
+    /// The operation this policy runs.
+    pub fn operation(&self) -> &Name {
+        &self.inner.operation
+    }
+
+    /// The dependency it calls.
+    pub fn target(&self) -> &Name {
+        &self.inner.target
+    }
+
+    /// The circuit breaker, if the policy has one.
+    pub fn breaker(&self) -> Option<&CircuitBreaker> {
+        self.inner.breaker.as_ref()
+    }
+
+    /// Runs `op` under the policy; `op` builds a fresh future for every attempt, so the
+    /// request need not be `Clone`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`]: the last attempt's error, a timeout, an open circuit, a shed call,
+    /// an exhausted budget, or an unknown outcome.
+    ///
+    /// ```
+    /// # use stayfast_core::Policy;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let policy = Policy::builder("fs.read").build().unwrap();
+    /// let n = policy.call(|| async { Ok::<_, std::io::Error>(4) }).await.unwrap();
+    /// assert_eq!(n, 4);
+    /// # }
+    /// ```
+    pub fn call<Op, Fut, T, E>(
+        &self,
+        mut op: Op,
+    ) -> impl Future<Output = Result<T, Error<E>>> + use<C, Op, Fut, T, E>
+    where
+        C: Classifier<E>,
+        Op: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_with(move |_| op())
+    }
+
+    /// Runs `op` under the policy, handing each attempt its [`Attempt`] (number and
+    /// deadline).
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    pub fn call_with<Op, Fut, T, E>(
+        &self,
+        mut op: Op,
+    ) -> impl Future<Output = Result<T, Error<E>>> + use<C, Op, Fut, T, E>
+    where
+        C: Classifier<E>,
+        Op: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let inner = Arc::clone(&self.inner);
+        async move {
+            let started = Instant::now();
+            let in_flight = InFlight::start(&inner.metrics, started);
+            let result = call::run(&inner, &mut op, started).await;
+            in_flight.finish(call::outcome_of(&result));
+            result
+        }
+    }
+
+    /// Runs `op` under the policy and, when it fails for any reason (its error, a
+    /// timeout, an open circuit, a full bulkhead…), hands the error to `fallback`. The
+    /// fallback may serve a value (`Ok`), pass the error on, or fail in its own way;
+    /// [`Served::source`] says which path served the value.
+    ///
+    /// Counted as `fallback` when the fallback served the call, and in
+    /// `stayfast_fallbacks_total{reason}` whenever it ran.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `fallback` returns.
+    ///
+    /// ```
+    /// use stayfast_core::{Policy, Source, FallbackReason};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let policy = Policy::builder("redis.lrange").build().unwrap();
+    /// let served = policy
+    ///     .call_with_fallback(
+    ///         |_| async { Err::<Vec<String>, _>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)) },
+    ///         |_error| async { Ok(vec!["from the file".to_owned()]) },
+    ///     )
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(served.source, Source::Fallback(FallbackReason::Failure));
+    /// # }
+    /// ```
+    pub fn call_with_fallback<Op, Fut, T, E, Fb, FbFut>(
+        &self,
+        mut op: Op,
+        fallback: Fb,
+    ) -> impl Future<Output = Result<Served<T>, Error<E>>> + use<C, Op, Fut, T, E, Fb, FbFut>
+    where
+        C: Classifier<E>,
+        Op: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        Fb: FnOnce(Error<E>) -> FbFut,
+        FbFut: Future<Output = Result<T, Error<E>>>,
+    {
+        let inner = Arc::clone(&self.inner);
+        async move {
+            let started = Instant::now();
+            let in_flight = InFlight::start(&inner.metrics, started);
+            let result = match call::run(&inner, &mut op, started).await {
+                Ok(value) => Ok(Served {
+                    value,
+                    source: Source::Primary,
+                }),
+                Err(error) => {
+                    let reason = FallbackReason::of(&error);
+                    inner.metrics.fallback(reason);
+                    fallback(error).await.map(|value| Served {
+                        value,
+                        source: Source::Fallback(reason),
+                    })
+                }
+            };
+            in_flight.finish(match &result {
+                Ok(Served {
+                    source: Source::Fallback(_),
+                    ..
+                }) => Outcome::Fallback,
+                other => call::outcome_of(other),
+            });
+            result
+        }
+    }
+}
+
+impl<C> fmt::Display for Policy<C> {
+    /// The stack, outermost first: `Metered(Deadline(Retry(CircuitBreaker(Timeout(op)))))`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &*self.inner;
+        let layers = [
+            ("Metered", i.metered),
+            ("Deadline", i.deadline.is_some()),
+            ("Retry", i.retry.is_some()),
+            ("Bulkhead", i.bulkhead.is_some()),
+            ("CircuitBreaker", i.breaker.is_some()),
+            ("Timeout", i.timeout.is_some()),
+        ];
+        let mut open = 0;
+        for (name, _) in layers.iter().filter(|(_, on)| *on) {
+            write!(f, "{name}(")?;
+            open += 1;
+        }
+        write!(f, "{}", i.operation)?;
+        (0..open).try_for_each(|_| f.write_str(")"))
+    }
+}
+
+impl<C> fmt::Debug for Policy<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &*self.inner;
+        f.debug_struct("Policy")
+            .field("stack", &self.to_string())
+            .field("target", &i.target)
+            .field("timeout", &i.timeout)
+            .field("deadline", &i.deadline)
+            .field("idempotent", &i.idempotent)
+            .field("retry", &i.retry)
+            .field("bulkhead", &i.bulkhead)
+            .field("breaker", &i.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Policy`]; every setter may be called in any order, the stack order is
+/// fixed. Nothing is checked until [`build`](Self::build).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stayfast_core::{Policy, Verdict};
+///
+/// let policy = Policy::builder("redis.blpop")
+///     .target("redis.main")
+///     .timeout(Duration::from_secs(5))
+///     // A nil reply after BLPOP's own timeout is an answer, not a failure.
+///     .classify(|e: &std::io::Error| match e.kind() {
+///         std::io::ErrorKind::TimedOut => Verdict::expected(),
+///         _ => Verdict::permanent(),
+///     })
+///     .build()
+///     .unwrap();
+/// assert_eq!(policy.target().as_str(), "redis.main");
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct PolicyBuilder<C = ByTrait> {
+    operation: Name,
+    target: Option<Name>,
+    config: PolicyConfig,
+    budget: Option<RetryBudget>,
+    bulkhead: Option<Bulkhead>,
+    breaker: Option<CircuitBreaker>,
+    classifier: C,
+    on_retry: Option<RetryHook>,
+    prefix: Option<String>,
+    seed: Option<u64>,
+}
+
+impl<C> PolicyBuilder<C> {
+    /// The dependency called (the `target` label). Defaults to the breaker's target,
+    /// else the bulkhead's, else the operation.
+    pub fn target(mut self, target: impl Into<Name>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// Takes timeout, deadline, idempotency and retry from `config`.
+    pub fn config(mut self, config: &PolicyConfig) -> Self {
+        self.config = config.clone();
+        self
+    }
+
+    /// Bounds each attempt.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = Some(timeout);
+        self
+    }
+
+    /// Bounds the whole call: every attempt, every backoff.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.config.deadline = Some(deadline);
+        self
+    }
+
+    /// Declares whether the operation may safely run twice (default `false`). Only an
+    /// idempotent operation's attempt with an unknown outcome is retried.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.config.idempotent = idempotent;
+        self
+    }
+
+    /// Retries as `config` says. Its `budget` is this policy's own unless a shared one
+    /// is given with [`retry_budget`](Self::retry_budget).
+    pub fn retry(mut self, config: &RetryConfig) -> Self {
+        self.config.retry = Some(config.clone());
+        self
+    }
+
+    /// Draws retries from `budget`, shared with other policies.
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Seeds the backoff jitter, for reproducible tests.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Limits concurrency with `bulkhead` (shared per dependency).
+    pub fn bulkhead(mut self, bulkhead: Bulkhead) -> Self {
+        self.bulkhead = Some(bulkhead);
+        self
+    }
+
+    /// Guards every attempt with `breaker` (shared per dependency).
+    pub fn breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// Calls `hook` before each retry.
+    pub fn on_retry(mut self, hook: impl Fn(&RetryEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.on_retry = Some(Arc::new(hook));
+        self
+    }
+
+    /// Names the metrics `<prefix>_calls_total` and so on (default `stayfast`).
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Records no metrics.
+    pub fn without_metrics(mut self) -> Self {
+        self.prefix = None;
+        self
+    }
+
+    /// Classifies the operation's errors with `classifier` instead of their
+    /// [`Classify`](crate::Classify) impl.
+    pub fn classify<E, F>(self, classifier: F) -> PolicyBuilder<F>
+    where
+        F: Fn(&E) -> Verdict + Send + Sync + 'static,
+    {
+        PolicyBuilder {
+            operation: self.operation,
+            target: self.target,
+            config: self.config,
+            budget: self.budget,
+            bulkhead: self.bulkhead,
+            breaker: self.breaker,
+            classifier,
+            on_retry: self.on_retry,
+            prefix: self.prefix,
+            seed: self.seed,
+        }
+    }
+
+    /// Validates everything and builds the policy, resolving its metric handles from the
+    /// recorder installed now.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field (`timeout`, `retry.max_attempts`…).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let err = stayfast_core::Policy::builder("op").timeout(Duration::ZERO).build().unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid config `timeout`: must be greater than zero");
+    /// ```
+    pub fn build(self) -> Result<Policy<C>, ConfigError> {
+        let config = &self.config;
+        config.validate()?;
+        if let Some(d) = config.timeout {
+            positive("timeout", d)?;
+        }
+        let retry = match &config.retry {
+            Some(r) => {
+                let mut retry = Retry::new(r).map_err(|e| e.prefixed("retry"))?;
+                if let Some(seed) = self.seed {
+                    retry.backoff = retry.backoff.seeded(seed);
+                }
+                if self.budget.is_some() {
+                    retry.budget = self.budget;
+                }
+                Some(retry)
+            }
+            None => None,
+        };
+        let target = self
+            .target
+            .or_else(|| self.breaker.as_ref().map(|b| b.target().clone()))
+            .or_else(|| self.bulkhead.as_ref().map(|b| b.target().clone()))
+            .unwrap_or_else(|| self.operation.clone());
+        let metrics = match &self.prefix {
+            Some(prefix) => CallMetrics::with_prefix(prefix, &self.operation, &target),
+            None => CallMetrics::disabled(),
+        };
+        Ok(Policy {
+            inner: Arc::new(Inner {
+                operation: self.operation,
+                target,
+                timeout: config.timeout,
+                deadline: config.deadline,
+                idempotent: config.idempotent,
+                retry,
+                bulkhead: self.bulkhead,
+                breaker: self.breaker,
+                metrics,
+                metered: self.prefix.is_some(),
+                classifier: self.classifier,
+                on_retry: self.on_retry,
+            }),
+        })
+    }
+}
+
+impl<C> fmt::Debug for PolicyBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyBuilder")
+            .field("operation", &self.operation)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,107 @@
+//! The metrics stayfast-core records: their names, descriptions and histogram buckets.
+//!
+//! Handles are resolved once, when a [`Policy`](crate::Policy) or
+//! [`CircuitBreaker`](crate::CircuitBreaker) is built, from the recorder installed *at
+//! that moment*: install your recorder (for example the `stayfast` facade's telemetry,
+//! or `metrics-exporter-prometheus`) before building policies. Without a recorder
+//! every handle is a no-op. Label values come from names fixed at build time, never
+//! from call arguments, so the number of series is bounded by your configuration.
+//!
+//! | name (default prefix) | type | labels |
+//! |---|---|---|
+//! | `stayfast_call_duration_seconds` | histogram | `operation`, `target` |
+//! | `stayfast_calls_total` | counter | `operation`, `target`, `outcome` |
+//! | `stayfast_attempts_total` | counter | `operation`, `target` |
+//! | `stayfast_retries_total` | counter | `operation`, `target` |
+//! | `stayfast_fallbacks_total` | counter | `operation`, `target`, `reason` |
+//! | `stayfast_circuit_state` | gauge | `target` (0 closed, 1 open, 2 half-open, 3 disabled) |
+//! | `stayfast_circuit_transitions_total` | counter | `target`, `to`, `reason` |
+//!
+//! # Examples
+//!
+//! ```
+//! use stayfast_core::telemetry;
+//!
+//! assert_eq!(telemetry::metric_name("stayfast", telemetry::CALLS_TOTAL), "stayfast_calls_total");
+//! assert_eq!(telemetry::HISTOGRAM_BUCKETS.len(), 12);
+//! telemetry::describe_metrics(telemetry::DEFAULT_PREFIX); // a no-op without a recorder
+//! ```
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// The prefix of every metric name unless configured otherwise.
+pub const DEFAULT_PREFIX: &str = "stayfast";
+
+/// Bucket bounds, in seconds, for every stayfast latency histogram.
+pub const HISTOGRAM_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Suffix of the call latency histogram.
+pub const CALL_DURATION_SECONDS: &str = "call_duration_seconds";
+/// Suffix of the calls-by-outcome counter.
+pub const CALLS_TOTAL: &str = "calls_total";
+/// Suffix of the attempts counter.
+pub const ATTEMPTS_TOTAL: &str = "attempts_total";
+/// Suffix of the retries counter.
+pub const RETRIES_TOTAL: &str = "retries_total";
+/// Suffix of the fallbacks counter.
+pub const FALLBACKS_TOTAL: &str = "fallbacks_total";
+/// Suffix of the circuit state gauge.
+pub const CIRCUIT_STATE: &str = "circuit_state";
+/// Suffix of the circuit transitions counter.
+pub const CIRCUIT_TRANSITIONS_TOTAL: &str = "circuit_transitions_total";
+
+/// `<prefix>_<suffix>`.
+///
+/// ```
+/// assert_eq!(stayfast_core::telemetry::metric_name("app", "calls_total"), "app_calls_total");
+/// ```
+pub fn metric_name(prefix: &str, suffix: &str) -> String {
+    format!("{prefix}_{suffix}")
+}
+
+/// Describes (type, unit, help text) every metric of stayfast-core to the installed
+/// recorder. Call it once after installing the recorder.
+///
+/// ```
+/// stayfast_core::telemetry::describe_metrics("stayfast");
+/// ```
+pub fn describe_metrics(prefix: &str) {
+    let name = |suffix| metric_name(prefix, suffix);
+    describe_histogram!(
+        name(CALL_DURATION_SECONDS),
+        Unit::Seconds,
+        "Duration of one logical call through a policy, every attempt, backoff and fallback included."
+    );
+    describe_counter!(
+        name(CALLS_TOTAL),
+        Unit::Count,
+        "Logical calls through a policy, by how they ended."
+    );
+    describe_counter!(
+        name(ATTEMPTS_TOTAL),
+        Unit::Count,
+        "Attempts made (the first one and every retry)."
+    );
+    describe_counter!(
+        name(RETRIES_TOTAL),
+        Unit::Count,
+        "Retries made after a failed attempt."
+    );
+    describe_counter!(
+        name(FALLBACKS_TOTAL),
+        Unit::Count,
+        "Calls handed to their fallback, by the reason the primary path failed."
+    );
+    describe_gauge!(
+        name(CIRCUIT_STATE),
+        Unit::Count,
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 disabled."
+    );
+    describe_counter!(
+        name(CIRCUIT_TRANSITIONS_TOTAL),
+        Unit::Count,
+        "Circuit breaker state changes, by the new state and the reason."
+    );
+}

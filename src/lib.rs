@@ -1,0 +1,47 @@
+//! **stayfast** keeps async services responsive when Redis or the disk misbehaves.
+//!
+//! Every call to a dependency gets a deadline, a circuit breaker shared by all calls to
+//! that dependency, bounded retries with jittered backoff and a retry budget, an
+//! optional concurrency limit, Prometheus metrics and an optional fallback — stacked in
+//! one fixed order by a [`Policy`]:
+//!
+//! ```text
+//! Metered → Fallback → Deadline → Retry → Bulkhead → CircuitBreaker → Timeout → operation
+//! ```
+//!
+//! This crate is the facade: today it re-exports [`stayfast-core`](stayfast_core)'s
+//! wrappers. The ready-made Redis and file stores, settings and the Prometheus exporter
+//! land here next (see the CHANGELOG).
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use stayfast::{CircuitBreaker, Error, Policy, config::{BreakerConfig, RetryConfig}};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let breaker = CircuitBreaker::new("redis.main", &BreakerConfig::default()).unwrap();
+//! let get = Policy::builder("redis.get")
+//!     .timeout(Duration::from_millis(250))
+//!     .retry(&RetryConfig::default())
+//!     .idempotent(true)
+//!     .breaker(breaker)
+//!     .build()
+//!     .unwrap();
+//!
+//! // A dependency that never answers: the call returns after its deadline instead of
+//! // hanging the request, and the breaker counts every attempt.
+//! let hung = get.call(|| std::future::pending::<Result<String, std::io::Error>>()).await;
+//! assert!(matches!(hung, Err(Error::Timeout { .. })));
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+#[doc(inline)]
+pub use stayfast_core::*;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
