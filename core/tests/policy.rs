@@ -1,0 +1,460 @@
+//! Policy composition, cancellation, fallback and metrics (TEST-PLAN A6, A7, B3, B5).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use metrics_util::{
+    CompositeKey, MetricKind,
+    debugging::{DebugValue, DebuggingRecorder},
+};
+use stayfast_core::{
+    Bulkhead, CircuitBreaker, Error, FallbackReason, Policy, Served, Source,
+    breaker::State,
+    config::{BreakerConfig, BulkheadConfig},
+};
+use support::{Fake, breaker, fixed_retry};
+use tokio::time::{Instant, advance};
+
+type Series = Vec<(
+    CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    DebugValue,
+)>;
+
+/// The value of one series in a snapshot, by name and label pairs.
+fn value<'a>(
+    snapshot: &'a Series,
+    kind: MetricKind,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<&'a DebugValue> {
+    snapshot.iter().find_map(|(key, _, _, value)| {
+        let key_kind = key.kind();
+        let key = key.key();
+        let matches = key_kind == kind
+            && key.name() == name
+            && labels
+                .iter()
+                .all(|(n, v)| key.labels().any(|l| l.key() == *n && l.value() == *v));
+        matches.then_some(value)
+    })
+}
+
+fn count(s: &Series, name: &str, labels: &[(&str, &str)]) -> u64 {
+    match value(s, MetricKind::Counter, name, labels) {
+        Some(DebugValue::Counter(n)) => *n,
+        None => 0,
+        other => panic!("{name} is not a counter: {other:?}"),
+    }
+}
+
+fn outcome(s: &Series, outcome: &str) -> u64 {
+    count(
+        s,
+        "stayfast_calls_total",
+        &[("operation", "fake.op"), ("outcome", outcome)],
+    )
+}
+
+/// B5: the description lists the layers in the enforced order, whatever order the
+/// builder was called in.
+#[test]
+fn composition_order_is_fixed_by_the_builder() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let bulkhead = Bulkhead::new("fake.main", &BulkheadConfig::default()).unwrap();
+    let policy = Policy::builder("fake.op")
+        .breaker(breaker(5))
+        .timeout(Duration::from_millis(100))
+        .bulkhead(bulkhead)
+        .retry(&fixed_retry(3, 10))
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(
+        policy.to_string(),
+        "Metered(Deadline(Retry(Bulkhead(CircuitBreaker(Timeout(fake.op))))))"
+    );
+    let bare = Policy::builder("fake.op").without_metrics().build().unwrap();
+    assert_eq!(bare.to_string(), "fake.op");
+    assert_eq!(policy.target().as_str(), "fake.main");
+}
+
+/// B5: the breaker sits under the retry, so it counts every attempt.
+#[tokio::test(start_paused = true)]
+async fn breaker_counts_every_attempt() {
+    let breaker = breaker(3);
+    let policy = Policy::builder("fake.op")
+        .retry(&fixed_retry(3, 10))
+        .breaker(breaker.clone())
+        .build()
+        .unwrap();
+    let err = policy
+        .call(|| async { Err::<(), _>(Fake::Busy) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.attempts(), Some(3));
+    assert_eq!(breaker.state(), State::Open, "three attempts are three failures");
+}
+
+/// The retry stops at the open circuit instead of retrying against it.
+#[tokio::test(start_paused = true)]
+async fn retry_stops_when_its_attempts_open_the_circuit() {
+    let breaker = breaker(2);
+    let attempts = Arc::new(AtomicU32::new(0));
+    let a = Arc::clone(&attempts);
+    let policy = Policy::builder("fake.op")
+        .retry(&fixed_retry(5, 10))
+        .breaker(breaker)
+        .build()
+        .unwrap();
+    let err = policy
+        .call(move || {
+            a.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(Fake::Busy) }
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_circuit_open(), "{err}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+}
+
+/// A6 / ANCHORS: a caller that gives up is not a failure: the breaker does not count
+/// it, and it is not retried.
+#[tokio::test(start_paused = true)]
+async fn cancellation_is_not_a_failure() {
+    let breaker = breaker(1);
+    let attempts = Arc::new(AtomicU32::new(0));
+    let a = Arc::clone(&attempts);
+    let policy = Policy::builder("fake.op")
+        .timeout(Duration::from_secs(10))
+        .retry(&fixed_retry(3, 10))
+        .idempotent(true)
+        .breaker(breaker.clone())
+        .build()
+        .unwrap();
+    let call = policy.call(move || {
+        a.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<Result<(), Fake>>()
+    });
+    // The caller's own, shorter timeout fires first.
+    let caller = tokio::time::timeout(Duration::from_millis(50), call).await;
+    assert!(caller.is_err());
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+}
+
+/// A dropped half-open probe gives its permit back; the next caller may probe.
+#[tokio::test(start_paused = true)]
+async fn dropped_probe_returns_its_permit() {
+    let breaker = breaker(1);
+    let policy = Policy::builder("fake.op")
+        .breaker(breaker.clone())
+        .build()
+        .unwrap();
+    let _ = policy.call(|| async { Err::<(), _>(Fake::Busy) }).await;
+    assert_eq!(breaker.state(), State::Open);
+    advance(Duration::from_secs(1)).await;
+    let probe = policy.call(|| std::future::pending::<Result<(), Fake>>());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1), probe)
+            .await
+            .is_err()
+    );
+    assert_eq!(breaker.state(), State::HalfOpen);
+    let ok = policy.call(|| async { Ok::<_, Fake>(7) }).await.unwrap();
+    assert_eq!(ok, 7);
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallback_serves_when_the_primary_fails_or_the_circuit_is_open() {
+    let breaker = breaker(1);
+    let policy = Policy::builder("fake.op")
+        .breaker(breaker.clone())
+        .build()
+        .unwrap();
+    let from_file = |_e: Error<Fake>| async { Ok::<_, Error<Fake>>("from file") };
+    let served = policy
+        .call_with_fallback(|_| async { Err::<&str, _>(Fake::Busy) }, from_file)
+        .await
+        .unwrap();
+    assert_eq!(
+        served,
+        Served {
+            value: "from file",
+            source: Source::Fallback(FallbackReason::Failure)
+        }
+    );
+    let served = policy
+        .call_with_fallback(|_| async { Ok::<_, Fake>("from redis") }, from_file)
+        .await
+        .unwrap();
+    assert_eq!(
+        served.source,
+        Source::Fallback(FallbackReason::Rejected),
+        "circuit is open"
+    );
+    breaker.reset();
+    let served = policy
+        .call_with_fallback(|_| async { Ok::<_, Fake>("from redis") }, from_file)
+        .await
+        .unwrap();
+    assert_eq!(
+        served,
+        Served {
+            value: "from redis",
+            source: Source::Primary
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallback_may_pass_the_error_on() {
+    let policy = Policy::builder("fake.op").build().unwrap();
+    let err = policy
+        .call_with_fallback(
+            |_| async { Err::<(), _>(Fake::WrongType) },
+            |e| async move {
+                if e.inner() == Some(&Fake::WrongType) {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.into_inner(), Some(Fake::WrongType));
+}
+
+/// Every outcome of DESIGN's table is counted under its label, exactly once per call;
+/// attempts and retries are counted per attempt.
+#[tokio::test(start_paused = true)]
+async fn outcomes_attempts_and_retries_are_counted() {
+    let recorder = DebuggingRecorder::new();
+    let s = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let breaker = CircuitBreaker::new("fake.main", &{
+        let mut c = BreakerConfig::default();
+        c.consecutive_failures = Some(100);
+        c.failure_rate = None;
+        c
+    })
+    .unwrap();
+    let bulkhead = Bulkhead::new("fake.main", &{
+        let mut c = BulkheadConfig::default();
+        c.max_concurrent = 1;
+        c
+    })
+    .unwrap();
+    let policy = Policy::builder("fake.op")
+        .timeout(Duration::from_millis(100))
+        .retry(&fixed_retry(2, 10))
+        .breaker(breaker.clone())
+        .bulkhead(bulkhead.clone())
+        .build()
+        .unwrap();
+    policy.call(|| async { Ok::<_, Fake>(()) }).await.unwrap();
+    let _ = policy.call(|| async { Err::<(), _>(Fake::Busy) }).await; // 2 attempts, 1 retry
+    let _ = policy.call(|| std::future::pending::<Result<(), Fake>>()).await; // unknown
+    let _ = policy
+        .call_with_fallback(|_| async { Err::<(), _>(Fake::Oom) }, |_| async { Ok(()) })
+        .await;
+    breaker.force_open();
+    let _ = policy.call(|| async { Ok::<_, Fake>(()) }).await; // rejected
+    breaker.reset();
+    let held = bulkhead.acquire().await.unwrap();
+    let _ = policy.call(|| async { Ok::<_, Fake>(()) }).await; // shed
+    drop(held);
+    let cancelled = policy.call(|| std::future::pending::<Result<(), Fake>>());
+    let _ = tokio::time::timeout(Duration::from_millis(10), cancelled).await;
+
+    // One snapshot: taking it drains the recorder.
+    let s = s.snapshot().into_vec();
+    for (label, n) in [
+        ("success", 1),
+        ("failure", 1),
+        ("unknown", 1),
+        ("fallback", 1),
+        ("rejected", 1),
+        ("shed", 1),
+        ("cancelled", 1),
+        ("timeout", 0),
+        ("budget_exhausted", 0),
+    ] {
+        assert_eq!(outcome(&s, label), n, "outcome {label}");
+    }
+    let labels = [("operation", "fake.op"), ("target", "fake.main")];
+    assert_eq!(count(&s, "stayfast_attempts_total", &labels), 6);
+    assert_eq!(count(&s, "stayfast_retries_total", &labels), 1);
+    assert_eq!(count(&s, "stayfast_fallbacks_total", &[("reason", "failure")]), 1);
+    match value(
+        &s,
+        MetricKind::Histogram,
+        "stayfast_call_duration_seconds",
+        &labels,
+    ) {
+        Some(DebugValue::Histogram(samples)) => assert_eq!(samples.len(), 7),
+        other => panic!("no duration histogram: {other:?}"),
+    }
+}
+
+/// B3: a storm of callers with tiny timeouts and random aborts over inner behaviours
+/// {Ok, Err, Slow, Never}: no slot or probe permit leaks.
+#[tokio::test(start_paused = true)]
+async fn cancellation_storm_leaks_no_permits() {
+    let mut bc = BreakerConfig::default();
+    bc.consecutive_failures = Some(3);
+    bc.failure_rate = None;
+    bc.open_for = Duration::from_millis(20);
+    bc.max_open_for = Duration::from_millis(20);
+    let breaker = CircuitBreaker::new("fake.main", &bc).unwrap();
+    let mut kc = BulkheadConfig::default();
+    kc.max_concurrent = 8;
+    kc.max_wait = Duration::from_millis(5);
+    let bulkhead = Bulkhead::new("fake.main", &kc).unwrap();
+    let policy = Policy::builder("fake.op")
+        .timeout(Duration::from_millis(30))
+        .retry(&fixed_retry(3, 2))
+        .idempotent(true)
+        .breaker(breaker.clone())
+        .bulkhead(bulkhead.clone())
+        .build()
+        .unwrap();
+    let mut rng = 0x2545_F491_4F6C_DD1D_u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut tasks = Vec::new();
+    for i in 0..2000u64 {
+        let behaviour = next() % 4;
+        let caller_timeout = Duration::from_millis(next() % 40);
+        let abort_after = Duration::from_millis(next() % 40);
+        let policy = policy.clone();
+        let task = tokio::spawn(async move {
+            let call = policy.call(move || async move {
+                match behaviour {
+                    0 => Ok(i),
+                    1 => Err(Fake::Busy),
+                    2 => {
+                        tokio::time::sleep(Duration::from_millis(15)).await;
+                        Ok(i)
+                    }
+                    _ => std::future::pending().await,
+                }
+            });
+            let _ = tokio::time::timeout(caller_timeout, call).await;
+        });
+        let handle = task.abort_handle();
+        tokio::spawn(async move {
+            tokio::time::sleep(abort_after).await;
+            handle.abort();
+        });
+        tasks.push(task);
+        if i % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    advance(Duration::from_secs(1)).await;
+    assert_eq!(bulkhead.available(), 8, "every bulkhead slot came back");
+    // Whatever state the storm left, the breaker still admits a probe or a call.
+    let ok = policy.call(|| async { Ok::<_, Fake>(1) }).await;
+    assert!(ok.is_ok(), "{:?} in state {:?}", ok.err(), breaker.state());
+    assert_eq!(bulkhead.available(), 8);
+}
+
+fn assert_send_static<T: Send + 'static>(_: &T) {}
+fn assert_send_sync<T: Send + Sync>() {}
+
+/// The futures `Policy::call*` return can be spawned; every public type is Send + Sync.
+#[tokio::test]
+async fn policy_futures_are_send_and_static_and_types_are_send_sync() {
+    let policy = Policy::builder("fake.op")
+        .retry(&fixed_retry(2, 1))
+        .breaker(breaker(3))
+        .build()
+        .unwrap();
+    let call = policy.call(|| async { Ok::<_, Fake>(1) });
+    assert_send_static(&call);
+    let with = policy.call_with_fallback(|_| async { Ok::<_, Fake>(1) }, |e| async move { Err(e) });
+    assert_send_static(&with);
+    assert_eq!(tokio::spawn(call).await.unwrap().unwrap(), 1);
+    drop(policy);
+    assert_eq!(tokio::spawn(with).await.unwrap().unwrap().value, 1);
+
+    assert_send_sync::<Policy>();
+    assert_send_sync::<stayfast_core::PolicyBuilder>();
+    assert_send_sync::<CircuitBreaker>();
+    assert_send_sync::<stayfast_core::breaker::Permit<'static>>();
+    assert_send_sync::<stayfast_core::breaker::Rejected>();
+    assert_send_sync::<stayfast_core::breaker::BreakerBuilder>();
+    assert_send_sync::<Bulkhead>();
+    assert_send_sync::<stayfast_core::BulkheadPermit<'static>>();
+    assert_send_sync::<stayfast_core::RetryBudget>();
+    assert_send_sync::<stayfast_core::retry::Backoff>();
+    assert_send_sync::<stayfast_core::CallMetrics>();
+    assert_send_sync::<stayfast_core::Metered<std::future::Ready<Result<(), Fake>>>>();
+    assert_send_sync::<stayfast_core::Timeout<std::future::Ready<()>>>();
+    assert_send_sync::<Error<Fake>>();
+    assert_send_sync::<stayfast_core::Elapsed>();
+    assert_send_sync::<stayfast_core::Attempt>();
+    assert_send_sync::<stayfast_core::config::PolicyConfig>();
+    assert_send_sync::<stayfast_core::config::ConfigError>();
+}
+
+/// A7: paused-time tests use fakes; the paused clock only moves when every task waits.
+#[tokio::test(start_paused = true)]
+async fn attempt_deadline_is_handed_to_the_operation() {
+    let policy = Policy::builder("fake.op")
+        .timeout(Duration::from_millis(300))
+        .deadline(Duration::from_millis(500))
+        .retry(&fixed_retry(3, 100))
+        .idempotent(true)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    let _ = policy
+        .call_with(move |attempt| {
+            s.lock()
+                .unwrap()
+                .push((attempt.number, attempt.deadline.map(|d| d - start)));
+            std::future::pending::<Result<(), Fake>>()
+        })
+        .await;
+    let seen = seen.lock().unwrap().clone();
+    // Attempt 1: min(0+300, 500); attempt 2 starts at 400: min(700, 500) = 500.
+    assert_eq!(
+        seen,
+        [
+            (1, Some(Duration::from_millis(300))),
+            (2, Some(Duration::from_millis(500)))
+        ]
+    );
+}
+
+fn _policy_call_is_a_future(p: &Policy) -> impl Future<Output = Result<u8, Error<Fake>>> {
+    p.call(|| async { Ok(1) })
+}

@@ -1,0 +1,70 @@
+//! Shared test helpers: a fake dependency error covering DESIGN's classification table,
+//! and small policy/breaker constructors.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{fmt, time::Duration};
+
+use stayfast_core::{CircuitBreaker, Classify, Verdict, config::BreakerConfig};
+
+/// The error kinds a Redis-like dependency returns, classified as DESIGN.md says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fake {
+    ConnectionRefused,
+    ConnectionReset,
+    Loading,
+    Busy,
+    TryAgain,
+    NoAuth,
+    WrongPass,
+    NoPerm,
+    Oom,
+    WrongType,
+    NotFound,
+    BadArgument,
+    /// A BLPOP whose own timeout passed with a nil reply: an answer, not a failure.
+    NilTimeout,
+    /// The server asked to be retried after this many milliseconds.
+    RetryAfterMs(u64),
+}
+
+impl fmt::Display for Fake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl std::error::Error for Fake {}
+
+impl Classify for Fake {
+    fn classify(&self) -> Verdict {
+        match self {
+            Fake::ConnectionRefused | Fake::Loading | Fake::Busy | Fake::TryAgain => Verdict::transient(),
+            Fake::ConnectionReset => Verdict::indeterminate(),
+            Fake::NoAuth | Fake::WrongPass | Fake::NoPerm | Fake::Oom => Verdict::permanent(),
+            Fake::WrongType | Fake::NotFound | Fake::BadArgument => Verdict::caller_error(),
+            Fake::NilTimeout => Verdict::expected(),
+            Fake::RetryAfterMs(ms) => Verdict::retry_after(Duration::from_millis(*ms)),
+        }
+    }
+}
+
+/// A breaker that opens after `n` consecutive failures (no rate rule), open for 1 s.
+pub fn breaker(n: u32) -> CircuitBreaker {
+    let mut config = BreakerConfig::default();
+    config.consecutive_failures = Some(n);
+    config.failure_rate = None;
+    config.open_for = Duration::from_secs(1);
+    CircuitBreaker::new("fake.main", &config).expect("valid breaker config")
+}
+
+/// A retry config with fixed delays (`delay_ms`, no jitter, no growth) and no budget.
+pub fn fixed_retry(max_attempts: u32, delay_ms: u64) -> stayfast_core::config::RetryConfig {
+    let mut r = stayfast_core::config::RetryConfig::default();
+    r.max_attempts = max_attempts;
+    r.min_delay = Duration::from_millis(delay_ms);
+    r.max_delay = Duration::from_millis(delay_ms);
+    r.multiplier = 1.0;
+    r.jitter = false;
+    r.budget = None;
+    r
+}
