@@ -43,6 +43,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if let Ok(seconds) = trimmed.parse::<f64>() {
         return from_secs_f64(seconds);
     }
+    if trimmed.starts_with('-') {
+        return Err(format!(
+            "invalid duration {text:?}: a duration cannot be negative"
+        ));
+    }
     let mut total = Duration::ZERO;
     let mut rest = trimmed;
     while !rest.is_empty() {
@@ -57,7 +62,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         let (unit, tail) = after.split_at(unit_len);
         let value: f64 = number
             .parse()
-            .map_err(|_| format!("invalid duration {text:?}: expected a number before {unit:?}"))?;
+            .map_err(|_| format!("invalid duration {text:?}: expected a number at {rest:?}"))?;
         let scale = match unit {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
