@@ -384,3 +384,47 @@ async fn budget_exhausted_carries_the_last_error() {
     assert_eq!(err.inner(), Some(&Fake::Busy));
     assert_eq!(err.outcome().as_str(), "budget_exhausted");
 }
+
+/// A closure given to the builder overrides the error type's own classification.
+#[tokio::test(start_paused = true)]
+async fn a_policy_closure_overrides_classify() {
+    let attempts = Arc::new(AtomicU32::new(0));
+    let a = Arc::clone(&attempts);
+    let policy = Policy::builder("fake.op")
+        .retry(&fixed_retry(3, 10))
+        .classify(|e: &Fake| match e {
+            Fake::Busy => stayfast_core::Verdict::permanent(), // this operation: never retry BUSY
+            other => stayfast_core::Classify::classify(other),
+        })
+        .build()
+        .unwrap();
+    let _ = policy
+        .call(move || {
+            a.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(Fake::Busy) }
+        })
+        .await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+}
+
+/// `std::io::Error` by kind, per DESIGN's table.
+#[test]
+fn io_errors_are_classified_by_kind() {
+    use stayfast_core::{Classify, Verdict};
+    use std::io::ErrorKind::*;
+    for (kind, verdict) in [
+        (ConnectionRefused, Verdict::transient()),
+        (TimedOut, Verdict::indeterminate()),
+        (ConnectionReset, Verdict::indeterminate()),
+        (BrokenPipe, Verdict::indeterminate()),
+        (UnexpectedEof, Verdict::indeterminate()),
+        (NotFound, Verdict::caller_error()),
+        (InvalidInput, Verdict::caller_error()),
+        (PermissionDenied, Verdict::caller_error()),
+        (StorageFull, Verdict::permanent()),
+        (ReadOnlyFilesystem, Verdict::permanent()),
+        (Other, Verdict::permanent()),
+    ] {
+        assert_eq!(std::io::Error::from(kind).classify(), verdict, "{kind:?}");
+    }
+}
