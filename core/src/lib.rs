@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod background;
 pub mod breaker;
 mod bulkhead;
 mod classify;
@@ -56,7 +57,9 @@ pub mod retry;
 mod sync;
 pub mod telemetry;
 mod timeout;
+mod watchdog;
 
+pub use background::{BackgroundConfig, FireAndForget, ShutdownReport, SpawnError, TaskOutcome};
 pub use breaker::CircuitBreaker;
 pub use bulkhead::{Bulkhead, BulkheadFull, BulkheadPermit};
 pub use classify::{ByTrait, Classifier, Classify, Health, Retryable, Verdict};
@@ -68,3 +71,4 @@ pub use outcome::{Outcome, ToOutcome};
 pub use policy::{Attempt, Policy, PolicyBuilder};
 pub use retry::RetryBudget;
 pub use timeout::{Elapsed, Timeout, TimeoutExt};
+pub use watchdog::LagWatchdog;

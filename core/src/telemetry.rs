@@ -16,6 +16,9 @@
 //! | `stayfast_fallbacks_total` | counter | `operation`, `target`, `reason` |
 //! | `stayfast_circuit_state` | gauge | `target` (0 closed, 1 open, 2 half-open, 3 disabled) |
 //! | `stayfast_circuit_transitions_total` | counter | `target`, `to`, `reason` |
+//! | `stayfast_background_in_flight` | gauge | `spawner` |
+//! | `stayfast_background_tasks_total` | counter | `spawner`, `outcome` |
+//! | `stayfast_runtime_lag_seconds` | histogram | — |
 //!
 //! # Examples
 //!
@@ -51,6 +54,13 @@ pub const FALLBACKS_TOTAL: &str = "fallbacks_total";
 pub const CIRCUIT_STATE: &str = "circuit_state";
 /// Suffix of the circuit transitions counter.
 pub const CIRCUIT_TRANSITIONS_TOTAL: &str = "circuit_transitions_total";
+
+/// Suffix of the background in-flight gauge.
+pub const BACKGROUND_IN_FLIGHT: &str = "background_in_flight";
+/// Suffix of the background tasks counter.
+pub const BACKGROUND_TASKS_TOTAL: &str = "background_tasks_total";
+/// Suffix of the scheduler lag histogram.
+pub const RUNTIME_LAG_SECONDS: &str = "runtime_lag_seconds";
 
 /// `<prefix>_<suffix>`.
 ///
@@ -103,5 +113,20 @@ pub fn describe_metrics(prefix: &str) {
         name(CIRCUIT_TRANSITIONS_TOTAL),
         Unit::Count,
         "Circuit breaker state changes, by the new state and the reason."
+    );
+    describe_gauge!(
+        name(BACKGROUND_IN_FLIGHT),
+        Unit::Count,
+        "Background tasks running now."
+    );
+    describe_counter!(
+        name(BACKGROUND_TASKS_TOTAL),
+        Unit::Count,
+        "Background tasks by how they ended: success, failure, timeout, shed, panicked, aborted."
+    );
+    describe_histogram!(
+        name(RUNTIME_LAG_SECONDS),
+        Unit::Seconds,
+        "How much later than asked the runtime woke the lag watchdog."
     );
 }

@@ -1,0 +1,146 @@
+//! FireAndForget: never blocks, bounded, errors and panics caught and counted, drained
+//! at shutdown.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use stayfast_core::{BackgroundConfig, FireAndForget, SpawnError};
+
+fn spawner(max_in_flight: u32, task_timeout_ms: Option<u64>) -> FireAndForget {
+    let mut c = BackgroundConfig::default();
+    c.max_in_flight = max_in_flight;
+    c.task_timeout = task_timeout_ms.map(Duration::from_millis);
+    FireAndForget::new("cache", &c).unwrap()
+}
+
+fn outcomes(s: &Snapshotter) -> Vec<(String, u64)> {
+    let mut v: Vec<_> = s
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let key = key.key().clone();
+            if key.name() != "stayfast_background_tasks_total" {
+                return None;
+            }
+            let outcome = key.labels().find(|l| l.key() == "outcome")?.value().to_owned();
+            match value {
+                DebugValue::Counter(n) if n > 0 => Some((outcome, n)),
+                _ => None,
+            }
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn ok() -> Result<(), std::io::Error> {
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawn_returns_before_the_task_runs() {
+    let s = spawner(4, None);
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = Arc::clone(&ran);
+    s.spawn("flag", async move {
+        r.store(true, Ordering::SeqCst);
+        ok()
+    })
+    .unwrap();
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "spawn must not run or await the task"
+    );
+    tokio::task::yield_now().await;
+    assert!(ran.load(Ordering::SeqCst));
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_bound_tasks_are_shed_and_counted_exactly() {
+    let recorder = DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let s = spawner(3, None);
+    let mut shed = 0;
+    for _ in 0..10 {
+        match s.spawn("stalled", std::future::pending::<Result<(), std::io::Error>>()) {
+            Ok(()) => {}
+            Err(SpawnError::Shed) => shed += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((s.in_flight(), shed), (3, 7));
+    assert_eq!(outcomes(&snap), [("shed".to_owned(), 7)]);
+    let report = s.shutdown(Duration::from_millis(100)).await;
+    assert_eq!((report.in_flight, report.aborted), (3, 3));
+    assert_eq!(s.in_flight(), 0);
+    assert_eq!(outcomes(&snap), [("aborted".to_owned(), 3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_timeouts_and_panics_are_caught_and_counted() {
+    let recorder = DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let s = spawner(10, Some(1_000));
+    s.spawn("ok", async { ok() }).unwrap();
+    s.spawn("fails", async {
+        Err::<(), _>(std::io::Error::other("disk on fire"))
+    })
+    .unwrap();
+    s.spawn("slow", async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        ok()
+    })
+    .unwrap();
+    s.spawn("panics", async {
+        if true {
+            panic!("repopulation bug");
+        }
+        ok()
+    })
+    .unwrap();
+    let report = s.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(report.aborted, 0);
+    assert_eq!(s.in_flight(), 0, "a panicking task still frees its slot");
+    assert_eq!(
+        outcomes(&snap),
+        [
+            ("failure".to_owned(), 1),
+            ("panicked".to_owned(), 1),
+            ("success".to_owned(), 1),
+            ("timeout".to_owned(), 1)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_running_tasks_then_refuses_new_ones() {
+    let s = spawner(10, None);
+    let done = Arc::new(AtomicBool::new(false));
+    let d = Arc::clone(&done);
+    s.spawn("finishing", async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        d.store(true, Ordering::SeqCst);
+        ok()
+    })
+    .unwrap();
+    let start = tokio::time::Instant::now();
+    let report = s.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((report.in_flight, report.aborted), (1, 0));
+    assert!(done.load(Ordering::SeqCst));
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(300),
+        "returns as soon as drained"
+    );
+    assert_eq!(s.spawn("late", async { ok() }), Err(SpawnError::ShutDown));
+}
