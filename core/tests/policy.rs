@@ -169,7 +169,7 @@ async fn dropped_probe_returns_its_permit() {
     let _ = policy.call(|| async { Err::<(), _>(Fake::Busy) }).await;
     assert_eq!(breaker.state(), State::Open);
     advance(Duration::from_secs(1)).await;
-    let probe = policy.call(|| std::future::pending::<Result<(), Fake>>());
+    let probe = policy.call(std::future::pending::<Result<(), Fake>>);
     assert!(
         tokio::time::timeout(Duration::from_millis(1), probe)
             .await
@@ -271,7 +271,7 @@ async fn outcomes_attempts_and_retries_are_counted() {
         .unwrap();
     policy.call(|| async { Ok::<_, Fake>(()) }).await.unwrap();
     let _ = policy.call(|| async { Err::<(), _>(Fake::Busy) }).await; // 2 attempts, 1 retry
-    let _ = policy.call(|| std::future::pending::<Result<(), Fake>>()).await; // unknown
+    let _ = policy.call(std::future::pending::<Result<(), Fake>>).await; // unknown
     let _ = policy
         .call_with_fallback(|_| async { Err::<(), _>(Fake::Oom) }, |_| async { Ok(()) })
         .await;
@@ -281,7 +281,7 @@ async fn outcomes_attempts_and_retries_are_counted() {
     let held = bulkhead.acquire().await.unwrap();
     let _ = policy.call(|| async { Ok::<_, Fake>(()) }).await; // shed
     drop(held);
-    let cancelled = policy.call(|| std::future::pending::<Result<(), Fake>>());
+    let cancelled = policy.call(std::future::pending::<Result<(), Fake>>);
     let _ = tokio::time::timeout(Duration::from_millis(10), cancelled).await;
 
     // One snapshot: taking it drains the recorder.

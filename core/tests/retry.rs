@@ -328,7 +328,7 @@ async fn deadline_bounds_all_attempts() {
         .unwrap();
     let start = Instant::now();
     let err = policy
-        .call(|| std::future::pending::<Result<(), Fake>>())
+        .call(std::future::pending::<Result<(), Fake>>)
         .await
         .unwrap_err();
     // 0–400 attempt, 50 ms backoff, 450–850 attempt, 50 ms, 900–1000 cut by the deadline.

@@ -18,7 +18,7 @@ use self::{
     window::{CountWindow, Sample},
 };
 use crate::{
-    Health, Name,
+    Health, Name, clock,
     config::{BreakerConfig, ConfigError},
     sync::{AtomicU32, AtomicU64, Mutex, Ordering, lock},
     telemetry::{CIRCUIT_STATE, CIRCUIT_TRANSITIONS_TOTAL, DEFAULT_PREFIX, metric_name},
@@ -122,6 +122,16 @@ pub struct BreakerBuilder {
 
 impl BreakerBuilder {
     /// Uses `config` (validated by [`build`](Self::build)).
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, config::BreakerConfig};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut config = BreakerConfig::default();
+    /// config.half_open_probes = 0;
+    /// let err = CircuitBreaker::builder("redis.main").config(&config).build().unwrap_err();
+    /// assert_eq!(err.field(), "half_open_probes"); // checked by `build`
+    /// # }
+    /// ```
     pub fn config(mut self, config: &BreakerConfig) -> Self {
         self.config = config.clone();
         self
@@ -129,12 +139,40 @@ impl BreakerBuilder {
 
     /// Calls `callback` after every transition, outside the breaker's lock. Keep it
     /// quick: it runs on the thread that caused the transition.
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use stayfast_core::{CircuitBreaker, breaker::State};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = Arc::clone(&seen);
+    /// let breaker = CircuitBreaker::builder("redis.main")
+    ///     .on_transition(move |t| log.lock().unwrap().push(t.to))
+    ///     .build()
+    ///     .unwrap();
+    /// breaker.force_open();
+    /// assert_eq!(*seen.lock().unwrap(), [State::ForcedOpen]);
+    /// # }
+    /// ```
     pub fn on_transition(mut self, callback: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
         self.on_transition = Some(Box::new(callback));
         self
     }
 
     /// Names the breaker's metrics `<prefix>_circuit_state` and so on.
+    ///
+    /// ```
+    /// # use metrics_util::debugging::DebuggingRecorder;
+    /// # use stayfast_core::CircuitBreaker;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// # let recorder = DebuggingRecorder::new();
+    /// # let _guard = metrics::set_default_local_recorder(&recorder);
+    /// let breaker = CircuitBreaker::builder("redis.main").metrics_prefix("myapp").build().unwrap();
+    /// let series = recorder.snapshotter().snapshot().into_vec();
+    /// assert!(series.iter().any(|(key, ..)| key.key().name() == "myapp_circuit_state"));
+    /// # drop(breaker);
+    /// # }
+    /// ```
     pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -146,6 +184,14 @@ impl BreakerBuilder {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the first invalid field.
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, breaker::State};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let breaker = CircuitBreaker::builder("redis.main").build().unwrap();
+    /// assert_eq!(breaker.state(), State::Closed);
+    /// # }
+    /// ```
     pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
         let c = &self.config;
         c.validate()?;
@@ -212,11 +258,35 @@ pub struct Rejected {
 
 impl Rejected {
     /// The dependency whose circuit is open.
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, config::BreakerConfig};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let breaker = CircuitBreaker::new("redis.main", &BreakerConfig::default()).unwrap();
+    /// breaker.force_open();
+    /// let rejected = breaker.try_acquire().unwrap_err();
+    /// assert_eq!(rejected.target().as_str(), "redis.main");
+    /// # }
+    /// ```
     pub fn target(&self) -> &Name {
         &self.target
     }
 
     /// How long until a probe may be admitted; a hint.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::{CircuitBreaker, Health, config::BreakerConfig};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut config = BreakerConfig::default();
+    /// config.consecutive_failures = Some(1);
+    /// config.open_for = Duration::from_secs(5);
+    /// let breaker = CircuitBreaker::new("redis.main", &config).unwrap();
+    /// breaker.try_acquire().unwrap().record(Health::Failure); // opens the circuit
+    /// tokio::time::advance(Duration::from_secs(2)).await;
+    /// assert_eq!(breaker.try_acquire().unwrap_err().retry_after(), Duration::from_secs(3));
+    /// # }
+    /// ```
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }
@@ -255,6 +325,18 @@ impl CircuitBreaker {
     }
 
     /// A builder for a breaker on `target`, starting from the default configuration.
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, Health};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let breaker = CircuitBreaker::builder("redis.main").build().unwrap();
+    /// for _ in 0..5 {
+    ///     // the default `consecutive_failures`
+    ///     breaker.try_acquire().unwrap().record(Health::Failure);
+    /// }
+    /// assert!(breaker.state().is_open());
+    /// # }
+    /// ```
     pub fn builder(target: impl Into<Name>) -> BreakerBuilder {
         BreakerBuilder {
             target: target.into(),
@@ -265,12 +347,34 @@ impl CircuitBreaker {
     }
 
     /// The dependency this breaker protects.
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, config::BreakerConfig};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let breaker = CircuitBreaker::new("redis.main", &BreakerConfig::default()).unwrap();
+    /// assert_eq!(breaker.target().as_str(), "redis.main");
+    /// # }
+    /// ```
     pub fn target(&self) -> &Name {
         &self.shared.target
     }
 
     /// The current state, read without a lock. An open breaker whose open duration has
     /// passed still reads `Open` until the next call moves it to half-open.
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, Health, config::BreakerConfig, breaker::State};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut config = BreakerConfig::default();
+    /// config.consecutive_failures = Some(1);
+    /// let breaker = CircuitBreaker::new("redis.main", &config).unwrap();
+    /// breaker.try_acquire().unwrap().record(Health::Failure);
+    /// tokio::time::advance(config.open_for).await;
+    /// assert_eq!(breaker.state(), State::Open); // until the next call...
+    /// assert!(breaker.try_acquire().unwrap().is_probe());
+    /// assert_eq!(breaker.state(), State::HalfOpen);
+    /// # }
+    /// ```
     pub fn state(&self) -> State {
         State::from_bits(self.shared.snapshot.load(Ordering::Acquire))
     }
@@ -297,6 +401,19 @@ impl CircuitBreaker {
     /// # Errors
     ///
     /// [`Rejected`] while open, or half-open with every probe slot taken.
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, Health, config::BreakerConfig};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let breaker = CircuitBreaker::new("redis.main", &BreakerConfig::default()).unwrap();
+    /// match breaker.try_acquire() {
+    ///     Ok(permit) => permit.record(Health::Success), // after making the call
+    ///     Err(rejected) => eprintln!("not attempted: {rejected}"),
+    /// }
+    /// breaker.force_open();
+    /// assert!(breaker.try_acquire().is_err());
+    /// # }
+    /// ```
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
         let snapshot = self.shared.snapshot.load(Ordering::Acquire);
         match State::from_bits(snapshot) {
@@ -339,7 +456,9 @@ impl CircuitBreaker {
                 m.probes_admitted += 1;
                 Ok(self.permit(m.generation, true))
             }
-            State::HalfOpen => Err(m.open_for),
+            // Every probe is out: they count as failed once the open duration has passed.
+            State::HalfOpen => Err(clock::deadline_after(m.half_open_since, m.open_for)
+                .map_or(Duration::MAX, |t| t.saturating_duration_since(now))),
             State::Open => Err(m
                 .open_until
                 .map_or(Duration::MAX, |t| t.saturating_duration_since(now))),
@@ -378,35 +497,48 @@ impl CircuitBreaker {
         if generation_of(snapshot) != permit_generation || State::from_bits(snapshot) != State::Closed {
             return; // a permit from an earlier state, or the breaker is disabled
         }
-        let reason = match health {
-            Health::Ignore => None,
+        let (in_a_row, sample) = match health {
+            Health::Ignore => return,
             Health::Success => {
                 if !slow && shared.consecutive_failures.load(Ordering::Relaxed) != 0 {
                     shared.consecutive_failures.store(0, Ordering::Relaxed);
                 }
-                let sample = if slow { Sample::Slow } else { Sample::Success };
-                let counts = shared.window.as_ref().map(|w| w.push(sample));
-                counts
-                    .filter(|c| c.calls >= shared.minimum_calls)
-                    .filter(|c| slow && c.slow as f64 >= shared.slow_call_rate * c.calls as f64)
-                    .map(|_| TransitionReason::SlowCalls)
+                (0, if slow { Sample::Slow } else { Sample::Success })
             }
-            Health::Failure => {
-                let in_a_row = shared.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
-                let counts = shared.window.as_ref().map(|w| w.push(Sample::Failure));
-                if shared.consecutive_limit.is_some_and(|limit| in_a_row >= limit) {
-                    Some(TransitionReason::FailureThreshold)
-                } else {
-                    counts
-                        .filter(|c| c.calls >= shared.minimum_calls)
-                        .zip(shared.failure_rate)
-                        .filter(|(c, rate)| c.failures as f64 >= rate * c.calls as f64)
-                        .map(|_| TransitionReason::FailureRate)
-                }
-            }
+            Health::Failure => (
+                shared.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1,
+                Sample::Failure,
+            ),
+        };
+        // NOTE: the rate rules are checked after every sample, successes included: the
+        // sample that brings the window to `minimum_calls` may be a success.
+        let counts = shared.window.as_ref().map(|w| w.push(sample));
+        let reason = if shared.consecutive_limit.is_some_and(|limit| in_a_row >= limit) {
+            Some(TransitionReason::FailureThreshold)
+        } else {
+            counts.and_then(|c| self.rate_rule(c))
         };
         if let Some(reason) = reason {
             self.trip(permit_generation, reason);
+        }
+    }
+
+    /// Which rate rule, if any, the window's counts break.
+    fn rate_rule(&self, c: window::Counts) -> Option<TransitionReason> {
+        let shared = &*self.shared;
+        if c.calls < shared.minimum_calls {
+            return None;
+        }
+        let calls = c.calls as f64;
+        if shared
+            .failure_rate
+            .is_some_and(|rate| c.failures as f64 >= rate * calls)
+        {
+            Some(TransitionReason::FailureRate)
+        } else if shared.slow_call.is_some() && c.slow as f64 >= shared.slow_call_rate * calls {
+            Some(TransitionReason::SlowCalls)
+        } else {
+            None
         }
     }
 
@@ -458,24 +590,67 @@ impl CircuitBreaker {
     }
 
     /// Opens the circuit until [`reset`](Self::reset), whatever the outcomes.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::{CircuitBreaker, config::BreakerConfig, breaker::State};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let breaker = CircuitBreaker::new("redis.main", &BreakerConfig::default()).unwrap();
+    /// breaker.force_open();
+    /// assert_eq!(breaker.state(), State::ForcedOpen);
+    /// tokio::time::advance(Duration::from_secs(3600)).await;
+    /// assert!(breaker.try_acquire().is_err()); // no probe, however long it has been
+    /// # }
+    /// ```
     pub fn force_open(&self) {
         self.manual(State::ForcedOpen);
     }
 
     /// Closes the circuit and forgets every counted outcome.
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, config::BreakerConfig, breaker::State};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let breaker = CircuitBreaker::new("redis.main", &BreakerConfig::default()).unwrap();
+    /// breaker.force_open();
+    /// breaker.reset();
+    /// assert_eq!(breaker.state(), State::Closed);
+    /// assert!(breaker.try_acquire().is_ok());
+    /// # }
+    /// ```
     pub fn reset(&self) {
         self.manual(State::Closed);
     }
 
     /// Lets every call through and counts nothing, until [`reset`](Self::reset) or
     /// [`force_open`](Self::force_open).
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, Health, config::BreakerConfig, breaker::State};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let breaker = CircuitBreaker::new("redis.main", &BreakerConfig::default()).unwrap();
+    /// breaker.disable();
+    /// for _ in 0..100 {
+    ///     breaker.try_acquire().unwrap().record(Health::Failure); // not counted
+    /// }
+    /// assert_eq!(breaker.state(), State::Disabled);
+    /// # }
+    /// ```
     pub fn disable(&self) {
         self.manual(State::Disabled);
     }
 
     fn manual(&self, to: State) {
         let mut m = lock(&self.shared.machine);
-        if m.state == to && to != State::Closed {
+        if m.state == to {
+            if to == State::Closed {
+                // Already closed: forget the counts, keep the generation (nothing changed
+                // state, so in-flight permits still count).
+                self.shared.consecutive_failures.store(0, Ordering::Relaxed);
+                if let Some(w) = &self.shared.window {
+                    w.clear();
+                }
+            }
             return;
         }
         let t = self.enter(&mut m, to, TransitionReason::Manual, Instant::now());
@@ -544,6 +719,18 @@ impl fmt::Debug for CircuitBreaker {
 /// Each permit carries the generation of the state that admitted it: once the breaker
 /// has moved on, the permit's outcome changes nothing.
 ///
+/// # Examples
+///
+/// ```
+/// # use stayfast_core::{CircuitBreaker, Health, config::BreakerConfig};
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let breaker = CircuitBreaker::new("redis.main", &BreakerConfig::default()).unwrap();
+/// let permit = breaker.try_acquire().unwrap();
+/// let result: Result<u32, std::io::Error> = Ok(1); // make the call here
+/// permit.record(if result.is_ok() { Health::Success } else { Health::Failure });
+/// # }
+/// ```
+///
 /// # Cancellation
 ///
 /// Dropping a permit without recording counts as nothing; a half-open probe's slot is
@@ -558,12 +745,40 @@ pub struct Permit<'a> {
 
 impl Permit<'_> {
     /// Records the call's outcome.
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, Health, config::BreakerConfig, breaker::State};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut config = BreakerConfig::default();
+    /// config.consecutive_failures = Some(2);
+    /// let breaker = CircuitBreaker::new("redis.main", &config).unwrap();
+    /// breaker.try_acquire().unwrap().record(Health::Failure);
+    /// breaker.try_acquire().unwrap().record(Health::Success); // ends the run of failures
+    /// breaker.try_acquire().unwrap().record(Health::Failure);
+    /// assert_eq!(breaker.state(), State::Closed);
+    /// # }
+    /// ```
     pub fn record(mut self, health: Health) {
         self.settled = true;
         self.breaker.record(self.generation, self.probe, health, None);
     }
 
     /// Records the call's outcome and duration (for the slow-call rule).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::{CircuitBreaker, Health, config::BreakerConfig, breaker::State};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut config = BreakerConfig::default();
+    /// config.slow_call_duration = Some(Duration::from_millis(100));
+    /// config.minimum_calls = 2;
+    /// let breaker = CircuitBreaker::new("redis.main", &config).unwrap();
+    /// for _ in 0..2 {
+    ///     breaker.try_acquire().unwrap().record_timed(Health::Success, Duration::from_millis(250));
+    /// }
+    /// assert_eq!(breaker.state(), State::Open); // every call was slow
+    /// # }
+    /// ```
     pub fn record_timed(mut self, health: Health, elapsed: Duration) {
         self.settled = true;
         self.breaker
@@ -576,11 +791,38 @@ impl Permit<'_> {
     }
 
     /// True for a half-open probe.
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, Health, config::BreakerConfig};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut config = BreakerConfig::default();
+    /// config.consecutive_failures = Some(1);
+    /// let breaker = CircuitBreaker::new("redis.main", &config).unwrap();
+    /// let permit = breaker.try_acquire().unwrap();
+    /// assert!(!permit.is_probe());
+    /// permit.record(Health::Failure); // opens the circuit
+    /// tokio::time::advance(config.open_for).await;
+    /// assert!(breaker.try_acquire().unwrap().is_probe());
+    /// # }
+    /// ```
     pub fn is_probe(&self) -> bool {
         self.probe
     }
 
     /// The generation of the state that admitted this permit.
+    ///
+    /// ```
+    /// # use stayfast_core::{CircuitBreaker, Health, config::BreakerConfig};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let breaker = CircuitBreaker::new("redis.main", &BreakerConfig::default()).unwrap();
+    /// let before = breaker.try_acquire().unwrap();
+    /// breaker.force_open();
+    /// breaker.reset();
+    /// let after = breaker.try_acquire().unwrap();
+    /// assert!(after.generation() > before.generation());
+    /// before.record(Health::Failure); // from an earlier generation: changes nothing
+    /// # }
+    /// ```
     pub fn generation(&self) -> u64 {
         self.generation
     }

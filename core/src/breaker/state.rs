@@ -32,6 +32,12 @@ pub enum State {
 impl State {
     /// The value of the `stayfast_circuit_state` gauge: 0 closed, 1 open (forced or
     /// not), 2 half-open, 3 disabled.
+    ///
+    /// ```
+    /// # use stayfast_core::breaker::State;
+    /// assert_eq!(State::Closed.gauge_value(), 0.0);
+    /// assert_eq!(State::ForcedOpen.gauge_value(), State::Open.gauge_value());
+    /// ```
     pub const fn gauge_value(self) -> f64 {
         match self {
             State::Closed => 0.0,
@@ -42,6 +48,12 @@ impl State {
     }
 
     /// The `to` label value of `stayfast_circuit_transitions_total`.
+    ///
+    /// ```
+    /// # use stayfast_core::breaker::State;
+    /// assert_eq!(State::HalfOpen.as_str(), "half_open");
+    /// assert_eq!(State::ForcedOpen.to_string(), "forced open"); // `Display` tells them apart
+    /// ```
     pub const fn as_str(self) -> &'static str {
         match self {
             State::Closed => "closed",
@@ -52,6 +64,12 @@ impl State {
     }
 
     /// True when calls are rejected without a probe.
+    ///
+    /// ```
+    /// # use stayfast_core::breaker::State;
+    /// assert!(State::ForcedOpen.is_open());
+    /// assert!(!State::HalfOpen.is_open()); // admits probes
+    /// ```
     pub const fn is_open(self) -> bool {
         matches!(self, State::Open | State::ForcedOpen)
     }
@@ -130,6 +148,12 @@ pub enum TransitionReason {
 
 impl TransitionReason {
     /// The label value.
+    ///
+    /// ```
+    /// # use stayfast_core::breaker::TransitionReason;
+    /// assert_eq!(TransitionReason::ProbeFailed.as_str(), "probe_failed");
+    /// assert_eq!(TransitionReason::Manual.to_string(), "manual");
+    /// ```
     pub const fn as_str(self) -> &'static str {
         match self {
             TransitionReason::FailureThreshold => "failure_threshold",

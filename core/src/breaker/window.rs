@@ -33,10 +33,13 @@ pub(crate) struct Counts {
 
 /// A ring of the last `len` samples with running totals.
 ///
-/// Each push claims a slot with one `fetch_add`, swaps its sample in, and corrects the
-/// totals by the difference between the sample it evicted and the one it wrote. The
-/// totals are exact once concurrent pushes have finished; a push that races another
-/// may see them off by the racing sample, which is why they are signed and clamped.
+/// A push advances the cursor with a relaxed load and store, not a read-modify-write:
+/// under contention two pushes may land on the same slot (one sample is lost), which a
+/// statistical window tolerates, and the healthy path — a success written over a
+/// success — then costs no locked instruction at all. A slot whose sample changes is
+/// written with `swap`, and the totals are corrected by the sample actually evicted, so
+/// they always equal what the ring holds once concurrent pushes have finished: they can
+/// be briefly off by a racing sample (hence signed and clamped), never drift.
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
     next: AtomicU64,
@@ -58,13 +61,18 @@ impl CountWindow {
 
     pub(crate) fn push(&self, sample: Sample) -> Counts {
         let len = self.slots.len() as u64;
-        let index = self.next.fetch_add(1, Ordering::AcqRel);
-        let evicted =
-            Sample::from_u8(self.slots[(index % len) as usize].swap(sample as u8, Ordering::AcqRel));
+        let index = self.next.load(Ordering::Relaxed);
+        self.next.store(index.wrapping_add(1), Ordering::Relaxed);
+        let slot = &self.slots[(index % len) as usize];
+        let evicted = if slot.load(Ordering::Acquire) == sample as u8 {
+            sample // unchanged: nothing to write, totals stay right
+        } else {
+            Sample::from_u8(slot.swap(sample as u8, Ordering::AcqRel))
+        };
         let failures = Self::adjust(&self.failures, evicted, sample, Sample::Failure);
         let slow = Self::adjust(&self.slow, evicted, sample, Sample::Slow);
         Counts {
-            calls: (index + 1).min(len),
+            calls: index.saturating_add(1).min(len),
             failures,
             slow,
         }
