@@ -48,6 +48,19 @@ struct Inner {
 }
 
 /// A held bulkhead slot; dropping it frees the slot.
+///
+/// # Examples
+///
+/// ```
+/// # use stayfast_core::{Bulkhead, config::BulkheadConfig};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let bulkhead = Bulkhead::new("fs.transcripts", &BulkheadConfig::default()).unwrap();
+/// let permit = bulkhead.acquire().await.unwrap();
+/// assert_eq!(bulkhead.available(), 63);
+/// drop(permit);
+/// assert_eq!(bulkhead.available(), 64);
+/// # }
+/// ```
 #[must_use = "the slot is freed as soon as the permit is dropped"]
 #[derive(Debug)]
 pub struct BulkheadPermit<'a> {
@@ -57,6 +70,22 @@ pub struct BulkheadPermit<'a> {
 
 impl BulkheadPermit<'_> {
     /// True when the call had to wait for this slot.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::{Bulkhead, config::BulkheadConfig};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut config = BulkheadConfig::default();
+    /// config.max_concurrent = 1;
+    /// config.max_wait = Duration::from_secs(1);
+    /// let bulkhead = Bulkhead::new("fs.transcripts", &config).unwrap();
+    /// let held = bulkhead.acquire().await.unwrap();
+    /// assert!(!held.queued());
+    /// let release = async move { tokio::time::sleep(Duration::from_millis(10)).await; drop(held) };
+    /// let (waited, ()) = tokio::join!(bulkhead.acquire(), release);
+    /// assert!(waited.unwrap().queued());
+    /// # }
+    /// ```
     pub fn queued(&self) -> bool {
         self.queued
     }
@@ -82,6 +111,17 @@ pub struct BulkheadFull {
 
 impl BulkheadFull {
     /// The dependency whose limit was reached.
+    ///
+    /// ```
+    /// # use stayfast_core::{Bulkhead, config::BulkheadConfig};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let mut config = BulkheadConfig::default(); config.max_concurrent = 1;
+    /// # let bulkhead = Bulkhead::new("fs.transcripts", &config).unwrap();
+    /// # let _held = bulkhead.acquire().await.unwrap();
+    /// let full = bulkhead.acquire().await.unwrap_err();
+    /// assert_eq!(full.target().as_str(), "fs.transcripts");
+    /// # }
+    /// ```
     pub fn target(&self) -> &Name {
         &self.target
     }
@@ -113,6 +153,14 @@ impl Bulkhead {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the invalid field.
+    ///
+    /// ```
+    /// # use stayfast_core::{Bulkhead, config::BulkheadConfig};
+    /// let mut config = BulkheadConfig::default();
+    /// config.max_concurrent = 0;
+    /// let err = Bulkhead::new("fs.transcripts", &config).unwrap_err();
+    /// assert_eq!(err.field(), "max_concurrent");
+    /// ```
     pub fn new(target: impl Into<Name>, config: &BulkheadConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self(Arc::new(Inner {
@@ -124,11 +172,28 @@ impl Bulkhead {
     }
 
     /// The dependency this bulkhead protects.
+    ///
+    /// ```
+    /// # use stayfast_core::{Bulkhead, config::BulkheadConfig};
+    /// let bulkhead = Bulkhead::new("fs.transcripts", &BulkheadConfig::default()).unwrap();
+    /// assert_eq!(bulkhead.target().as_str(), "fs.transcripts");
+    /// ```
     pub fn target(&self) -> &Name {
         &self.0.target
     }
 
     /// Free slots right now.
+    ///
+    /// ```
+    /// # use stayfast_core::{Bulkhead, config::BulkheadConfig};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut config = BulkheadConfig::default();
+    /// config.max_concurrent = 2;
+    /// let bulkhead = Bulkhead::new("fs.transcripts", &config).unwrap();
+    /// let _slot = bulkhead.acquire().await.unwrap();
+    /// assert_eq!(bulkhead.available(), 1);
+    /// # }
+    /// ```
     pub fn available(&self) -> usize {
         self.0.slots.available_permits()
     }
@@ -138,6 +203,21 @@ impl Bulkhead {
     /// # Errors
     ///
     /// [`BulkheadFull`] when no slot freed up in time.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::{Bulkhead, config::BulkheadConfig};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut config = BulkheadConfig::default();
+    /// config.max_concurrent = 1;
+    /// config.max_wait = Duration::from_millis(50);
+    /// let bulkhead = Bulkhead::new("fs.transcripts", &config).unwrap();
+    /// let _held = bulkhead.acquire().await.unwrap();
+    /// let start = tokio::time::Instant::now();
+    /// assert!(bulkhead.acquire().await.is_err()); // waited for `max_wait`, then shed
+    /// assert_eq!(start.elapsed(), Duration::from_millis(50));
+    /// # }
+    /// ```
     pub async fn acquire(&self) -> Result<BulkheadPermit<'_>, BulkheadFull> {
         self.acquire_until(None).await.map_err(|_| self.full())
     }

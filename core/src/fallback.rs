@@ -25,6 +25,12 @@ pub enum Source {
 
 impl Source {
     /// True when the fallback served the call.
+    ///
+    /// ```
+    /// # use stayfast_core::{FallbackReason, Served, Source};
+    /// let served = Served { value: "cached", source: Source::Fallback(FallbackReason::Rejected) };
+    /// assert!(served.source.is_fallback()); // e.g. mark the response as stale
+    /// ```
     pub fn is_fallback(self) -> bool {
         matches!(self, Source::Fallback(_))
     }
@@ -49,6 +55,19 @@ pub struct Served<T> {
 
 impl<T> Served<T> {
     /// The value, whichever path produced it.
+    ///
+    /// ```
+    /// # use stayfast_core::{Policy, Source};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let policy = Policy::builder("redis.get").build().unwrap();
+    /// let served = policy
+    ///     .call_with_fallback(|_| async { Ok::<_, std::io::Error>(7) }, |_| async { Ok(0) })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(served.source, Source::Primary);
+    /// assert_eq!(served.into_value(), 7);
+    /// # }
+    /// ```
     pub fn into_value(self) -> T {
         self.value
     }
@@ -86,6 +105,14 @@ impl FallbackReason {
     ];
 
     /// The reason a call that ended with `error` goes to its fallback.
+    ///
+    /// ```
+    /// # use stayfast_core::{Error, FallbackReason, Name};
+    /// let unknown: Error<std::io::Error> = Error::OutcomeUnknown { operation: Name::from("redis.set") };
+    /// assert_eq!(FallbackReason::of(&unknown), FallbackReason::Timeout);
+    /// let failed = Error::Inner { operation: Name::from("redis.get"), source: "boom", attempts: 3 };
+    /// assert_eq!(FallbackReason::of(&failed), FallbackReason::Failure);
+    /// ```
     pub fn of<E>(error: &Error<E>) -> Self {
         match error {
             Error::Timeout { .. } | Error::OutcomeUnknown { .. } => FallbackReason::Timeout,
@@ -95,6 +122,12 @@ impl FallbackReason {
     }
 
     /// The label value.
+    ///
+    /// ```
+    /// # use stayfast_core::FallbackReason;
+    /// assert_eq!(FallbackReason::Timeout.as_str(), "timeout");
+    /// assert_eq!(FallbackReason::Failure.to_string(), "failure");
+    /// ```
     pub const fn as_str(self) -> &'static str {
         match self {
             FallbackReason::Failure => "failure",

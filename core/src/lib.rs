@@ -49,6 +49,8 @@ mod clock;
 pub mod config;
 mod error;
 mod fallback;
+#[cfg(unix)]
+pub mod fs;
 mod metered;
 mod name;
 mod outcome;

@@ -49,6 +49,16 @@ struct Handles {
 
 impl CallMetrics {
     /// Handles for `operation` on `target`, named with the default prefix `stayfast`.
+    ///
+    /// ```
+    /// # use metrics_util::debugging::DebuggingRecorder;
+    /// # use stayfast_core::CallMetrics;
+    /// let recorder = DebuggingRecorder::new();
+    /// let _guard = metrics::set_default_local_recorder(&recorder);
+    /// let _metrics = CallMetrics::new("redis.get", "redis.main"); // registers every series now
+    /// let series = recorder.snapshotter().snapshot().into_vec();
+    /// assert!(series.iter().any(|(key, ..)| key.key().name() == "stayfast_calls_total"));
+    /// ```
     pub fn new(operation: impl Into<Name>, target: impl Into<Name>) -> Self {
         Self::with_prefix(DEFAULT_PREFIX, &operation.into(), &target.into())
     }
@@ -79,6 +89,18 @@ impl CallMetrics {
     }
 
     /// Handles that record nothing.
+    ///
+    /// ```
+    /// # use metrics_util::debugging::DebuggingRecorder;
+    /// # use stayfast_core::{CallMetrics, Metered};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let recorder = DebuggingRecorder::new();
+    /// let _guard = metrics::set_default_local_recorder(&recorder);
+    /// let done = Metered::new(async { Ok::<_, std::io::Error>(1) }, CallMetrics::disabled()).await;
+    /// assert_eq!(done.unwrap(), 1);
+    /// assert!(recorder.snapshotter().snapshot().into_vec().is_empty()); // nothing recorded
+    /// # }
+    /// ```
     pub fn disabled() -> Self {
         Self(Arc::new(Handles {
             duration: Histogram::noop(),
@@ -183,6 +205,16 @@ pub struct Metered<F> {
 
 impl<F> Metered<F> {
     /// Meters `future` through `metrics`.
+    ///
+    /// ```
+    /// # use stayfast_core::{CallMetrics, Metered};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let metrics = CallMetrics::new("fs.read", "fs.transcripts");
+    /// let read = async { Err::<usize, _>(std::io::Error::other("disk gone")) };
+    /// let result = Metered::new(read, metrics).await; // counted as `failure`
+    /// assert!(result.is_err()); // the output passes through unchanged
+    /// # }
+    /// ```
     pub fn new(future: F, metrics: CallMetrics) -> Self {
         Self {
             inner: future,

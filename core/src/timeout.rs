@@ -41,11 +41,30 @@ impl Elapsed {
 
     /// The operation that timed out (`"future"` unless named with
     /// [`Timeout::operation`]).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::TimeoutExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let err = std::future::pending::<()>().timeout(Duration::from_millis(5)).await.unwrap_err();
+    /// assert_eq!(err.operation().as_str(), "future"); // not named
+    /// # }
+    /// ```
     pub fn operation(&self) -> &Name {
         &self.operation
     }
 
     /// The bound that was hit.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::TimeoutExt;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let slow = tokio::time::sleep(Duration::from_secs(3));
+    /// let err = slow.timeout(Duration::from_secs(1)).await.unwrap_err();
+    /// assert_eq!(err.after(), Duration::from_secs(1));
+    /// # }
+    /// ```
     pub fn after(&self) -> Duration {
         self.after
     }

@@ -49,14 +49,11 @@ type Callback = Box<dyn Fn(&Transition) + Send + Sync>;
 /// ```
 /// use stayfast_core::{CircuitBreaker, Health, config::BreakerConfig, breaker::State};
 ///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let mut config = BreakerConfig::default();
 /// config.consecutive_failures = Some(2);
 /// let breaker = CircuitBreaker::new("redis.main", &config).unwrap();
 ///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-/// # let mut config = stayfast_core::config::BreakerConfig::default();
-/// # config.consecutive_failures = Some(2);
-/// # let breaker = CircuitBreaker::new("redis.main", &config).unwrap();
 /// for _ in 0..2 {
 ///     let permit = breaker.try_acquire().unwrap();
 ///     permit.record(Health::Failure);
@@ -432,6 +429,8 @@ impl CircuitBreaker {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn acquire_slow(&self, now: Instant) -> Result<Permit<'_>, Rejected> {
         let shared = &*self.shared;
         let mut m = lock(&shared.machine);
@@ -543,6 +542,8 @@ impl CircuitBreaker {
     }
 
     /// Closed → open, once per generation however many callers see the threshold.
+    #[cold]
+    #[inline(never)]
     fn trip(&self, generation: u64, reason: TransitionReason) {
         let mut m = lock(&self.shared.machine);
         if m.generation != generation || m.state != State::Closed {
@@ -553,6 +554,8 @@ impl CircuitBreaker {
         self.announce([t]);
     }
 
+    #[cold]
+    #[inline(never)]
     fn record_probe(&self, generation: u64, health: Health, slow: bool) {
         let mut m = lock(&self.shared.machine);
         if m.generation != generation || m.state != State::HalfOpen {
@@ -582,6 +585,8 @@ impl CircuitBreaker {
         self.announce(t);
     }
 
+    #[cold]
+    #[inline(never)]
     fn release_probe(&self, generation: u64) {
         let mut m = lock(&self.shared.machine);
         if m.generation == generation && m.state == State::HalfOpen {
@@ -683,6 +688,8 @@ impl CircuitBreaker {
     }
 
     /// Publishes transitions outside the lock: callback, log, counter.
+    #[cold]
+    #[inline(never)]
     fn announce(&self, transitions: impl IntoIterator<Item = Transition>) {
         let shared = &*self.shared;
         for t in transitions {

@@ -1,6 +1,6 @@
 //! A lock-free count window: the outcomes of the last `n` attempts.
 
-use crate::sync::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, Ordering};
 
 /// One recorded attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +42,10 @@ pub(crate) struct Counts {
 /// be briefly off by a racing sample (hence signed and clamped), never drift.
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
-    next: AtomicU64,
+    /// The slot the next push writes, always in `0..len` (no division on the hot path).
+    next: AtomicU32,
+    /// Set once the cursor has wrapped: every slot holds a sample.
+    full: AtomicBool,
     failures: AtomicI64,
     slow: AtomicI64,
 }
@@ -53,17 +56,27 @@ impl CountWindow {
             slots: (0..len.max(1))
                 .map(|_| AtomicU8::new(Sample::Empty as u8))
                 .collect(),
-            next: AtomicU64::new(0),
+            next: AtomicU32::new(0),
+            full: AtomicBool::new(false),
             failures: AtomicI64::new(0),
             slow: AtomicI64::new(0),
         }
     }
 
     pub(crate) fn push(&self, sample: Sample) -> Counts {
-        let len = self.slots.len() as u64;
-        let index = self.next.load(Ordering::Relaxed);
-        self.next.store(index.wrapping_add(1), Ordering::Relaxed);
-        let slot = &self.slots[(index % len) as usize];
+        let len = self.slots.len();
+        let index = (self.next.load(Ordering::Relaxed) as usize).min(len - 1);
+        let mut full = self.full.load(Ordering::Relaxed);
+        if index + 1 == len {
+            self.next.store(0, Ordering::Relaxed);
+            if !full {
+                self.full.store(true, Ordering::Relaxed);
+                full = true;
+            }
+        } else {
+            self.next.store(index as u32 + 1, Ordering::Relaxed);
+        }
+        let slot = &self.slots[index];
         let evicted = if slot.load(Ordering::Acquire) == sample as u8 {
             sample // unchanged: nothing to write, totals stay right
         } else {
@@ -72,7 +85,7 @@ impl CountWindow {
         let failures = Self::adjust(&self.failures, evicted, sample, Sample::Failure);
         let slow = Self::adjust(&self.slow, evicted, sample, Sample::Slow);
         Counts {
-            calls: index.saturating_add(1).min(len),
+            calls: if full { len as u64 } else { index as u64 + 1 },
             failures,
             slow,
         }
@@ -94,6 +107,7 @@ impl CountWindow {
             slot.store(Sample::Empty as u8, Ordering::Release);
         }
         self.next.store(0, Ordering::Release);
+        self.full.store(false, Ordering::Release);
         self.failures.store(0, Ordering::Release);
         self.slow.store(0, Ordering::Release);
     }

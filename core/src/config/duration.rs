@@ -131,15 +131,39 @@ impl de::Visitor<'_> for DurationVisitor {
 /// # Errors
 ///
 /// The deserializer's error carrying [`parse`]'s message.
+///
+/// ```
+/// # use std::time::Duration;
+/// #[derive(serde::Deserialize)]
+/// struct Settings {
+///     #[serde(with = "stayfast_core::config::duration")]
+///     poll_every: Duration,
+/// }
+/// let settings: Settings = toml::from_str(r#"poll_every = "1m30s""#).unwrap();
+/// assert_eq!(settings.poll_every, Duration::from_secs(90));
+/// assert!(toml::from_str::<Settings>(r#"poll_every = "5 parsecs""#).is_err());
+/// ```
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     deserializer.deserialize_any(DurationVisitor)
 }
 
-/// Serializes a duration as a string `parse` reads back (`"1.5s"`, `"150ms"`).
+/// Serializes a duration as a string `parse` reads back, in the largest unit that is
+/// exact (`"2s"`, `"1500ms"`).
 ///
 /// # Errors
 ///
 /// Only the serializer's own errors.
+///
+/// ```
+/// # use std::time::Duration;
+/// #[derive(serde::Serialize)]
+/// struct Settings {
+///     #[serde(with = "stayfast_core::config::duration")]
+///     poll_every: Duration,
+/// }
+/// let settings = Settings { poll_every: Duration::from_millis(150) };
+/// assert_eq!(serde_json::to_string(&settings).unwrap(), r#"{"poll_every":"150ms"}"#);
+/// ```
 pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&format_args!("{}", format(*value)))
 }
@@ -192,6 +216,18 @@ pub mod option {
     /// # Errors
     ///
     /// As [`super::deserialize`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// #[derive(serde::Deserialize)]
+    /// struct Settings {
+    ///     #[serde(default, with = "stayfast_core::config::duration::option")]
+    ///     timeout: Option<Duration>,
+    /// }
+    /// let settings: Settings = toml::from_str(r#"timeout = "250ms""#).unwrap();
+    /// assert_eq!(settings.timeout, Some(Duration::from_millis(250)));
+    /// assert_eq!(toml::from_str::<Settings>("").unwrap().timeout, None);
+    /// ```
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         d.deserialize_option(OptionVisitor)
     }
@@ -201,6 +237,18 @@ pub mod option {
     /// # Errors
     ///
     /// Only the serializer's own errors.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// #[derive(serde::Serialize)]
+    /// struct Settings {
+    ///     #[serde(with = "stayfast_core::config::duration::option")]
+    ///     timeout: Option<Duration>,
+    /// }
+    /// let (set, unset) = (Settings { timeout: Some(Duration::from_secs(2)) }, Settings { timeout: None });
+    /// assert_eq!(serde_json::to_string(&set).unwrap(), r#"{"timeout":"2s"}"#);
+    /// assert_eq!(serde_json::to_string(&unset).unwrap(), r#"{"timeout":null}"#);
+    /// ```
     pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(d) => s.serialize_some(&super::format(*d)),

@@ -65,17 +65,39 @@ impl ConfigError {
     }
 
     /// The dotted path of the field at fault.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::config::PolicyConfig;
+    /// let mut policy = PolicyConfig::default();
+    /// policy.timeout = Some(Duration::ZERO);
+    /// assert_eq!(policy.validate().unwrap_err().field(), "timeout");
+    /// ```
     pub fn field(&self) -> &str {
         &self.field
     }
 
     /// What is wrong with it.
+    ///
+    /// ```
+    /// # use stayfast_core::config::BulkheadConfig;
+    /// let mut bulkhead = BulkheadConfig::default();
+    /// bulkhead.max_concurrent = 0;
+    /// assert_eq!(bulkhead.validate().unwrap_err().problem(), "must be at least 1");
+    /// ```
     pub fn problem(&self) -> &str {
         &self.problem
     }
 
     /// The same error with the field's path prefixed by `parent` (`"retry"` turns
     /// `max_attempts` into `retry.max_attempts`).
+    ///
+    /// ```
+    /// # use stayfast_core::config::ConfigError;
+    /// let err = ConfigError::new("max_attempts", "must be at least 1").prefixed("retry");
+    /// assert_eq!(err.field(), "retry.max_attempts");
+    /// assert_eq!(err.to_string(), "invalid config `retry.max_attempts`: must be at least 1");
+    /// ```
     #[must_use]
     pub fn prefixed(mut self, parent: &str) -> Self {
         self.field = format!("{parent}.{}", self.field);
@@ -189,6 +211,15 @@ impl BreakerConfig {
     /// # Errors
     ///
     /// The first field that is out of range.
+    ///
+    /// ```
+    /// # use stayfast_core::config::BreakerConfig;
+    /// let mut config = BreakerConfig::default();
+    /// config.window = 10;
+    /// assert_eq!(config.validate().unwrap_err().field(), "minimum_calls"); // default 20 > 10
+    /// config.minimum_calls = 10;
+    /// assert!(config.validate().is_ok());
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(n) = self.consecutive_failures {
             at_least_one("consecutive_failures", n)?;
@@ -291,6 +322,17 @@ impl RetryConfig {
     /// # Errors
     ///
     /// The first field that is out of range.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::config::RetryConfig;
+    /// let mut retry = RetryConfig::default();
+    /// retry.min_delay = Duration::from_secs(5); // above the default `max_delay` of 2s
+    /// assert_eq!(retry.validate().unwrap_err().field(), "max_delay");
+    ///
+    /// let retry: RetryConfig = toml::from_str("[budget]\nratio = 0.0").unwrap();
+    /// assert_eq!(retry.validate().unwrap_err().field(), "budget.ratio");
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         at_least_one("max_attempts", self.max_attempts)?;
         if self.max_delay < self.min_delay {
@@ -342,6 +384,13 @@ impl BudgetConfig {
     /// # Errors
     ///
     /// `ratio` outside (0, 1].
+    ///
+    /// ```
+    /// # use stayfast_core::config::BudgetConfig;
+    /// let budget: BudgetConfig = toml::from_str("ratio = 2.0").unwrap();
+    /// assert_eq!(budget.validate().unwrap_err().to_string(),
+    ///            "invalid config `ratio`: must be in (0, 1], found 2");
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         rate("ratio", self.ratio)
     }
@@ -385,6 +434,12 @@ impl BulkheadConfig {
     /// # Errors
     ///
     /// `max_concurrent` of zero, or above tokio's semaphore limit.
+    ///
+    /// ```
+    /// # use stayfast_core::config::BulkheadConfig;
+    /// let bulkhead: BulkheadConfig = toml::from_str("max_concurrent = 0").unwrap();
+    /// assert_eq!(bulkhead.validate().unwrap_err().field(), "max_concurrent");
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         at_least_one("max_concurrent", self.max_concurrent)?;
         if self.max_concurrent as usize > tokio::sync::Semaphore::MAX_PERMITS {
@@ -450,6 +505,12 @@ impl PolicyConfig {
     /// # Errors
     ///
     /// The first field that is out of range.
+    ///
+    /// ```
+    /// # use stayfast_core::config::PolicyConfig;
+    /// let config: PolicyConfig = toml::from_str("[retry]\nmax_attempts = 0").unwrap();
+    /// assert_eq!(config.validate().unwrap_err().field(), "retry.max_attempts");
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(d) = self.timeout {
             positive("timeout", d)?;

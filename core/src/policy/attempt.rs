@@ -39,11 +39,46 @@ pub struct Attempt {
 
 impl Attempt {
     /// Time left before the deadline, measured now (`None`: no deadline).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::Policy;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let policy = Policy::builder("redis.get").timeout(Duration::from_millis(250)).build().unwrap();
+    /// let left = policy
+    ///     .call_with(|attempt| async move {
+    ///         tokio::time::sleep(Duration::from_millis(100)).await;
+    ///         Ok::<_, std::io::Error>(attempt.remaining())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(left, Some(Duration::from_millis(150)));
+    /// # }
+    /// ```
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// True for a retry.
+    ///
+    /// ```
+    /// # use std::io;
+    /// # use stayfast_core::{Policy, config::RetryConfig};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let policy = Policy::builder("redis.get").retry(&RetryConfig::default()).build().unwrap();
+    /// let answered_by = policy
+    ///     .call_with(|attempt| async move {
+    ///         if attempt.is_retry() {
+    ///             Ok(attempt.number)
+    ///         } else {
+    ///             Err(io::Error::from(io::ErrorKind::ConnectionRefused))
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(answered_by, 2);
+    /// # }
+    /// ```
     pub fn is_retry(&self) -> bool {
         self.number > 1
     }

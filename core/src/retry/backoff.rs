@@ -46,6 +46,13 @@ impl Backoff {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the first invalid field.
+    ///
+    /// ```
+    /// # use stayfast_core::{config::RetryConfig, retry::Backoff};
+    /// let mut config = RetryConfig::default();
+    /// config.multiplier = 0.5;
+    /// assert_eq!(Backoff::new(&config).unwrap_err().field(), "multiplier");
+    /// ```
     pub fn new(config: &RetryConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
@@ -72,6 +79,15 @@ impl Backoff {
     }
 
     /// The delay before retry number `retry` (1 = the first retry).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::{config::RetryConfig, retry::Backoff};
+    /// let backoff = Backoff::new(&RetryConfig::default()).unwrap(); // 50ms × 2^(n-1), jittered, ≤ 2s
+    /// let third = backoff.delay(3);
+    /// assert!(Duration::from_millis(50) <= third && third <= Duration::from_millis(200));
+    /// assert!(backoff.delay(u32::MAX) <= Duration::from_secs(2)); // saturates, never panics
+    /// ```
     pub fn delay(&self, retry: u32) -> Duration {
         let exponent = i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX);
         let grown = self.min.as_secs_f64() * self.multiplier.powi(exponent);

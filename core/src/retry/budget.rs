@@ -50,6 +50,13 @@ impl RetryBudget {
     /// # Errors
     ///
     /// A [`ConfigError`] for a ratio outside (0, 1].
+    ///
+    /// ```
+    /// # use stayfast_core::{RetryBudget, config::BudgetConfig};
+    /// let mut config = BudgetConfig::default();
+    /// config.ratio = 0.0;
+    /// assert_eq!(RetryBudget::new(&config).unwrap_err().field(), "ratio");
+    /// ```
     pub fn new(config: &BudgetConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let deposit = (config.ratio * SCALE as f64).round() as i64;
@@ -62,6 +69,17 @@ impl RetryBudget {
     }
 
     /// Credits one call.
+    ///
+    /// ```
+    /// # use stayfast_core::{RetryBudget, config::BudgetConfig};
+    /// let mut config = BudgetConfig::default(); // ratio 0.2
+    /// config.min_retries = 0;
+    /// let budget = RetryBudget::new(&config).unwrap();
+    /// for _ in 0..5 {
+    ///     budget.deposit();
+    /// }
+    /// assert_eq!(budget.available(), 1); // five calls earn one retry
+    /// ```
     pub fn deposit(&self) {
         let b = &*self.0;
         // Saturate at the cap; a lost race only means a slightly lower balance.
@@ -71,6 +89,15 @@ impl RetryBudget {
     }
 
     /// Takes one retry if the balance allows it.
+    ///
+    /// ```
+    /// # use stayfast_core::{RetryBudget, config::BudgetConfig};
+    /// let mut config = BudgetConfig::default();
+    /// config.min_retries = 2;
+    /// let budget = RetryBudget::new(&config).unwrap();
+    /// assert!(budget.try_withdraw() && budget.try_withdraw());
+    /// assert!(!budget.try_withdraw()); // spent: the retry is refused
+    /// ```
     pub fn try_withdraw(&self) -> bool {
         self.0
             .balance
@@ -81,6 +108,16 @@ impl RetryBudget {
     }
 
     /// Whole retries currently available.
+    ///
+    /// ```
+    /// # use stayfast_core::{RetryBudget, config::BudgetConfig};
+    /// let budget = RetryBudget::new(&BudgetConfig::default()).unwrap(); // 10 retries, ratio 0.2
+    /// assert_eq!(budget.available(), 10);
+    /// for _ in 0..1_000 {
+    ///     budget.deposit();
+    /// }
+    /// assert_eq!(budget.available(), 30); // capped at min_retries + 100 × ratio
+    /// ```
     pub fn available(&self) -> u64 {
         (self.0.balance.load(Ordering::Acquire) / SCALE).max(0) as u64
     }

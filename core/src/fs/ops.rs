@@ -1,0 +1,169 @@
+//! [`FileOps`]: the seam between stayfast and the file system.
+
+use std::{
+    fmt,
+    fs::{File, Metadata, OpenOptions},
+    io::{self, Write},
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::Path,
+};
+
+/// Every file-system call stayfast makes goes through this trait, one method per
+/// system call, so tests can record the exact sequence and fail any step on demand
+/// (as SQLite's `Simulate*Error` hooks do). [`RealFs`] is the production
+/// implementation; wrap it to observe or inject faults.
+///
+/// Methods run on a blocking thread, never on the async runtime.
+///
+/// # Examples
+///
+/// ```
+/// use std::{io, path::Path, sync::atomic::{AtomicBool, Ordering}};
+/// use stayfast_core::fs::{FileOps, RealFs};
+///
+/// /// Fails every fsync: a disk that lies about durability.
+/// #[derive(Debug, Default)]
+/// struct FailingSync;
+///
+/// impl FileOps for FailingSync {
+///     fn sync(&self, _file: &std::fs::File, _path: &Path) -> io::Result<()> {
+///         Err(io::Error::other("injected EIO"))
+///     }
+/// }
+/// ```
+pub trait FileOps: fmt::Debug + Send + Sync + 'static {
+    /// `lstat`: metadata of `path` itself, not of what a symlink points to.
+    fn symlink_metadata(&self, path: &Path) -> io::Result<Metadata> {
+        std::fs::symlink_metadata(path)
+    }
+
+    /// `open(O_CREAT|O_EXCL|O_WRONLY|O_CLOEXEC|O_NOFOLLOW, mode)`: a new file, failing if
+    /// anything exists at `path`.
+    fn create_new(&self, path: &Path, mode: u32) -> io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc_o_nofollow())
+            .open(path)
+    }
+
+    /// `open(O_CREAT|O_APPEND|O_WRONLY|O_CLOEXEC|O_NOFOLLOW, mode)`.
+    fn open_append(&self, path: &Path, mode: u32) -> io::Result<File> {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(mode)
+            .custom_flags(libc_o_nofollow())
+            .open(path)
+    }
+
+    /// `open(O_RDONLY|O_CLOEXEC|O_NOFOLLOW)`.
+    fn open_read(&self, path: &Path) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_o_nofollow())
+            .open(path)
+    }
+
+    /// `open(dir, O_RDONLY|O_DIRECTORY)`: a handle to fsync a directory through.
+    fn open_dir(&self, path: &Path) -> io::Result<File> {
+        File::open(path)
+    }
+
+    /// `fchmod`: the exact mode, whatever the umask.
+    fn set_mode(&self, file: &File, _path: &Path, mode: u32) -> io::Result<()> {
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+    }
+
+    /// `write`: at most `buf.len()` bytes, in one call.
+    fn write(&self, mut file: &File, _path: &Path, buf: &[u8]) -> io::Result<usize> {
+        file.write(buf)
+    }
+
+    /// `fsync`.
+    fn sync(&self, file: &File, _path: &Path) -> io::Result<()> {
+        file.sync_all()
+    }
+
+    /// `ftruncate`.
+    fn set_len(&self, file: &File, _path: &Path, len: u64) -> io::Result<()> {
+        file.set_len(len)
+    }
+
+    /// `rename`: atomic replacement of `to` (a symlink at `to` is replaced, not followed).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    /// `unlink`.
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    /// `mkdir(mode)`, failing if it exists.
+    fn create_dir(&self, path: &Path, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(mode).create(path)
+    }
+
+    /// `realpath`: the canonical form of an existing directory.
+    fn canonicalize(&self, path: &Path) -> io::Result<std::path::PathBuf> {
+        std::fs::canonicalize(path)
+    }
+
+    /// The names in directory `path`.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        std::fs::read_dir(path)?
+            .map(|entry| entry.map(|e| e.file_name()))
+            .collect()
+    }
+
+    /// Called when a write to `path` must wait for an earlier write to the same path to
+    /// finish. Does nothing in production; lets tests order writes without timing.
+    fn will_wait(&self, _path: &Path) {}
+}
+
+/// `O_NOFOLLOW`: never open through a symlink planted at a path we create or append to.
+const fn libc_o_nofollow() -> i32 {
+    // Linux, Android and the BSDs/macOS differ; these are the values of their headers.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        0o400_000
+    }
+    #[cfg(any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "openbsd",
+        target_os = "netbsd",
+        target_os = "dragonfly"
+    ))]
+    {
+        0x0100
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "openbsd",
+        target_os = "netbsd",
+        target_os = "dragonfly"
+    )))]
+    {
+        0
+    }
+}
+
+/// The real file system.
+///
+/// ```
+/// let ops = stayfast_core::fs::RealFs;
+/// # let _ = ops;
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealFs;
+
+impl FileOps for RealFs {}
