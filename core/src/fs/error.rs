@@ -26,6 +26,10 @@ pub enum Step {
     Rename,
     /// Flushing the directory entry to disk.
     SyncDir,
+    /// Flushing an appended file to disk.
+    SyncFile,
+    /// Keeping a copy of a torn tail before truncating it.
+    Backup,
     /// Opening a file.
     Open,
     /// Reading a file.
@@ -55,6 +59,8 @@ impl Step {
             Step::SyncTemp => "fsync temp file",
             Step::Rename => "rename",
             Step::SyncDir => "fsync directory",
+            Step::SyncFile => "fsync file",
+            Step::Backup => "back up torn tail",
             Step::Open => "open",
             Step::Read => "read",
             Step::Truncate => "truncate",
@@ -204,7 +210,10 @@ impl Classify for FsError {
         if self.is_no_space() || self.source.kind() == io::ErrorKind::ReadOnlyFilesystem {
             return Verdict::permanent();
         }
-        if matches!(self.step, Step::SyncTemp | Step::SyncDir | Step::Task) {
+        if matches!(
+            self.step,
+            Step::SyncTemp | Step::SyncDir | Step::SyncFile | Step::Task
+        ) {
             return Verdict::permanent();
         }
         match self.source.kind() {

@@ -3,12 +3,16 @@
 //! Every file-system call goes through [`FileOps`] ([`RealFs`] in production). See
 //! [`AtomicFileWrite`] for the write guarantee.
 
+mod append;
 mod atomic;
 mod error;
 mod locks;
+mod log;
 mod ops;
 mod temp;
 
+pub use append::{Appended, Durability, DurableAppend, FsyncPolicy};
 pub use atomic::{AtomicFileWrite, DEFAULT_FILE_MODE};
 pub use error::{FsError, Step};
+pub use log::{Corruption, DEFAULT_MAX_RECORD, LogReader, ReadLogError, Recovered, TornTail};
 pub use ops::{FileOps, RealFs};

@@ -86,6 +86,26 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
         file.sync_all()
     }
 
+    /// `fstat`: the file's current length.
+    fn len(&self, file: &File, _path: &Path) -> io::Result<u64> {
+        file.metadata().map(|m| m.len())
+    }
+
+    /// `read`: up to `buf.len()` bytes.
+    fn read(&self, mut file: &File, _path: &Path, buf: &mut [u8]) -> io::Result<usize> {
+        use std::io::Read;
+        file.read(buf)
+    }
+
+    /// `open(O_RDWR|O_CLOEXEC|O_NOFOLLOW)`: an existing file, to repair it.
+    fn open_read_write(&self, path: &Path) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc_o_nofollow())
+            .open(path)
+    }
+
     /// `ftruncate`.
     fn set_len(&self, file: &File, _path: &Path, len: u64) -> io::Result<()> {
         file.set_len(len)

@@ -1,0 +1,350 @@
+//! [`DurableAppend`]: append records to a log file, one `write()` each, durably.
+
+use std::{
+    collections::HashMap,
+    fmt, io,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{FileOps, FsError, RealFs, Step, atomic, locks};
+use crate::{Error, Policy, fs::DEFAULT_FILE_MODE};
+
+/// When an appended record is flushed to disk, as Redis's `appendfsync`.
+///
+/// # Examples
+///
+/// ```
+/// use stayfast_core::fs::FsyncPolicy;
+/// let p: FsyncPolicy = serde_json::from_str(r#"{"every_ms": 100}"#).unwrap();
+/// assert_eq!(p, FsyncPolicy::EveryMs(100));
+/// assert_eq!(FsyncPolicy::default(), FsyncPolicy::Always);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FsyncPolicy {
+    /// fsync after every record: an acknowledged record survives a power loss.
+    #[default]
+    Always,
+    /// fsync when at least this many milliseconds passed since the file's last fsync;
+    /// records in between are durable at the next fsync (or [`DurableAppend::sync`]).
+    EveryMs(u64),
+    /// Never fsync: records survive a process crash, not a power loss.
+    Never,
+}
+
+/// How durable an appended record is when `append` returns.
+///
+/// ```
+/// assert_ne!(stayfast_core::fs::Durability::Synced, stayfast_core::fs::Durability::Written);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// On disk: fsynced.
+    Synced,
+    /// In the operating system's cache: survives a process crash, not a power loss.
+    Written,
+}
+
+/// Where a record was appended, and how durably.
+///
+/// ```
+/// # use stayfast_core::fs::{Appended, Durability};
+/// # fn show(a: Appended) { let _ = (a.offset, a.len, a.durability == Durability::Synced); }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Appended {
+    /// Byte offset of the record in the file.
+    pub offset: u64,
+    /// Bytes written, the newline included.
+    pub len: u64,
+    /// Durability reached.
+    pub durability: Durability,
+}
+
+/// Appends newline-terminated records to log files (JSON Lines and the like).
+///
+/// Each record is written with **one** `write()` on a file opened `O_APPEND`, under a
+/// process-wide per-file lock — one writer per file, so a crash can only tear the
+/// *last* record, which [`LogReader`](super::LogReader) then truncates. A failed or
+/// short write is rolled back with `ftruncate` to the length before it, so a failed
+/// append leaves nothing behind. A new file is created 0600 and its directory fsynced
+/// once. The record is then flushed per the [`FsyncPolicy`] (default `Always`), and the
+/// result says which [`Durability`] was reached. A record may not contain a newline.
+///
+/// Runs in one blocking task per append, through a [`Policy`] (deadline, breaker,
+/// metrics); build it *not* idempotent — a timed-out append is `OutcomeUnknown`.
+///
+/// # Examples
+///
+/// ```
+/// use stayfast_core::{Policy, fs::{DurableAppend, Durability}};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # let dir = std::env::temp_dir().join(format!("stayfast-append-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// let log = DurableAppend::new(Policy::builder("fs.append").build().unwrap());
+/// let first = log.append(dir.join("t.jsonl"), br#"{"seq":1}"#.to_vec()).await.unwrap();
+/// assert_eq!((first.offset, first.durability), (0, Durability::Synced));
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # }
+/// ```
+///
+/// # Cancellation
+///
+/// Dropping the future does not stop the blocking task: the record is then appended
+/// (or rolled back) all the same, before any later append to that file.
+#[derive(Clone)]
+pub struct DurableAppend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ops: Arc<dyn FileOps>,
+    policy: Policy,
+    fsync: FsyncPolicy,
+    new_file_mode: u32,
+    /// When each file was last fsynced (`EveryMs` only); bounded, see `due_for_sync`.
+    last_sync: Mutex<HashMap<PathBuf, Instant>>,
+}
+
+/// `last_sync` is pruned of entries older than the interval once it holds this many
+/// files: a pruned file is simply due for an fsync.
+const LAST_SYNC_CAP: usize = 1024;
+
+impl DurableAppend {
+    /// Appends through `policy` on the real file system, fsyncing every record.
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                ops: Arc::new(RealFs),
+                policy,
+                fsync: FsyncPolicy::Always,
+                new_file_mode: DEFAULT_FILE_MODE,
+                last_sync: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The same appender with another fsync policy.
+    ///
+    /// ```
+    /// # use stayfast_core::{Policy, fs::{DurableAppend, FsyncPolicy}};
+    /// let log = DurableAppend::new(Policy::builder("fs.append").build().unwrap()).fsync(FsyncPolicy::EveryMs(100));
+    /// # let _ = log;
+    /// ```
+    #[must_use]
+    pub fn fsync(self, fsync: FsyncPolicy) -> Self {
+        self.rebuild(|i| i.fsync = fsync)
+    }
+
+    /// The same appender over another [`FileOps`].
+    ///
+    /// ```
+    /// # use stayfast_core::{Policy, fs::{DurableAppend, RealFs}};
+    /// let log = DurableAppend::new(Policy::builder("fs.append").build().unwrap()).with_ops(RealFs);
+    /// # let _ = log;
+    /// ```
+    #[must_use]
+    pub fn with_ops(self, ops: impl FileOps) -> Self {
+        self.rebuild(|i| i.ops = Arc::new(ops))
+    }
+
+    /// The mode of files the appender creates.
+    ///
+    /// ```
+    /// # use stayfast_core::{Policy, fs::DurableAppend};
+    /// let log = DurableAppend::new(Policy::builder("fs.append").build().unwrap()).new_file_mode(0o640);
+    /// # let _ = log;
+    /// ```
+    #[must_use]
+    pub fn new_file_mode(self, mode: u32) -> Self {
+        self.rebuild(|i| i.new_file_mode = mode & 0o7777)
+    }
+
+    fn rebuild(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Inner {
+            ops: Arc::clone(&self.inner.ops),
+            policy: self.inner.policy.clone(),
+            fsync: self.inner.fsync,
+            new_file_mode: self.inner.new_file_mode,
+            last_sync: Mutex::new(HashMap::new()),
+        };
+        change(&mut inner);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Appends `record` and a newline to `path`, creating the file if needed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Inner`] with an [`FsError`] naming the path and step (the file is then
+    /// as it was before, except after a failed fsync, when the record may be present
+    /// but not durable); an `InvalidInput` error before any I/O when `record` contains a
+    /// newline; [`Error::OutcomeUnknown`] when the policy's deadline passed; the
+    /// policy's other errors.
+    pub async fn append(
+        &self,
+        path: impl Into<PathBuf>,
+        record: impl Into<Vec<u8>>,
+    ) -> Result<Appended, Error<FsError>> {
+        let path = path.into();
+        let mut line = record.into();
+        if line.contains(&b'\n') {
+            let source = FsError::new(
+                &path,
+                Step::Write,
+                io::Error::new(io::ErrorKind::InvalidInput, "a record may not contain a newline"),
+            );
+            return Err(Error::Inner {
+                operation: self.inner.policy.operation().clone(),
+                source,
+                attempts: 0,
+            });
+        }
+        line.push(b'\n');
+        let line: Arc<[u8]> = line.into();
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .policy
+            .call(|| {
+                let (inner, path, line) = (Arc::clone(&inner), path.clone(), Arc::clone(&line));
+                atomic::run_blocking(path.clone(), move || inner.append_blocking(&path, &line))
+            })
+            .await
+    }
+
+    /// Flushes `path` to disk now (for `EveryMs` and `Never`).
+    ///
+    /// # Errors
+    ///
+    /// An [`FsError`] at [`Step::Open`] or [`Step::SyncFile`], or the policy's errors.
+    pub async fn sync(&self, path: impl Into<PathBuf>) -> Result<(), Error<FsError>> {
+        let path = path.into();
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .policy
+            .call(|| {
+                let (inner, path) = (Arc::clone(&inner), path.clone());
+                atomic::run_blocking(path.clone(), move || {
+                    let ops = &*inner.ops;
+                    let _serialised = locks::lock_path(ops, &path);
+                    let file = ops
+                        .open_read(&path)
+                        .map_err(|e| FsError::new(&path, Step::Open, e))?;
+                    ops.sync(&file, &path)
+                        .map_err(|e| FsError::new(&path, Step::SyncFile, e))?;
+                    inner.synced(&path);
+                    Ok(())
+                })
+            })
+            .await
+    }
+}
+
+impl Inner {
+    fn append_blocking(&self, path: &Path, line: &[u8]) -> Result<Appended, FsError> {
+        let ops = &*self.ops;
+        let (dir, name) = atomic::split(path)?;
+        let key = ops
+            .canonicalize(dir)
+            .map_err(|e| FsError::new(dir, Step::Inspect, e))?
+            .join(name);
+        let _serialised = locks::lock_path(ops, &key);
+        let created = match ops.symlink_metadata(path) {
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(FsError::new(path, Step::Inspect, e)),
+        };
+        let file = ops
+            .open_append(path, self.new_file_mode)
+            .map_err(|e| FsError::new(path, Step::Open, e))?;
+        if created {
+            ops.set_mode(&file, path, self.new_file_mode)
+                .map_err(|e| FsError::new(path, Step::SetMode, e))?;
+            atomic::sync_dir(ops, dir)?;
+        }
+        let before = ops
+            .len(&file, path)
+            .map_err(|e| FsError::new(path, Step::Inspect, e))?;
+        // One write() per record: a record is never interleaved with another, and a
+        // crash can only tear the last one.
+        let outcome = match ops.write(&file, path, line) {
+            Ok(n) if n == line.len() => Ok(()),
+            Ok(n) => Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {n} of {} bytes", line.len()),
+            )),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            // Roll back whatever part of the record reached the file.
+            let _ = ops.set_len(&file, path, before);
+            return Err(FsError::new(path, Step::Write, e));
+        }
+        let durability = if self.due_for_sync(path) {
+            if let Err(e) = ops.sync(&file, path) {
+                // Never retried (a retried fsync may falsely succeed); the record was not
+                // acknowledged, so take it back out.
+                let _ = ops.set_len(&file, path, before);
+                return Err(FsError::new(path, Step::SyncFile, e));
+            }
+            self.synced(path);
+            Durability::Synced
+        } else {
+            Durability::Written
+        };
+        Ok(Appended {
+            offset: before,
+            len: line.len() as u64,
+            durability,
+        })
+    }
+
+    fn due_for_sync(&self, path: &Path) -> bool {
+        match self.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Never => false,
+            FsyncPolicy::EveryMs(ms) => {
+                let last = self
+                    .last_sync
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(path)
+                    .copied();
+                last.is_none_or(|t| t.elapsed() >= Duration::from_millis(ms))
+            }
+        }
+    }
+
+    fn synced(&self, path: &Path) {
+        let FsyncPolicy::EveryMs(ms) = self.fsync else {
+            return;
+        };
+        let mut map = self.last_sync.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= LAST_SYNC_CAP {
+            let interval = Duration::from_millis(ms);
+            map.retain(|_, t| t.elapsed() < interval);
+        }
+        map.insert(path.to_path_buf(), Instant::now());
+    }
+}
+
+impl fmt::Debug for DurableAppend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurableAppend")
+            .field("ops", &self.inner.ops)
+            .field("policy", &self.inner.policy)
+            .field("fsync", &self.inner.fsync)
+            .field("new_file_mode", &format_args!("{:o}", self.inner.new_file_mode))
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,410 @@
+//! Durable append and log recovery (DURABILITY.md tier 1: torn tails, zero fill,
+//! corruption in the middle, exactly-once concurrent appends; TEST-PLAN E6 for logs).
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    fs,
+    io::{self, Write},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use stayfast_core::{
+    Error, Policy,
+    fs::{Durability, DurableAppend, FileOps, FsyncPolicy, LogReader, ReadLogError, RealFs, Step},
+};
+
+/// A fresh directory (tmpfs when there is one: fsync is free there), removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!(
+            "stayfast-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<_> = fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn appender() -> DurableAppend {
+    DurableAppend::new(
+        Policy::builder("fs.append")
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    )
+}
+
+fn reader() -> LogReader {
+    LogReader::new(
+        Policy::builder("fs.read")
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    )
+}
+
+/// A record is valid when it looks like `{"seq":N}`.
+fn valid(record: &[u8]) -> bool {
+    std::str::from_utf8(record).is_ok_and(|s| s.starts_with("{\"seq\":") && s.ends_with('}'))
+}
+
+fn record(seq: usize) -> Vec<u8> {
+    format!("{{\"seq\":{seq}}}").into_bytes()
+}
+
+async fn write_log(path: &Path, n: usize) {
+    let log = appender();
+    for seq in 1..=n {
+        log.append(path, record(seq)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn appended_records_read_back_in_order_with_durability_reported() {
+    let dir = Dir::new("append");
+    let path = dir.path("t.jsonl");
+    let always = appender();
+    let first = always.append(&path, record(1)).await.unwrap();
+    assert_eq!(
+        (first.offset, first.len, first.durability),
+        (0, 10, Durability::Synced)
+    );
+    let never = appender().fsync(FsyncPolicy::Never);
+    assert_eq!(
+        never.append(&path, record(2)).await.unwrap().durability,
+        Durability::Written
+    );
+    let every = appender().fsync(FsyncPolicy::EveryMs(60_000));
+    assert_eq!(
+        every.append(&path, record(3)).await.unwrap().durability,
+        Durability::Synced
+    );
+    assert_eq!(
+        every.append(&path, record(4)).await.unwrap().durability,
+        Durability::Written
+    );
+    every.sync(&path).await.unwrap();
+    let read = reader().read(&path, valid).await.unwrap();
+    assert_eq!(read.records, (1..=4).map(record).collect::<Vec<_>>());
+    assert!(read.torn.is_none());
+    assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn a_record_with_a_newline_is_rejected_before_any_io() {
+    let dir = Dir::new("newline");
+    let path = dir.path("t.jsonl");
+    let err = appender()
+        .append(&path, b"two\nlines".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.inner().unwrap().io().kind(), io::ErrorKind::InvalidInput);
+    assert!(!path.exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn a_missing_log_is_empty() {
+    let dir = Dir::new("missing");
+    let read = reader().read(dir.path("none.jsonl"), valid).await.unwrap();
+    assert!(read.records.is_empty() && read.torn.is_none());
+}
+
+/// A crash can cut the last record at any byte: every cut is recovered to exactly the
+/// records before it, the cut bytes are kept in a backup, and the log is truncated.
+#[tokio::test]
+async fn torn_tail_every_byte_offset() {
+    let dir = Dir::new("torn");
+    let full = dir.path("full.jsonl");
+    write_log(&full, 5).await;
+    let bytes = fs::read(&full).unwrap();
+    let last = record(5).len() + 1;
+    let base = bytes.len() - last;
+    for cut in 1..last {
+        let path = dir.path(&format!("cut{cut}.jsonl"));
+        fs::write(&path, &bytes[..base + cut]).unwrap();
+        let read = reader().read(&path, valid).await.unwrap();
+        assert_eq!(
+            read.records,
+            (1..=4).map(record).collect::<Vec<_>>(),
+            "cut at {cut}"
+        );
+        let torn = read.torn.expect("a torn tail");
+        assert_eq!((torn.offset, torn.len), (base as u64, cut as u64), "cut at {cut}");
+        assert_eq!(fs::read(&torn.backup).unwrap(), &bytes[base..base + cut]);
+        assert_eq!(
+            fs::metadata(&torn.backup).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            &bytes[..base],
+            "truncated to the valid prefix"
+        );
+        // Appending after recovery continues cleanly.
+        appender().append(&path, record(5)).await.unwrap();
+        assert_eq!(reader().read(&path, valid).await.unwrap().records.len(), 5);
+    }
+    // No cut at all: clean.
+    let read = reader().read(&full, valid).await.unwrap();
+    assert_eq!(read.records.len(), 5);
+    assert!(read.torn.is_none());
+}
+
+/// A file extended by the kernel whose data never reached the disk reads as zeros.
+#[tokio::test]
+async fn zero_filled_tail_is_torn() {
+    let dir = Dir::new("zeros");
+    for (case, tail) in [
+        ("zeros", vec![0u8; 4096]),
+        ("partial+zeros", [b"{\"seq\":".as_slice(), &[0u8; 100]].concat()),
+        ("zeros+newline", [&[0u8; 10][..], b"\n", &[0u8; 5]].concat()),
+    ] {
+        let path = dir.path(&format!("{}.jsonl", case.replace('+', "_")));
+        write_log(&path, 3).await;
+        let good = fs::read(&path).unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&tail)
+            .unwrap();
+        let read = reader().read(&path, valid).await.unwrap();
+        assert_eq!(read.records.len(), 3, "{case}");
+        let torn = read.torn.unwrap_or_else(|| panic!("{case}: not reported torn"));
+        assert_eq!(torn.len, tail.len() as u64, "{case}");
+        assert_eq!(fs::read(&path).unwrap(), good, "{case}");
+    }
+}
+
+/// An invalid record with valid ones after it is corruption: an error carrying the
+/// valid prefix, and the file is left exactly as it was.
+#[tokio::test]
+async fn mid_file_corruption_is_error() {
+    let dir = Dir::new("corrupt");
+    let path = dir.path("t.jsonl");
+    write_log(&path, 5).await;
+    let mut bytes = fs::read(&path).unwrap();
+    let third = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(1)
+        .unwrap()
+        .0
+        + 1;
+    bytes[third] = b'#'; // record 3 no longer starts with {"seq":
+    fs::write(&path, &bytes).unwrap();
+    let err = reader().read(&path, valid).await.unwrap_err();
+    let Error::Inner {
+        source: ReadLogError::Corrupt(c),
+        ..
+    } = err
+    else {
+        panic!("expected corruption, got {err:?}")
+    };
+    assert_eq!((c.line, c.offset), (3, third as u64));
+    assert_eq!(c.valid, vec![record(1), record(2)]);
+    assert_eq!(fs::read(&path).unwrap(), bytes, "nothing repaired or skipped");
+    assert_eq!(dir.names(), ["t.jsonl"], "no backup for corruption");
+}
+
+#[tokio::test]
+async fn an_oversized_record_is_invalid_and_memory_stays_bounded() {
+    let dir = Dir::new("huge");
+    let path = dir.path("t.jsonl");
+    write_log(&path, 2).await;
+    let mut huge = b"{\"seq\":".to_vec();
+    huge.resize(5 << 20, b'9');
+    huge.extend_from_slice(b"}\n");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&huge)
+        .unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"{\"seq\":4}\n")
+        .unwrap();
+    let err = reader()
+        .max_record(64 * 1024)
+        .read(&path, valid)
+        .await
+        .unwrap_err();
+    let Some(ReadLogError::Corrupt(c)) = err.inner() else {
+        panic!("{err:?}")
+    };
+    assert_eq!((c.line, c.valid.len()), (3, 2));
+    assert!(c.reason.contains("longer than"), "{}", c.reason);
+}
+
+/// TEST-PLAN E6: a directory, a FIFO, or a symlink (to /dev/zero) at the log's path is
+/// a typed error — never a hang, never a link followed.
+#[tokio::test]
+async fn non_regular_files_are_typed_errors() {
+    let dir = Dir::new("special");
+    let as_dir = dir.path("dir.jsonl");
+    fs::create_dir(&as_dir).unwrap();
+    let fifo = dir.path("fifo.jsonl");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let link = dir.path("link.jsonl");
+    std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+    for path in [as_dir, fifo, link] {
+        let read = tokio::time::timeout(Duration::from_secs(5), reader().read(&path, valid)).await;
+        let err = read.expect("no hang").unwrap_err();
+        let Some(ReadLogError::Fs(e)) = err.inner() else {
+            panic!("{err:?}")
+        };
+        assert_eq!(e.io().kind(), io::ErrorKind::InvalidInput, "{}", path.display());
+        // Appending refuses to follow the link too.
+    }
+    let err = appender()
+        .append(dir.path("link.jsonl"), record(1))
+        .await
+        .unwrap_err();
+    assert!(err.inner().is_some(), "O_NOFOLLOW refused the symlink: {err:?}");
+}
+
+/// 64 writers × 100 records into one log: every record exactly once, each writer's
+/// records in its order, none interleaved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_exactly_once() {
+    let dir = Dir::new("concurrent");
+    let path = dir.path("t.jsonl");
+    let log = appender();
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..64)
+        .map(|task| {
+            let (log, path) = (log.clone(), path.clone());
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    let r = format!("{{\"seq\":{},\"task\":{task},\"i\":{i}}}", task * 100 + i);
+                    log.append(&path, r.into_bytes()).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    println!("6400 appends (fsync each) in {:?}", started.elapsed());
+    let read = reader().read(&path, valid).await.unwrap();
+    assert_eq!(read.records.len(), 6400);
+    assert!(read.torn.is_none());
+    let mut next = [0usize; 64];
+    let mut seen = std::collections::HashSet::new();
+    for r in &read.records {
+        let s = std::str::from_utf8(r).unwrap();
+        let field = |name: &str| -> usize {
+            let start = s.find(&format!("\"{name}\":")).unwrap() + name.len() + 3;
+            s[start..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let (task, i) = (field("task"), field("i"));
+        assert_eq!(i, next[task], "task {task} out of order");
+        next[task] += 1;
+        assert!(seen.insert((task, i)), "duplicate");
+    }
+}
+
+/// A seam whose writes are short (half the bytes) or whose fsync fails.
+#[derive(Debug)]
+struct Faulty {
+    short_write: bool,
+    fail_sync: bool,
+    syncs: Arc<AtomicUsize>,
+}
+
+impl FileOps for Faulty {
+    fn write(&self, file: &fs::File, path: &Path, buf: &[u8]) -> io::Result<usize> {
+        let n = if self.short_write {
+            buf.len() / 2
+        } else {
+            buf.len()
+        };
+        RealFs.write(file, path, &buf[..n])
+    }
+
+    fn sync(&self, file: &fs::File, path: &Path) -> io::Result<()> {
+        if self.fail_sync && path.extension().is_some_and(|e| e == "jsonl") {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        RealFs.sync(file, path)
+    }
+}
+
+#[tokio::test]
+async fn a_short_write_or_failed_fsync_is_rolled_back_and_not_retried() {
+    let dir = Dir::new("faulty");
+    let path = dir.path("t.jsonl");
+    write_log(&path, 2).await;
+    let before = fs::read(&path).unwrap();
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let retrying = Policy::builder("fs.append")
+        .retry(&stayfast_core::config::RetryConfig::default())
+        .build()
+        .unwrap();
+    for (short_write, fail_sync, step) in [(true, false, Step::Write), (false, true, Step::SyncFile)] {
+        let log = DurableAppend::new(retrying.clone()).with_ops(Faulty {
+            short_write,
+            fail_sync,
+            syncs: Arc::clone(&syncs),
+        });
+        let err = log.append(&path, record(3)).await.unwrap_err();
+        assert_eq!(err.inner().unwrap().step(), step);
+        assert_eq!(err.attempts(), Some(1), "{step:?} is not retried");
+        assert_eq!(fs::read(&path).unwrap(), before, "{step:?}: rolled back");
+    }
+    assert_eq!(
+        syncs.load(Ordering::SeqCst),
+        1,
+        "the failed fsync was not retried"
+    );
+}
