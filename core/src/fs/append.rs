@@ -236,7 +236,7 @@ impl DurableAppend {
                 let (inner, path) = (Arc::clone(&inner), path.clone());
                 atomic::run_blocking(path.clone(), move || {
                     let ops = &*inner.ops;
-                    let _serialised = locks::lock_path(ops, &path);
+                    let _serialised = locks::lock_path(ops, &path)?;
                     let file = ops
                         .open_read(&path)
                         .map_err(|e| FsError::new(&path, Step::Open, e))?;
@@ -254,11 +254,7 @@ impl Inner {
     fn append_blocking(&self, path: &Path, line: &[u8]) -> Result<Appended, FsError> {
         let ops = &*self.ops;
         let (dir, name) = atomic::split(path)?;
-        let key = ops
-            .canonicalize(dir)
-            .map_err(|e| FsError::new(dir, Step::Inspect, e))?
-            .join(name);
-        let _serialised = locks::lock_path(ops, &key);
+        let _serialised = locks::lock_file(ops, dir, name)?;
         let created = match ops.symlink_metadata(path) {
             Ok(_) => false,
             Err(e) if e.kind() == io::ErrorKind::NotFound => true,

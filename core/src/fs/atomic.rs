@@ -201,11 +201,7 @@ pub(crate) fn replace(
     new_file_mode: u32,
 ) -> Result<(), FsError> {
     let (dir, name) = split(path)?;
-    let key = ops
-        .canonicalize(dir)
-        .map_err(|e| FsError::new(dir, Step::Inspect, e))?
-        .join(name);
-    let _serialised = locks::lock_path(ops, &key);
+    let _serialised = locks::lock_file(ops, dir, name)?;
     let mode = match ops.symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_file() => meta.permissions().mode() & 0o7777,
         Ok(_) => new_file_mode, // a symlink (or other) at the target is replaced

@@ -287,11 +287,7 @@ impl ReaderInner {
     ) -> Result<Recovered, ReadLogError> {
         let ops = &*self.ops;
         let (dir, name) = atomic::split(path)?;
-        let key = ops
-            .canonicalize(dir)
-            .map_err(|e| FsError::new(dir, Step::Inspect, e))?
-            .join(name);
-        let _serialised = locks::lock_path(ops, &key);
+        let _serialised = locks::lock_file(ops, dir, name)?;
         match ops.symlink_metadata(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recovered::default()),
             Err(e) => return Err(FsError::new(path, Step::Inspect, e).into()),

@@ -127,9 +127,9 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
         std::fs::DirBuilder::new().mode(mode).create(path)
     }
 
-    /// `realpath`: the canonical form of an existing directory.
-    fn canonicalize(&self, path: &Path) -> io::Result<std::path::PathBuf> {
-        std::fs::canonicalize(path)
+    /// `stat` (following symlinks): identifies a directory by device and inode.
+    fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+        std::fs::metadata(path)
     }
 
     /// The names in directory `path`.

@@ -26,7 +26,7 @@ pub(crate) fn is_temp_name(name: &OsStr) -> bool {
         && name.ends_with(SUFFIX)
         && name[PREFIX.len()..PREFIX.len() + HEX_DIGITS]
             .bytes()
-            .all(|b| b.is_ascii_hexdigit())
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn random_name() -> String {
@@ -89,6 +89,7 @@ mod tests {
         assert_eq!(a.len(), 24);
         assert!(is_temp_name(OsStr::new(&a)));
         for other in [
+            ".sf-ABCDEF0123456789.tmp",
             ".sf-123.tmp",
             "x.sf-0123456789abcdef.tmp",
             ".sf-0123456789abcdeg.tmp",
