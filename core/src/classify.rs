@@ -61,11 +61,16 @@ pub enum Health {
 /// assert_eq!(Verdict::caller_error().health, Health::Ignore);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Verdict {
     /// Retry it?
     pub retry: Retryable,
     /// Does it say the dependency is unhealthy?
     pub health: Health,
+    /// Is it the client library's own deadline passing (one handed in through
+    /// [`Attempt::deadline`](crate::Attempt::deadline))? The policy then reports it as
+    /// [`Error::Timeout`] (or `OutcomeUnknown`), exactly like its own timer.
+    pub timed_out: bool,
 }
 
 impl Verdict {
@@ -77,7 +82,27 @@ impl Verdict {
     /// assert_eq!(v.health, Health::Success);
     /// ```
     pub const fn new(retry: Retryable, health: Health) -> Self {
-        Self { retry, health }
+        Self {
+            retry,
+            health,
+            timed_out: false,
+        }
+    }
+
+    /// The client library's own deadline passed: may have been applied, the dependency
+    /// is slow; reported as a timeout.
+    ///
+    /// ```
+    /// # use stayfast_core::{Retryable, Verdict};
+    /// let v = Verdict::timed_out();
+    /// assert!(v.timed_out && v.retry == Retryable::IfIdempotent);
+    /// ```
+    pub const fn timed_out() -> Self {
+        Self {
+            retry: Retryable::IfIdempotent,
+            health: Health::Failure,
+            timed_out: true,
+        }
     }
 
     /// Not applied and worth retrying; the dependency is struggling (connection refused,
@@ -177,8 +202,8 @@ pub trait Classify {
     fn classify(&self) -> Verdict;
 }
 
-/// `std::io::Error` by kind: refusals are transient; resets, timeouts and broken pipes
-/// are indeterminate; a full or read-only disk is permanent; not-found, permission,
+/// `std::io::Error` by kind: refusals are transient; a timeout is a timeout; resets and
+/// broken pipes are indeterminate; a full or read-only disk is permanent; not-found, permission,
 /// invalid input or data and already-exists are the caller's errors. Anything else is
 /// treated as permanent and unhealthy.
 impl Classify for io::Error {
@@ -186,7 +211,8 @@ impl Classify for io::Error {
         use io::ErrorKind::*;
         match self.kind() {
             ConnectionRefused | NotConnected | AddrNotAvailable | WouldBlock => Verdict::transient(),
-            TimedOut | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | Interrupted => {
+            TimedOut => Verdict::timed_out(),
+            ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | Interrupted => {
                 Verdict::indeterminate()
             }
             NotFound | PermissionDenied | InvalidInput | InvalidData | AlreadyExists | Unsupported => {
@@ -200,7 +226,7 @@ impl Classify for io::Error {
 /// A single [`Timeout`](crate::Timeout) elapsed: the attempt may have been applied.
 impl Classify for Elapsed {
     fn classify(&self) -> Verdict {
-        Verdict::indeterminate()
+        Verdict::timed_out()
     }
 }
 
@@ -210,7 +236,7 @@ impl Classify for Elapsed {
 impl<E: Classify> Classify for Error<E> {
     fn classify(&self) -> Verdict {
         match self {
-            Error::Timeout { .. } => Verdict::indeterminate(),
+            Error::Timeout { .. } => Verdict::timed_out(),
             Error::CircuitOpen { .. } | Error::Shed { .. } => Verdict::caller_error(),
             Error::BudgetExhausted { .. } => Verdict::caller_error(),
             Error::OutcomeUnknown { .. } => Verdict::permanent(),

@@ -414,7 +414,7 @@ fn io_errors_are_classified_by_kind() {
     use std::io::ErrorKind::*;
     for (kind, verdict) in [
         (ConnectionRefused, Verdict::transient()),
-        (TimedOut, Verdict::indeterminate()),
+        (TimedOut, Verdict::timed_out()),
         (ConnectionReset, Verdict::indeterminate()),
         (BrokenPipe, Verdict::indeterminate()),
         (UnexpectedEof, Verdict::indeterminate()),
@@ -427,4 +427,25 @@ fn io_errors_are_classified_by_kind() {
     ] {
         assert_eq!(std::io::Error::from(kind).classify(), verdict, "{kind:?}");
     }
+}
+
+/// A client library's own deadline (handed in through `Attempt`) counts as a timeout:
+/// `Error::Timeout` for an idempotent operation after its retries, `OutcomeUnknown`
+/// for one that is not.
+#[tokio::test(start_paused = true)]
+async fn a_client_side_timeout_is_reported_like_our_own() {
+    let timed_out = || async { Err::<(), _>(std::io::Error::from(std::io::ErrorKind::TimedOut)) };
+    let read = Policy::builder("fake.get")
+        .timeout(Duration::from_millis(250))
+        .retry(&fixed_retry(2, 10))
+        .idempotent(true)
+        .build()
+        .unwrap();
+    let err = read.call(timed_out).await.unwrap_err();
+    assert_eq!(err.to_string(), "fake.get timed out after 250ms");
+    let write = Policy::builder("fake.set")
+        .timeout(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    assert!(write.call(timed_out).await.unwrap_err().is_outcome_unknown());
 }

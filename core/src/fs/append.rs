@@ -217,7 +217,10 @@ impl DurableAppend {
             .policy
             .call(|| {
                 let (inner, path, line) = (Arc::clone(&inner), path.clone(), Arc::clone(&line));
-                atomic::run_blocking(path.clone(), move || inner.append_blocking(&path, &line))
+                let ops = Arc::clone(&inner.ops);
+                atomic::run_blocking(ops, path, move |ops, path| {
+                    inner.append_blocking(ops, path, &line)
+                })
             })
             .await
     }
@@ -234,15 +237,15 @@ impl DurableAppend {
             .policy
             .call(|| {
                 let (inner, path) = (Arc::clone(&inner), path.clone());
-                atomic::run_blocking(path.clone(), move || {
-                    let ops = &*inner.ops;
-                    let _serialised = locks::lock_path(ops, &path)?;
+                let ops = Arc::clone(&inner.ops);
+                atomic::run_blocking(ops, path, move |ops, path| {
+                    let _serialised = locks::lock_path(ops, path)?;
                     let file = ops
-                        .open_read(&path)
-                        .map_err(|e| FsError::new(&path, Step::Open, e))?;
-                    ops.sync(&file, &path)
-                        .map_err(|e| FsError::new(&path, Step::SyncFile, e))?;
-                    inner.synced(&path);
+                        .open_read(path)
+                        .map_err(|e| FsError::new(path, Step::Open, e))?;
+                    ops.sync(&file, path)
+                        .map_err(|e| FsError::new(path, Step::SyncFile, e))?;
+                    inner.synced(path);
                     Ok(())
                 })
             })
@@ -251,8 +254,7 @@ impl DurableAppend {
 }
 
 impl Inner {
-    fn append_blocking(&self, path: &Path, line: &[u8]) -> Result<Appended, FsError> {
-        let ops = &*self.ops;
+    fn append_blocking(&self, ops: &dyn FileOps, path: &Path, line: &[u8]) -> Result<Appended, FsError> {
         let (dir, name) = atomic::split(path)?;
         let _serialised = locks::lock_file(ops, dir, name)?;
         let created = match ops.symlink_metadata(path) {

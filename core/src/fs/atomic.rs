@@ -23,10 +23,11 @@ pub const DEFAULT_FILE_MODE: u32 = 0o600;
 /// directory (`O_EXCL`, a fixed-length crate-owned name), set its mode, write
 /// everything, `fsync` it, `rename` it over the target, `fsync` the directory. Any
 /// error removes the temp file before returning, inside that task; a failed fsync is
-/// never retried and never followed by the rename. Writes to one path are serialised
-/// process-wide *inside* the blocking task, so a write whose caller timed out still
-/// finishes before the next one to that path starts: it can never land after a newer
-/// write. An existing file's mode is kept; a new file gets [`DEFAULT_FILE_MODE`]
+/// never retried and never followed by the rename. Writes to one path run in the order
+/// they were issued, process-wide: each takes its turn when issued and waits for it
+/// *inside* the blocking task, so a write whose caller timed out still finishes before
+/// any write issued after it — it can never land after a newer write. (Order follows
+/// the path as spelt; two spellings of one file are still never written at once.) An existing file's mode is kept; a new file gets [`DEFAULT_FILE_MODE`]
 /// (0600). A symlink at the target is replaced, never followed.
 ///
 /// The call runs through a [`Policy`] (deadline, breaker, metrics). Build that policy
@@ -142,8 +143,10 @@ impl AtomicFileWrite {
             .policy
             .call(|| {
                 let (ops, path, contents) = (Arc::clone(&inner.ops), path.clone(), Arc::clone(&contents));
+                // NOTE: the blocking task is spawned (its turn taken) right here, when the
+                // attempt is issued: see `locks::spawn_in_order`.
                 let mode = inner.new_file_mode;
-                run_blocking(path.clone(), move || replace(&*ops, &path, &contents, mode))
+                run_blocking(ops, path, move |ops, path| replace(ops, path, &contents, mode))
             })
             .await
     }
@@ -162,19 +165,32 @@ impl AtomicFileWrite {
     ) -> Result<usize, FsError> {
         let dir = dir.into();
         let ops = Arc::clone(&self.inner.ops);
-        run_blocking(dir.clone(), move || temp::sweep(&*ops, &dir, min_age)).await
+        run_blocking(ops, dir, move |ops, dir| temp::sweep(ops, dir, min_age)).await
     }
 }
 
-/// Runs `work` on the blocking pool; a task that panicked or was cancelled by runtime
-/// shutdown becomes an `FsError` at [`Step::Task`].
-pub(crate) async fn run_blocking<T: Send + 'static>(
+/// Runs `work` on the blocking pool after every operation on `path` issued before it
+/// (see [`locks::spawn_in_order`]); the task is spawned now, not when the returned future
+/// is first polled. A task that panicked or was dropped unrun becomes an `FsError` at
+/// [`Step::Task`].
+pub(crate) fn run_blocking<T: Send + 'static>(
+    ops: Arc<dyn FileOps>,
     path: PathBuf,
-    work: impl FnOnce() -> Result<T, FsError> + Send + 'static,
-) -> Result<T, FsError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| Err(FsError::new(path, Step::Task, io::Error::other(e.to_string()))))
+    work: impl FnOnce(&dyn FileOps, &Path) -> Result<T, FsError> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, FsError>> + Send + 'static {
+    let task = locks::spawn_in_order(&path.clone(), move |turn| {
+        turn.wait(&*ops, &path);
+        work(&*ops, &path)
+    });
+    async move {
+        task.await.unwrap_or_else(|e| {
+            Err(FsError::new(
+                "blocking task",
+                Step::Task,
+                io::Error::other(e.to_string()),
+            ))
+        })
+    }
 }
 
 /// The directory and file name of `path`, or an `InvalidInput` error.
@@ -209,17 +225,45 @@ pub(crate) fn replace(
         Err(e) => return Err(FsError::new(path, Step::Inspect, e)),
     };
     let (temp, file) = temp::create(ops, dir, mode)?;
-    let written = fill(ops, &file, &temp, contents, mode);
+    // Removes the temp on every way out of this function but a successful rename: an
+    // error, or a panic (of a seam, say) unwinding through it.
+    let temp = TempGuard {
+        ops,
+        path: Some(temp),
+    };
+    let written = fill(ops, &file, temp.path(), contents, mode);
     drop(file);
-    if let Err(e) = written {
-        discard(ops, &temp);
-        return Err(e);
-    }
-    if let Err(e) = ops.rename(&temp, path) {
-        discard(ops, &temp);
-        return Err(FsError::new(path, Step::Rename, e));
-    }
+    written?;
+    ops.rename(temp.path(), path)
+        .map_err(|e| FsError::new(path, Step::Rename, e))?;
+    temp.disarm();
     sync_dir(ops, dir)
+}
+
+/// A temp file that is removed unless disarmed.
+struct TempGuard<'a> {
+    ops: &'a dyn FileOps,
+    path: Option<PathBuf>,
+}
+
+impl TempGuard<'_> {
+    fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The temp was renamed into place: nothing to remove.
+    fn disarm(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for TempGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(temp) = self.path.take() {
+            // Best effort: the error being reported matters more; a later sweep cleans up.
+            let _ = self.ops.remove_file(&temp);
+        }
+    }
 }
 
 /// Mode, content and fsync of a freshly created file. Never retries a failed fsync.
@@ -252,12 +296,6 @@ pub(crate) fn sync_dir(ops: &dyn FileOps, dir: &Path) -> Result<(), FsError> {
         .map_err(|e| FsError::new(dir, Step::SyncDir, e))?;
     ops.sync(&handle, dir)
         .map_err(|e| FsError::new(dir, Step::SyncDir, e))
-}
-
-/// Best-effort removal of a temp file on an error path (the error being reported
-/// matters more than a failure to clean up, which a later sweep handles).
-fn discard(ops: &dyn FileOps, temp: &Path) {
-    let _ = ops.remove_file(temp);
 }
 
 impl fmt::Debug for AtomicFileWrite {

@@ -250,8 +250,12 @@ impl LogReader {
             .policy
             .call(|| {
                 let (inner, path, validate) = (Arc::clone(&inner), path.clone(), Arc::clone(&validate));
+                let ops = Arc::clone(&inner.ops);
+                let task = locks::spawn_in_order(&path.clone(), move |turn| {
+                    turn.wait(&*ops, &path);
+                    inner.read_blocking(&path, &*validate)
+                });
                 async move {
-                    let task = tokio::task::spawn_blocking(move || inner.read_blocking(&path, &*validate));
                     task.await.unwrap_or_else(|e| {
                         Err(ReadLogError::Fs(FsError::new(
                             "log",

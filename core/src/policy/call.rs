@@ -82,10 +82,19 @@ where
                 let verdict = inner.classifier.verdict(&source);
                 settle(permit, verdict.health, attempt_start);
                 let operation = inner.operation.clone();
-                let error = Error::Inner {
-                    operation,
-                    source,
-                    attempts: number,
+                let error = if verdict.timed_out {
+                    // The client's own deadline (handed in through `Attempt`) passed:
+                    // the same outcome as our timer.
+                    Error::Timeout {
+                        operation,
+                        after: attempt_bound(inner, per_attempt, deadline),
+                    }
+                } else {
+                    Error::Inner {
+                        operation,
+                        source,
+                        attempts: number,
+                    }
                 };
                 (error, verdict)
             }
@@ -95,7 +104,7 @@ where
                     operation: inner.operation.clone(),
                     after: elapsed.after(),
                 };
-                (error, Verdict::indeterminate())
+                (error, Verdict::timed_out())
             }
         };
         // NOTE: the slot is freed before the backoff, so waiting callers are not held up
@@ -156,6 +165,17 @@ fn settle(permit: Option<Permit<'_>>, health: Health, attempt_start: Instant) {
     } else {
         permit.record(health);
     }
+}
+
+/// The bound that limits an attempt: its own timeout, or the call's deadline when that
+/// comes first.
+fn attempt_bound<C>(inner: &Inner<C>, per_attempt: Option<Instant>, deadline: Option<Instant>) -> Duration {
+    let bound = if deadline == per_attempt {
+        inner.timeout
+    } else {
+        inner.deadline
+    };
+    bound.unwrap_or_default()
 }
 
 /// The outcome label of a call's result.
