@@ -55,9 +55,15 @@ mod metered;
 mod name;
 mod outcome;
 mod policy;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 pub mod retry;
 mod sync;
 pub mod telemetry;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
 mod timeout;
 mod watchdog;
 

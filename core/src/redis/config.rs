@@ -1,0 +1,230 @@
+//! [`RedisConfig`]: how the handle connects, and the bound of every command.
+
+use std::{fmt, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BreakerConfig, ConfigError, RetryConfig, at_least_one, duration, positive};
+
+/// Settings of a [`Redis`](super::Redis) handle.
+///
+/// Every command is bounded — every attempt and the call as a whole — by its entry in
+/// `operations`, else by `command_timeout`.
+/// fred is configured so that failures surface instead of queueing: one attempt per
+/// command inside fred (stayfast retries, once, in one place), a bounded command
+/// buffer, an unbounded reconnect policy with capped backoff, unresponsive-connection
+/// detection, and the per-attempt deadline handed into fred so that a command not yet
+/// written when it expires is dropped, never sent late.
+///
+/// `Debug` never shows the URL's password.
+///
+/// # Examples
+///
+/// ```
+/// let config: stayfast_core::redis::RedisConfig = toml::from_str(r#"
+///     url = "redis://:hunter2@127.0.0.1:6390/0"
+///     pool_size = 2
+///     command_timeout = "500ms"
+///     [operations]
+///     scan = "5s"
+/// "#).unwrap();
+/// assert!(config.validate().is_ok());
+/// assert!(!format!("{config:?}").contains("hunter2"));
+/// ```
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]`; `rediss://` needs the `tls` feature.
+    pub url: String,
+    /// Connections in the pool.
+    pub pool_size: u32,
+    /// Bound on establishing a connection (TCP, TLS, AUTH).
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// A connection that answers nothing for this long is closed and reconnected.
+    #[serde(with = "duration")]
+    pub unresponsive_timeout: Duration,
+    /// Bound on each command without an entry in `operations`.
+    #[serde(with = "duration")]
+    pub command_timeout: Duration,
+    /// Per-operation bounds.
+    pub operations: OperationTimeouts,
+    /// Commands fred may queue while disconnected before refusing new ones.
+    pub max_command_buffer: u32,
+    /// First reconnect delay.
+    #[serde(with = "duration")]
+    pub reconnect_min_delay: Duration,
+    /// Largest reconnect delay.
+    #[serde(with = "duration")]
+    pub reconnect_max_delay: Duration,
+    /// How much earlier than stayfast's own timer fred's deadline fires, so fred — which
+    /// can drop a command it has not written yet — always decides first.
+    #[serde(with = "duration")]
+    pub deadline_margin: Duration,
+    /// Retries of idempotent commands.
+    pub retry: RetryConfig,
+    /// The breaker shared by every command to this Redis.
+    pub breaker: BreakerConfig,
+}
+
+/// Per-operation bounds; an absent one falls back to `command_timeout`.
+///
+/// ```
+/// let t = stayfast_core::redis::OperationTimeouts::default();
+/// assert_eq!(t.scan, Some(std::time::Duration::from_secs(5)));
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct OperationTimeouts {
+    /// GET.
+    #[serde(with = "duration::option")]
+    pub get: Option<Duration>,
+    /// SET.
+    #[serde(with = "duration::option")]
+    pub set: Option<Duration>,
+    /// HGETALL.
+    #[serde(with = "duration::option")]
+    pub hgetall: Option<Duration>,
+    /// A pipeline, as a whole.
+    #[serde(with = "duration::option")]
+    pub pipeline: Option<Duration>,
+    /// A whole SCAN, every page.
+    #[serde(with = "duration::option")]
+    pub scan: Option<Duration>,
+}
+
+impl Default for OperationTimeouts {
+    fn default() -> Self {
+        Self {
+            get: None,
+            set: None,
+            hgetall: None,
+            pipeline: None,
+            scan: Some(Duration::from_secs(5)),
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        let retry = RetryConfig {
+            max_attempts: 2,
+            ..RetryConfig::default()
+        };
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(2),
+            unresponsive_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(2),
+            operations: OperationTimeouts::default(),
+            max_command_buffer: 10_000,
+            reconnect_min_delay: Duration::from_millis(100),
+            reconnect_max_delay: Duration::from_secs(2),
+            deadline_margin: Duration::from_millis(25),
+            retry,
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Checks every field.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field (never echoing the URL, which may
+    /// hold a password).
+    ///
+    /// ```
+    /// let mut c = stayfast_core::redis::RedisConfig::default();
+    /// c.pool_size = 0;
+    /// assert_eq!(c.validate().unwrap_err().field(), "pool_size");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let scheme = self.url.split("://").next().unwrap_or_default();
+        match scheme {
+            "redis" | "redis-cluster" | "redis-sentinel" => {}
+            "rediss" | "rediss-cluster" | "rediss-sentinel" if cfg!(feature = "tls") => {}
+            "rediss" | "rediss-cluster" | "rediss-sentinel" => {
+                return Err(ConfigError::new(
+                    "url",
+                    "rediss:// needs stayfast-core's `tls` feature; refusing to connect in plain text",
+                ));
+            }
+            _ => return Err(ConfigError::new("url", "must start with redis:// or rediss://")),
+        }
+        at_least_one("pool_size", self.pool_size)?;
+        positive("connect_timeout", self.connect_timeout)?;
+        positive("unresponsive_timeout", self.unresponsive_timeout)?;
+        positive("command_timeout", self.command_timeout)?;
+        let o = &self.operations;
+        for (name, t) in [
+            ("get", o.get),
+            ("set", o.set),
+            ("hgetall", o.hgetall),
+            ("pipeline", o.pipeline),
+            ("scan", o.scan),
+        ] {
+            if let Some(t) = t {
+                positive(name, t).map_err(|e| e.prefixed("operations"))?;
+            }
+        }
+        at_least_one("max_command_buffer", self.max_command_buffer)?;
+        positive("reconnect_min_delay", self.reconnect_min_delay)?;
+        if self.reconnect_max_delay < self.reconnect_min_delay {
+            return Err(ConfigError::new(
+                "reconnect_max_delay",
+                "must be at least `reconnect_min_delay`",
+            ));
+        }
+        self.retry.validate().map_err(|e| e.prefixed("retry"))?;
+        self.breaker.validate().map_err(|e| e.prefixed("breaker"))
+    }
+
+    /// The URL with any password replaced by `***`.
+    ///
+    /// ```
+    /// let mut c = stayfast_core::redis::RedisConfig::default();
+    /// c.url = "redis://app:s3cret@db:6379/1".into();
+    /// assert_eq!(c.redacted_url(), "redis://app:***@db:6379/1");
+    /// ```
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+}
+
+/// `scheme://user:***@rest` for a URL with credentials; anything else unchanged.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<invalid url>".into();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let Some((credentials, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = credentials.split(':').next().unwrap_or_default();
+    let path = path.map(|p| format!("/{p}")).unwrap_or_default();
+    format!("{scheme}://{user}:***@{host}{path}")
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("unresponsive_timeout", &self.unresponsive_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("operations", &self.operations)
+            .field("max_command_buffer", &self.max_command_buffer)
+            .field("reconnect_min_delay", &self.reconnect_min_delay)
+            .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .field("deadline_margin", &self.deadline_margin)
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
+            .finish()
+    }
+}

@@ -1,0 +1,690 @@
+//! A resilient handle over a [`fred::clients::Pool`] (feature `redis`).
+//!
+//! Every command runs through its own [`Policy`] — named `redis.<command>`, bounded,
+//! metered, retried only when idempotent — and every policy shares one
+//! [`CircuitBreaker`] for the Redis target. Each attempt's deadline is handed *into*
+//! fred (`Options { timeout, fail_fast, max_attempts: 1 }`), slightly before stayfast's
+//! own timer, so a command fred has not written yet when time runs out is dropped,
+//! never sent after the caller gave up.
+
+mod classify;
+mod config;
+
+use std::{fmt, future::Future, sync::Arc, time::Duration};
+
+use fred::{
+    clients::{Pipeline, Pool},
+    error::Error as FredError,
+    interfaces::{ClientLike, HashesInterface, KeysInterface, ListInterface, SetsInterface},
+    prelude::{Builder, Config, Expiration, ReconnectPolicy},
+    types::{
+        ClusterHash, CustomCommand, FromValue, Key, Map, MultipleKeys, MultipleValues, Value,
+        config::{Options, UnresponsiveConfig},
+    },
+};
+use futures_util::TryStreamExt;
+use metrics::{Gauge, gauge};
+
+pub use self::config::{OperationTimeouts, RedisConfig};
+use crate::{
+    Attempt, CircuitBreaker, Error, Name, Policy,
+    config::ConfigError,
+    telemetry::{DEFAULT_PREFIX, metric_name},
+};
+
+/// The error type of every Redis call: stayfast's [`Error`] around fred's.
+pub type RedisError = Error<FredError>;
+
+/// The pipeline [`Redis::pipeline`] hands out: its commands carry the attempt's deadline.
+pub type PipelineWithDeadline = fred::clients::WithOptions<Pipeline<fred::clients::Client>>;
+
+/// A command the handle runs, with its own policy (`redis.<name>`).
+///
+/// ```
+/// use stayfast_core::redis::Command;
+/// assert_eq!(Command::Hgetall.name(), "redis.hgetall");
+/// assert!(Command::Get.is_idempotent() && !Command::Rpush.is_idempotent());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Command {
+    /// GET
+    Get,
+    /// SET
+    Set,
+    /// DEL
+    Del,
+    /// EXISTS
+    Exists,
+    /// EXPIRE
+    Expire,
+    /// INCR
+    Incr,
+    /// HGETALL
+    Hgetall,
+    /// HSET
+    Hset,
+    /// HDEL
+    Hdel,
+    /// LRANGE
+    Lrange,
+    /// RPUSH
+    Rpush,
+    /// LTRIM
+    Ltrim,
+    /// SADD
+    Sadd,
+    /// SREM
+    Srem,
+    /// SMEMBERS
+    Smembers,
+    /// SINTER
+    Sinter,
+    /// SCAN, every page
+    Scan,
+    /// A pipeline
+    Pipeline,
+    /// EVAL
+    Eval,
+    /// Anything else, run through [`Redis::run`]
+    Other,
+}
+
+impl Command {
+    const ALL: [Command; 20] = [
+        Command::Get,
+        Command::Set,
+        Command::Del,
+        Command::Exists,
+        Command::Expire,
+        Command::Incr,
+        Command::Hgetall,
+        Command::Hset,
+        Command::Hdel,
+        Command::Lrange,
+        Command::Rpush,
+        Command::Ltrim,
+        Command::Sadd,
+        Command::Srem,
+        Command::Smembers,
+        Command::Sinter,
+        Command::Scan,
+        Command::Pipeline,
+        Command::Eval,
+        Command::Other,
+    ];
+
+    /// The policy's operation name (a metric label).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Command::Get => "redis.get",
+            Command::Set => "redis.set",
+            Command::Del => "redis.del",
+            Command::Exists => "redis.exists",
+            Command::Expire => "redis.expire",
+            Command::Incr => "redis.incr",
+            Command::Hgetall => "redis.hgetall",
+            Command::Hset => "redis.hset",
+            Command::Hdel => "redis.hdel",
+            Command::Lrange => "redis.lrange",
+            Command::Rpush => "redis.rpush",
+            Command::Ltrim => "redis.ltrim",
+            Command::Sadd => "redis.sadd",
+            Command::Srem => "redis.srem",
+            Command::Smembers => "redis.smembers",
+            Command::Sinter => "redis.sinter",
+            Command::Scan => "redis.scan",
+            Command::Pipeline => "redis.pipeline",
+            Command::Eval => "redis.eval",
+            Command::Other => "redis.other",
+        }
+    }
+
+    /// Whether running it twice is harmless, so an attempt with an unknown outcome may
+    /// be retried. Writes that add (RPUSH, INCR) are not; writes that set a state (SET,
+    /// DEL, HSET, SADD…) are; pipelines, scripts and other commands are assumed not.
+    pub const fn is_idempotent(self) -> bool {
+        !matches!(
+            self,
+            Command::Incr | Command::Rpush | Command::Pipeline | Command::Eval | Command::Other
+        )
+    }
+
+    fn timeout(self, config: &RedisConfig) -> Duration {
+        let o = &config.operations;
+        let specific = match self {
+            Command::Get => o.get,
+            Command::Set => o.set,
+            Command::Hgetall => o.hgetall,
+            Command::Pipeline => o.pipeline,
+            Command::Scan => o.scan,
+            _ => None,
+        };
+        specific.unwrap_or(config.command_timeout)
+    }
+}
+
+/// A resilient handle over a fred pool. Cheap to clone. See the [module docs](self).
+///
+/// # Examples
+///
+/// ```no_run
+/// use stayfast_core::redis::{Redis, RedisConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut config = RedisConfig::default();
+/// config.url = "redis://127.0.0.1:6390".into();
+/// let redis = Redis::connect(&config).await?;   // degraded, not failed, if Redis is down
+/// redis.set("greeting", "hello", None).await?;
+/// let v: Option<String> = redis.get("greeting").await?;
+/// assert_eq!(v.as_deref(), Some("hello"));
+/// # Ok(()) }
+/// ```
+///
+/// # Cancellation
+///
+/// Dropping a call's future abandons it: a command fred has not written yet is dropped
+/// when its deadline passes; one already written may still be applied by the server.
+/// A write whose attempt timed out ends in [`Error::OutcomeUnknown`], never "not
+/// applied".
+#[derive(Clone)]
+pub struct Redis {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    breaker: CircuitBreaker,
+    policies: Vec<Policy>,
+    margin: Duration,
+    url: String,
+    sampler: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.sampler.abort();
+    }
+}
+
+/// The fred options for one attempt: its deadline, a little early; fail fast while
+/// disconnected; one attempt inside fred.
+fn options(attempt: &Attempt, margin: Duration) -> Options {
+    let timeout = attempt.remaining().map(|left| {
+        left.checked_sub(margin)
+            .filter(|t| !t.is_zero())
+            .unwrap_or(Duration::from_millis(1))
+    });
+    Options {
+        timeout,
+        fail_fast: true,
+        max_attempts: Some(1),
+        ..Options::default()
+    }
+}
+
+impl Redis {
+    /// Builds the pool and starts connecting in the background. Redis being down is not
+    /// an error: the handle starts degraded (calls fail fast, the breaker opens) and
+    /// reconnects by itself.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for an invalid configuration — never echoing the URL.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, ConfigError> {
+        Self::connect_named(config, "redis.main", DEFAULT_PREFIX).await
+    }
+
+    /// As [`connect`](Self::connect), naming the target (the `target` label) and the
+    /// metric prefix.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_named(
+        config: &RedisConfig,
+        target: &'static str,
+        prefix: &str,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut fred_config = Config::from_url(&config.url)
+            .map_err(|e| ConfigError::new("url", format!("not a valid Redis URL ({:?})", e.kind())))?;
+        // NOTE: `false` at the client level: with `true`, a failed first connection ends
+        // fred's connection task for good (no reconnect), and a service started while
+        // Redis is down would never recover. Every command sets `fail_fast` itself.
+        fred_config.fail_fast = false;
+        let mut builder = Builder::from_config(fred_config);
+        builder
+            .with_connection_config(|c| {
+                c.connection_timeout = config.connect_timeout;
+                c.internal_command_timeout = config.connect_timeout;
+                c.max_command_attempts = 1;
+                c.max_command_buffer_len = config.max_command_buffer as usize;
+                c.unresponsive = UnresponsiveConfig {
+                    max_timeout: Some(config.unresponsive_timeout),
+                    interval: (config.unresponsive_timeout / 4).max(Duration::from_millis(100)),
+                };
+                c.tcp.nodelay = Some(true);
+            })
+            .with_performance_config(|p| p.default_command_timeout = config.command_timeout)
+            .set_policy(ReconnectPolicy::new_exponential(
+                0,
+                millis(config.reconnect_min_delay),
+                millis(config.reconnect_max_delay),
+                2,
+            ));
+        let pool = builder
+            .build_pool(config.pool_size as usize)
+            .map_err(|e| ConfigError::new("redis", format!("cannot build the pool ({:?})", e.kind())))?;
+        pool.prefer_connected(true);
+        let breaker = CircuitBreaker::builder(target)
+            .config(&config.breaker)
+            .metrics_prefix(prefix)
+            .build()
+            .map_err(|e| e.prefixed("breaker"))?;
+        let policies = Command::ALL
+            .iter()
+            .map(|&command| {
+                // The bound applies to each attempt *and* to the call: a retry happens
+                // only if time is left.
+                let bound = command.timeout(config);
+                let mut builder = Policy::builder(command.name())
+                    .target(target)
+                    .timeout(bound)
+                    .deadline(bound)
+                    .idempotent(command.is_idempotent())
+                    .breaker(breaker.clone())
+                    .metrics_prefix(prefix);
+                if command.is_idempotent() {
+                    builder = builder.retry(&config.retry);
+                }
+                builder.build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Connect in the background: a Redis that is down must not stop the service.
+        let _connection_tasks = pool.connect_pool();
+        if tokio::time::timeout(config.connect_timeout, pool.wait_for_connect())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                target: "stayfast::redis", redis = %target, url = %config.redacted_url(),
+                "Redis is not reachable; starting degraded and reconnecting in the background"
+            );
+        }
+        let sampler =
+            tokio::spawn(sample_connections(pool.clone(), target, prefix.to_owned())).abort_handle();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                breaker,
+                policies,
+                margin: config.deadline_margin,
+                url: config.redacted_url(),
+                sampler,
+            }),
+        })
+    }
+
+    /// The breaker shared by every command.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.inner.breaker
+    }
+
+    /// The fred pool, for what the handle does not wrap. Calls made on it directly are
+    /// not bounded, counted or guarded by the breaker.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Connected clients out of the pool's size.
+    pub fn connected(&self) -> (usize, usize) {
+        let clients = self.inner.pool.clients();
+        (clients.iter().filter(|c| c.is_connected()).count(), clients.len())
+    }
+
+    fn policy(&self, command: Command) -> &Policy {
+        &self.inner.policies[command as usize]
+    }
+
+    /// Runs `op` under `command`'s policy, handing it a pool whose commands carry the
+    /// attempt's deadline. Use it for commands the handle does not wrap.
+    ///
+    /// Methods that ignore the options (`eval`, `pipeline()`, `scan`, transactions —
+    /// fred's `WithOptions` falls through to the bare client for them) must not be called
+    /// on the handed pool: use [`eval`](Self::eval), [`pipeline`](Self::pipeline) and
+    /// [`scan_keys`](Self::scan_keys).
+    ///
+    /// # Errors
+    ///
+    /// The policy's [`Error`], around fred's errors.
+    pub async fn run<T, F, Fut>(&self, command: Command, mut op: F) -> Result<T, RedisError>
+    where
+        F: FnMut(fred::clients::WithOptions<Pool>) -> Fut,
+        Fut: Future<Output = Result<T, FredError>>,
+    {
+        let (pool, margin) = (&self.inner.pool, self.inner.margin);
+        self.policy(command)
+            .call_with(|attempt| op(pool.with_options(&options(&attempt, margin))))
+            .await
+    }
+
+    /// `GET key`.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn get<R: FromValue>(&self, key: impl Into<Key>) -> Result<R, RedisError> {
+        let key = key.into();
+        self.run(Command::Get, |c| {
+            let key = key.clone();
+            async move { c.get(key).await }
+        })
+        .await
+    }
+
+    /// `SET key value [EX seconds]`.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn set(
+        &self,
+        key: impl Into<Key>,
+        value: impl Into<Value>,
+        expire_secs: Option<i64>,
+    ) -> Result<(), RedisError> {
+        let (key, value) = (key.into(), value.into());
+        self.run(Command::Set, |c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                c.set::<(), _, _>(key, value, expire_secs.map(Expiration::EX), None, false)
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// `DEL keys…`; how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn del(&self, keys: impl Into<MultipleKeys>) -> Result<i64, RedisError> {
+        let keys = keys.into();
+        self.run(Command::Del, |c| {
+            let keys = keys.clone();
+            async move { c.del(keys).await }
+        })
+        .await
+    }
+
+    /// `EXPIRE key seconds`; whether the key exists.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn expire(&self, key: impl Into<Key>, seconds: i64) -> Result<bool, RedisError> {
+        let key = key.into();
+        self.run(Command::Expire, |c| {
+            let key = key.clone();
+            async move { c.expire(key, seconds, None).await }
+        })
+        .await
+    }
+
+    /// `HGETALL key`.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn hgetall<R: FromValue>(&self, key: impl Into<Key>) -> Result<R, RedisError> {
+        let key = key.into();
+        self.run(Command::Hgetall, |c| {
+            let key = key.clone();
+            async move { c.hgetall(key).await }
+        })
+        .await
+    }
+
+    /// `HSET key field value…`; how many fields were added.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn hset<F>(&self, key: impl Into<Key>, fields: F) -> Result<i64, RedisError>
+    where
+        F: TryInto<Map>,
+        F::Error: Into<FredError>,
+    {
+        let key = key.into();
+        let fields = convert(Command::Hset, fields)?;
+        self.run(Command::Hset, |c| {
+            let (key, fields) = (key.clone(), fields.clone());
+            async move { c.hset(key, fields).await }
+        })
+        .await
+    }
+
+    /// `RPUSH key values…`; the list's new length. Not idempotent: an attempt that timed
+    /// out is `OutcomeUnknown`, never retried.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn rpush<V>(&self, key: impl Into<Key>, values: V) -> Result<i64, RedisError>
+    where
+        V: TryInto<MultipleValues>,
+        V::Error: Into<FredError>,
+    {
+        let key = key.into();
+        let values = convert(Command::Rpush, values)?;
+        self.run(Command::Rpush, |c| {
+            let (key, values) = (key.clone(), values.clone());
+            async move { c.rpush(key, values).await }
+        })
+        .await
+    }
+
+    /// `LRANGE key start stop`.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn lrange<R: FromValue>(
+        &self,
+        key: impl Into<Key>,
+        start: i64,
+        stop: i64,
+    ) -> Result<R, RedisError> {
+        let key = key.into();
+        self.run(Command::Lrange, |c| {
+            let key = key.clone();
+            async move { c.lrange(key, start, stop).await }
+        })
+        .await
+    }
+
+    /// `SADD key members…`; how many were added.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn sadd<V>(&self, key: impl Into<Key>, members: V) -> Result<i64, RedisError>
+    where
+        V: TryInto<MultipleValues>,
+        V::Error: Into<FredError>,
+    {
+        let key = key.into();
+        let members = convert(Command::Sadd, members)?;
+        self.run(Command::Sadd, |c| {
+            let (key, members) = (key.clone(), members.clone());
+            async move { c.sadd(key, members).await }
+        })
+        .await
+    }
+
+    /// `SINTER keys…`.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn sinter<R: FromValue>(&self, keys: impl Into<MultipleKeys>) -> Result<R, RedisError> {
+        let keys = keys.into();
+        self.run(Command::Sinter, |c| {
+            let keys = keys.clone();
+            async move { c.sinter(keys).await }
+        })
+        .await
+    }
+
+    /// `EVAL script numkeys keys… args…`, sent as a custom command so the attempt's
+    /// deadline applies (fred's `WithOptions` drops it for its Lua interface). Not
+    /// idempotent.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn eval<R: FromValue>(
+        &self,
+        script: &str,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<R, RedisError> {
+        let mut argv: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+        argv.push(script.into());
+        argv.push((keys.len() as i64).into());
+        argv.extend(keys.into_iter().map(Value::from));
+        argv.extend(args.into_iter().map(Value::from));
+        self.run(Command::Eval, |c| {
+            let argv = argv.clone();
+            async move {
+                let cmd = CustomCommand::new_static("EVAL", ClusterHash::Random, false);
+                c.custom(cmd, argv).await
+            }
+        })
+        .await
+    }
+
+    /// Sends the commands `build` queues on the pipeline in one round trip and returns
+    /// every reply. The deadline is set on the pipeline itself (`pipeline()
+    /// .with_options`), the form fred honours. Not idempotent.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn pipeline<R, F, Fut>(&self, mut build: F) -> Result<R, RedisError>
+    where
+        R: FromValue,
+        F: FnMut(PipelineWithDeadline) -> Fut,
+        Fut: Future<Output = Result<PipelineWithDeadline, FredError>>,
+    {
+        let (pool, margin) = (&self.inner.pool, self.inner.margin);
+        self.policy(Command::Pipeline)
+            .call_with(|attempt| {
+                // NOTE: `pipeline().with_options(..)`, not `with_options(..).pipeline()`:
+                // the latter derefs to the bare client and loses the deadline.
+                let pipeline = pool
+                    .next_connected()
+                    .pipeline()
+                    .with_options(&options(&attempt, margin));
+                let queued = build(pipeline);
+                async move { queued.await?.all().await }
+            })
+            .await
+    }
+
+    /// Every key matching `pattern` (a SCAN glob: escape user input), `count` per page,
+    /// at most `limit` keys. SCAN pages are read-only, so the whole scan is bounded by
+    /// stayfast's timer (`operations.scan`); fred's options do not reach it.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn scan_keys(
+        &self,
+        pattern: &str,
+        count: u32,
+        limit: usize,
+    ) -> Result<Vec<String>, RedisError> {
+        let pool = &self.inner.pool;
+        self.policy(Command::Scan)
+            .call(|| {
+                let stream = pool
+                    .next_connected()
+                    .scan_buffered(pattern.to_owned(), Some(count), None);
+                async move {
+                    let mut stream = std::pin::pin!(stream);
+                    let mut keys = Vec::new();
+                    while keys.len() < limit {
+                        match stream.try_next().await? {
+                            Some(key) => keys.extend(key.into_string()),
+                            None => break,
+                        }
+                    }
+                    Ok(keys)
+                }
+            })
+            .await
+    }
+}
+
+/// Samples the pool's connection states every second into
+/// `stayfast_redis_connections{target,state}` and `stayfast_redis_pool_size{target}`.
+async fn sample_connections(pool: Pool, target: &'static str, prefix: String) {
+    let name = metric_name(&prefix, "redis_connections");
+    let connected: Gauge = gauge!(name.clone(), "target" => target, "state" => "connected");
+    let disconnected: Gauge = gauge!(name, "target" => target, "state" => "disconnected");
+    let size: Gauge = gauge!(metric_name(&prefix, "redis_pool_size"), "target" => target);
+    loop {
+        let clients = pool.clients();
+        let up = clients.iter().filter(|c| c.is_connected()).count();
+        connected.set(up as f64);
+        disconnected.set((clients.len() - up) as f64);
+        size.set(clients.len() as f64);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Converts a command's arguments once, before any attempt; a value that cannot be
+/// sent is the caller's error, reported without touching Redis.
+fn convert<T, V>(command: Command, value: V) -> Result<T, RedisError>
+where
+    V: TryInto<T>,
+    V::Error: Into<FredError>,
+{
+    value.try_into().map_err(|e| Error::Inner {
+        operation: command.into(),
+        source: e.into(),
+        attempts: 0,
+    })
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (up, size) = self.connected();
+        f.debug_struct("Redis")
+            .field("url", &self.inner.url)
+            .field("connected", &format_args!("{up}/{size}"))
+            .field("breaker", &self.inner.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inner")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<Command> for Name {
+    fn from(c: Command) -> Self {
+        Name::new_static(c.name())
+    }
+}
