@@ -112,15 +112,18 @@ impl CallMetrics {
     }
 
     /// One finished logical call.
+    #[inline]
     pub(crate) fn record(&self, outcome: Outcome, elapsed: Duration) {
         self.0.duration.record(elapsed.as_secs_f64());
         self.0.calls[outcome.index()].increment(1);
     }
 
+    #[inline]
     pub(crate) fn attempt(&self) {
         self.0.attempts.increment(1);
     }
 
+    #[inline]
     pub(crate) fn retry(&self) {
         self.0.retries.increment(1);
     }
@@ -145,6 +148,7 @@ pub(crate) struct InFlight<'a> {
 }
 
 impl<'a> InFlight<'a> {
+    #[inline]
     pub(crate) fn start(metrics: &'a CallMetrics, started: Instant) -> Self {
         Self {
             metrics,
@@ -153,6 +157,7 @@ impl<'a> InFlight<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn finish(mut self, outcome: Outcome) {
         self.finished = true;
         self.metrics.record(outcome, self.started.elapsed());

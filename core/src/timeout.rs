@@ -154,10 +154,12 @@ impl<F: Future> Timeout<F> {
 
     /// Bounds `future` by the instant `deadline`; `after` is the bound named in the
     /// error.
+    #[inline]
     pub(crate) fn at(future: F, deadline: Instant, after: Duration) -> Self {
         Self::with_limit(future, Limit::At { deadline, after })
     }
 
+    #[inline]
     fn with_limit(future: F, limit: Limit) -> Self {
         Self {
             inner: Some(future),

@@ -411,6 +411,7 @@ impl CircuitBreaker {
     /// assert!(breaker.try_acquire().is_err());
     /// # }
     /// ```
+    #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
         let snapshot = self.shared.snapshot.load(Ordering::Acquire);
         match State::from_bits(snapshot) {
@@ -420,6 +421,7 @@ impl CircuitBreaker {
         }
     }
 
+    #[inline]
     fn permit(&self, generation: u64, probe: bool) -> Permit<'_> {
         Permit {
             breaker: self,
@@ -482,10 +484,12 @@ impl CircuitBreaker {
     }
 
     /// Whether outcomes need their duration (a slow-call rule is on).
+    #[inline]
     pub(crate) fn tracks_slow_calls(&self) -> bool {
         self.shared.slow_call.is_some()
     }
 
+    #[inline]
     fn record(&self, permit_generation: u64, probe: bool, health: Health, elapsed: Option<Duration>) {
         let shared = &*self.shared;
         let slow = matches!((shared.slow_call, elapsed), (Some(limit), Some(e)) if e >= limit);
@@ -523,6 +527,7 @@ impl CircuitBreaker {
     }
 
     /// Which rate rule, if any, the window's counts break.
+    #[inline]
     fn rate_rule(&self, c: window::Counts) -> Option<TransitionReason> {
         let shared = &*self.shared;
         if c.calls < shared.minimum_calls {
@@ -765,6 +770,7 @@ impl Permit<'_> {
     /// assert_eq!(breaker.state(), State::Closed);
     /// # }
     /// ```
+    #[inline]
     pub fn record(mut self, health: Health) {
         self.settled = true;
         self.breaker.record(self.generation, self.probe, health, None);
@@ -786,6 +792,7 @@ impl Permit<'_> {
     /// assert_eq!(breaker.state(), State::Open); // every call was slow
     /// # }
     /// ```
+    #[inline]
     pub fn record_timed(mut self, health: Health, elapsed: Duration) {
         self.settled = true;
         self.breaker
@@ -836,6 +843,7 @@ impl Permit<'_> {
 }
 
 impl Drop for Permit<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.settled && self.probe {
             self.breaker.release_probe(self.generation);

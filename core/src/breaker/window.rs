@@ -63,6 +63,7 @@ impl CountWindow {
         }
     }
 
+    #[inline]
     pub(crate) fn push(&self, sample: Sample) -> Counts {
         let len = self.slots.len();
         let index = (self.next.load(Ordering::Relaxed) as usize).min(len - 1);
@@ -91,6 +92,7 @@ impl CountWindow {
         }
     }
 
+    #[inline]
     fn adjust(total: &AtomicI64, evicted: Sample, written: Sample, kind: Sample) -> u64 {
         let delta = i64::from(written == kind) - i64::from(evicted == kind);
         let now = if delta == 0 {

@@ -80,6 +80,7 @@ impl RetryBudget {
     /// }
     /// assert_eq!(budget.available(), 1); // five calls earn one retry
     /// ```
+    #[inline]
     pub fn deposit(&self) {
         let b = &*self.0;
         // Saturate at the cap; a lost race only means a slightly lower balance.
@@ -98,6 +99,7 @@ impl RetryBudget {
     /// assert!(budget.try_withdraw() && budget.try_withdraw());
     /// assert!(!budget.try_withdraw()); // spent: the retry is refused
     /// ```
+    #[inline]
     pub fn try_withdraw(&self) -> bool {
         self.0
             .balance
