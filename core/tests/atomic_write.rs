@@ -23,11 +23,14 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+mod support;
+
 use stayfast_core::{
     Classify, Error, Policy, Retryable,
     config::RetryConfig,
     fs::{AtomicFileWrite, FileOps, FsError, RealFs, Step},
 };
+use support::XorShift;
 
 // ---------------------------------------------------------------------------------
 // Helpers: temp dirs, listings, content, errors
@@ -170,20 +173,6 @@ fn seed() -> u64 {
             t.as_nanos() as u64 ^ u64::from(std::process::id())
         })
         | 1
-}
-
-/// xorshift64: enough randomness for timeouts, reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
 }
 
 /// Polls `cond` every 5 ms for at most `limit`; true once it held.
@@ -964,7 +953,7 @@ async fn drop_mid_write_no_temp() {
     const WRITES: usize = 200;
     let seed = seed();
     println!("drop_mid_write_no_temp: seed {seed} (set STAYFAST_SEED to replay)");
-    let mut rng = Rng(seed);
+    let mut rng = XorShift::new(seed);
     let dir = TestDir::new("drop");
     let target = dir.join("state.json");
     let counting = Counting {
@@ -984,10 +973,10 @@ async fn drop_mid_write_no_temp() {
         // would only fire at the timer's next 1 ms tick, after most writes finished.
         // The other half get `tokio::time::timeout` of 0–2 ms (weighted towards 0).
         // Sizes 4 KiB–1 MiB, so a write takes long enough to be cut at any point.
-        let expired = rng.next() & 1 == 0;
+        let expired = rng.next_u64() & 1 == 0;
         n_expired += usize::from(expired);
-        let limit = Duration::from_micros((rng.next() % 1415).pow(2) / 1000);
-        let size = 4096 + (rng.next() % (1 << 20)) as usize;
+        let limit = Duration::from_micros((rng.next_u64() % 1415).pow(2) / 1000);
+        let size = 4096 + (rng.next_u64() % (1 << 20)) as usize;
         let write = writer.write(&target, sized_version(1, i, size));
         let dropped = if expired {
             // A fresh coop budget, so `select!` polls the write at once rather than

@@ -2,6 +2,8 @@
 //! at shutdown.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{
     sync::{
         Arc,
@@ -10,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::DebuggingRecorder;
 use stayfast_core::{BackgroundConfig, FireAndForget, SpawnError};
 
 fn spawner(max_in_flight: u32, task_timeout_ms: Option<u64>) -> FireAndForget {
@@ -20,25 +22,8 @@ fn spawner(max_in_flight: u32, task_timeout_ms: Option<u64>) -> FireAndForget {
     FireAndForget::new("cache", &c).unwrap()
 }
 
-fn outcomes(s: &Snapshotter) -> Vec<(String, u64)> {
-    let mut v: Vec<_> = s
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter_map(|(key, _, _, value)| {
-            let key = key.key().clone();
-            if key.name() != "stayfast_background_tasks_total" {
-                return None;
-            }
-            let outcome = key.labels().find(|l| l.key() == "outcome")?.value().to_owned();
-            match value {
-                DebugValue::Counter(n) if n > 0 => Some((outcome, n)),
-                _ => None,
-            }
-        })
-        .collect();
-    v.sort();
-    v
+fn outcomes(recorder: &DebuggingRecorder) -> Vec<(String, u64)> {
+    support::counters_by_label(recorder, "stayfast_background_tasks_total", "outcome")
 }
 
 fn ok() -> Result<(), std::io::Error> {
@@ -66,7 +51,6 @@ async fn spawn_returns_before_the_task_runs() {
 #[tokio::test(start_paused = true)]
 async fn past_the_bound_tasks_are_shed_and_counted_exactly() {
     let recorder = DebuggingRecorder::new();
-    let snap = recorder.snapshotter();
     let _local = metrics::set_default_local_recorder(&recorder);
     let s = spawner(3, None);
     let mut shed = 0;
@@ -78,17 +62,16 @@ async fn past_the_bound_tasks_are_shed_and_counted_exactly() {
         }
     }
     assert_eq!((s.in_flight(), shed), (3, 7));
-    assert_eq!(outcomes(&snap), [("shed".to_owned(), 7)]);
+    assert_eq!(outcomes(&recorder), [("shed".to_owned(), 7)]);
     let report = s.shutdown(Duration::from_millis(100)).await;
     assert_eq!((report.in_flight, report.aborted), (3, 3));
     assert_eq!(s.in_flight(), 0);
-    assert_eq!(outcomes(&snap), [("aborted".to_owned(), 3)]);
+    assert_eq!(outcomes(&recorder), [("aborted".to_owned(), 3)]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn errors_timeouts_and_panics_are_caught_and_counted() {
     let recorder = DebuggingRecorder::new();
-    let snap = recorder.snapshotter();
     let _local = metrics::set_default_local_recorder(&recorder);
     let s = spawner(10, Some(1_000));
     s.spawn("ok", async { ok() }).unwrap();
@@ -112,7 +95,7 @@ async fn errors_timeouts_and_panics_are_caught_and_counted() {
     assert_eq!(report.aborted, 0);
     assert_eq!(s.in_flight(), 0, "a panicking task still frees its slot");
     assert_eq!(
-        outcomes(&snap),
+        outcomes(&recorder),
         [
             ("failure".to_owned(), 1),
             ("panicked".to_owned(), 1),

@@ -19,11 +19,14 @@ use metrics_util::{
     debugging::{DebugValue, DebuggingRecorder, Snapshotter},
 };
 use proptest::prelude::*;
+mod support;
+
 use stayfast_core::{
     CircuitBreaker, Health,
     breaker::{Permit, State, Transition, TransitionReason},
     config::BreakerConfig,
 };
+use support::XorShift;
 use tokio::time::advance;
 
 // ---------------------------------------------------------------------------------------
@@ -751,20 +754,6 @@ async fn breaker_metrics_state_gauge_and_transitions_counter() {
 // B2: stress on OS threads
 // ---------------------------------------------------------------------------------------
 
-/// xorshift64: a tiny per-thread random source.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
 #[derive(Default)]
 struct Tally {
     ok: u64,
@@ -795,8 +784,7 @@ fn breaker_stress_invariants() {
         .map(|i| {
             let (b, barrier) = (breaker.clone(), barrier.clone());
             std::thread::spawn(move || {
-                let mut rng =
-                    XorShift(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+                let mut rng = XorShift::new(i as u64);
                 let mut tally = Tally::default();
                 barrier.wait();
                 for n in 0..CALLS {
@@ -807,7 +795,7 @@ fn breaker_stress_invariants() {
                             if permit.is_probe() {
                                 *tally.probes.entry(permit.generation()).or_default() += 1;
                             }
-                            if rng.next() % 100 < failure_pct {
+                            if rng.next_u64() % 100 < failure_pct {
                                 permit.record(Health::Failure);
                                 tally.err += 1;
                             } else {

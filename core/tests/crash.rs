@@ -40,10 +40,13 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+mod support;
+
 use stayfast_core::{
     Policy,
     fs::{AtomicFileWrite, DurableAppend, LogReader},
 };
+use support::XorShift;
 
 // ---------------------------------------------------------------------------------------
 // Harness: child entry, spawning, killing.
@@ -300,35 +303,6 @@ fn seed() -> u64 {
             let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
             (nanos as u64) ^ (u64::from(std::process::id()) << 32)
         }
-    }
-}
-
-/// xorshift64: tiny, deterministic, good enough for kill offsets and test bodies.
-#[derive(Debug, Clone)]
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        // splitmix64 step, so that small or zero seeds still give a busy state.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        Self(if z == 0 { 1 } else { z })
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform-ish in `0..=max`.
-    fn up_to(&mut self, max: u64) -> u64 {
-        self.next_u64() % (max + 1)
     }
 }
 

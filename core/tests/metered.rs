@@ -1,28 +1,15 @@
 //! Metered futures record their outcome once (cancelled included).
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::time::Duration;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::DebuggingRecorder;
 use stayfast_core::{CallMetrics, Metered, TimeoutExt};
 
 fn outcomes(recorder: &DebuggingRecorder) -> Vec<(String, u64)> {
-    let mut v: Vec<_> = recorder
-        .snapshotter()
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter_map(|(key, _, _, value)| {
-            let key = key.key().clone();
-            let outcome = key.labels().find(|l| l.key() == "outcome")?.value().to_owned();
-            match value {
-                DebugValue::Counter(n) if n > 0 => Some((outcome, n)),
-                _ => None,
-            }
-        })
-        .collect();
-    v.sort();
-    v
+    support::counters_by_label(recorder, "stayfast_calls_total", "outcome")
 }
 
 #[tokio::test(start_paused = true)]

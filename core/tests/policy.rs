@@ -336,13 +336,8 @@ async fn cancellation_storm_leaks_no_permits() {
         .bulkhead(bulkhead.clone())
         .build()
         .unwrap();
-    let mut rng = 0x2545_F491_4F6C_DD1D_u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = support::XorShift::new(0x2545_F491_4F6C_DD1D);
+    let mut next = move || rng.next_u64();
     let mut tasks = Vec::new();
     for i in 0..2000u64 {
         let behaviour = next() % 4;

@@ -68,3 +68,61 @@ pub fn fixed_retry(max_attempts: u32, delay_ms: u64) -> stayfast_core::config::R
     r.budget = None;
     r
 }
+
+/// xorshift64 seeded through splitmix64: tiny, deterministic, reproducible from a
+/// printed seed (small or zero seeds still give a busy state).
+#[derive(Clone, Debug)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        Self(if z == 0 { 1 } else { z })
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform-ish in `0..=max`.
+    pub fn up_to(&mut self, max: u64) -> u64 {
+        self.next_u64() % (max + 1)
+    }
+}
+
+/// The non-zero counters of `metric` in a debugging-recorder snapshot, by the value of
+/// their `label`, sorted. (Taking a snapshot drains the recorder: take one per check.)
+pub fn counters_by_label(
+    recorder: &metrics_util::debugging::DebuggingRecorder,
+    metric: &str,
+    label: &str,
+) -> Vec<(String, u64)> {
+    use metrics_util::debugging::DebugValue;
+    let mut v: Vec<_> = recorder
+        .snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let key = key.key().clone();
+            if key.name() != metric {
+                return None;
+            }
+            let by = key.labels().find(|l| l.key() == label)?.value().to_owned();
+            match value {
+                DebugValue::Counter(n) if n > 0 => Some((by, n)),
+                _ => None,
+            }
+        })
+        .collect();
+    v.sort();
+    v
+}
