@@ -312,8 +312,9 @@ impl RedisServer {
             .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut)))
     }
 
-    /// How many times the server executed `command` (lower case, e.g. `"set"`),
-    /// from `INFO commandstats`.
+    /// How many times the server executed `command` (lower case, e.g. `"set"`), from
+    /// `INFO commandstats`' `calls=`. Commands the server refused before running them
+    /// (an `OOM` reply) are counted apart, as `rejected_calls`, and not included.
     ///
     /// # Errors
     ///

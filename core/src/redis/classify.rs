@@ -6,11 +6,15 @@ use crate::{Classify, Verdict};
 
 /// Server error prefixes that mean "busy or failing over, try again".
 const TRANSIENT_REPLIES: [&str; 5] = ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY"];
+/// fred's own messages for a command it never wrote (no connection to route it to), and
+/// for one it wrote and had to give up on after reconnecting.
+const NOT_SENT: &str = "Failed to route command.";
+const WRITTEN_THEN_LOST: &str = "Too many failed write attempts.";
 /// Server error prefixes that mean "Redis refuses, and will keep refusing".
 const REFUSING_REPLIES: [&str; 4] = ["OOM", "NOAUTH", "WRONGPASS", "NOPERM"];
 
 /// DESIGN.md's table. Transient: a command that was certainly not applied (`Canceled`
-/// by `fail_fast`, `Backpressure`, routing changes, `LOADING`/`BUSY`/`TRYAGAIN`/
+/// by `fail_fast`, `Backpressure`, routing changes, fred's "Failed to route command.", `LOADING`/`BUSY`/`TRYAGAIN`/
 /// `MASTERDOWN`/`READONLY`). Indeterminate: an `IO` error (the connection dropped, maybe
 /// after the command was written). A `Timeout` is fred's own deadline — the one handed
 /// in through [`Attempt::deadline`](crate::Attempt::deadline) — reported as a timeout.
@@ -31,6 +35,8 @@ impl Classify for FredError {
             ErrorKind::Sentinel => Verdict::transient(),
             ErrorKind::IO => Verdict::indeterminate(),
             ErrorKind::Auth => Verdict::permanent(),
+            ErrorKind::Unknown if self.details() == NOT_SENT => Verdict::transient(),
+            ErrorKind::Unknown if self.details() == WRITTEN_THEN_LOST => Verdict::indeterminate(),
             ErrorKind::Unknown if reply_starts(&TRANSIENT_REPLIES) => Verdict::transient(),
             ErrorKind::Unknown if reply_starts(&REFUSING_REPLIES) => Verdict::permanent(),
             ErrorKind::Unknown if self.details().starts_with("ERR") => Verdict::caller_error(),
@@ -130,6 +136,17 @@ mod tests {
                 Verdict::caller_error(),
             ),
             (ErrorKind::Unknown, "ERR syntax error", Verdict::caller_error()),
+            // fred's own: never written (no connection), and written then lost.
+            (
+                ErrorKind::Unknown,
+                "Failed to route command.",
+                Verdict::transient(),
+            ),
+            (
+                ErrorKind::Unknown,
+                "Too many failed write attempts.",
+                Verdict::indeterminate(),
+            ),
         ];
         for (kind, details, expected) in cases {
             let got = FredError::new(kind.clone(), details).classify();

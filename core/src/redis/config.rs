@@ -42,7 +42,9 @@ pub struct RedisConfig {
     /// Bound on establishing a connection (TCP, TLS, AUTH).
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
-    /// A connection that answers nothing for this long is closed and reconnected.
+    /// A connection with a command outstanding that has read nothing for this long is
+    /// closed and reconnected (fred's unresponsive check; it cannot see a path that
+    /// drops some bytes yet delivers others).
     #[serde(with = "duration")]
     pub unresponsive_timeout: Duration,
     /// Bound on each command without an entry in `operations`.
