@@ -242,6 +242,13 @@ impl FireAndForget {
     ///
     /// A [`ConfigError`] for an invalid config, or when called outside a tokio runtime
     /// (field `runtime`).
+    ///
+    /// ```
+    /// use stayfast_core::{BackgroundConfig, FireAndForget};
+    /// // Outside a tokio runtime there is nowhere to run the tasks:
+    /// let err = FireAndForget::new("cache", &BackgroundConfig::default()).unwrap_err();
+    /// assert_eq!(err.field(), "runtime");
+    /// ```
     pub fn new(name: impl Into<Name>, config: &BackgroundConfig) -> Result<Self, ConfigError> {
         Self::with_prefix(name, config, DEFAULT_PREFIX)
     }
@@ -371,6 +378,17 @@ impl FireAndForget {
     /// Stops accepting work, waits up to `grace` for running tasks, then drops the rest.
     ///
     /// Calling it again (or from a clone) waits for what is left.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let spawner = stayfast_core::FireAndForget::new("cache", &Default::default()).unwrap();
+    /// spawner.spawn("stuck", std::future::pending::<Result<(), std::io::Error>>()).unwrap();
+    /// let report = spawner.shutdown(Duration::from_secs(1)).await;
+    /// assert_eq!((report.in_flight, report.aborted), (1, 1)); // dropped after the grace period
+    /// assert!(spawner.spawn("late", async { Ok::<_, std::io::Error>(()) }).is_err());
+    /// # }
+    /// ```
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let inner = &*self.inner;
         inner.closed.store(true, Ordering::Release);

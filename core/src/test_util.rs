@@ -96,6 +96,12 @@ pub enum Reply {
 
 impl Reply {
     /// The integer, if this is one.
+    ///
+    /// ```
+    /// use stayfast_core::test_util::Reply;
+    /// assert_eq!(Reply::Integer(3).as_integer(), Some(3));
+    /// assert_eq!(Reply::Simple("3".into()).as_integer(), None); // only `:` replies
+    /// ```
     pub fn as_integer(&self) -> Option<i64> {
         match self {
             Reply::Integer(n) => Some(*n),
@@ -119,6 +125,15 @@ impl Reply {
 }
 
 /// A `redis-server` process this test owns. See the [module docs](self).
+///
+/// ```no_run
+/// # use stayfast_core::test_util::RedisServer;
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut server = RedisServer::start().await?;
+/// server.kill()?; // Redis crashes…
+/// server.restart().await?; // …and comes back, empty, on the same port
+/// # Ok(()) } // dropped: the process is stopped and its directory removed
+/// ```
 pub struct RedisServer {
     binary: PathBuf,
     dir: PathBuf,
@@ -133,6 +148,15 @@ impl RedisServer {
     ///
     /// [`TestServerError::NotInstalled`] (with the install command) when there is no
     /// `redis-server`; [`TestServerError::NotReady`] when it does not start.
+    ///
+    /// ```
+    /// # use stayfast_core::test_util::{RedisServer, Reply};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = RedisServer::start().await?; // a free port, its own temporary directory
+    /// assert_eq!(server.command(&["SET", "k", "v"]).await?, Reply::Simple("OK".into()));
+    /// assert_eq!(server.command(&["GET", "k"]).await?, Reply::Bulk(Some(b"v".to_vec())));
+    /// # Ok(()) }
+    /// ```
     pub async fn start() -> Result<Self, TestServerError> {
         let binary = find_binary()?;
         static N: AtomicU64 = AtomicU64::new(0);
@@ -212,16 +236,45 @@ impl RedisServer {
     }
 
     /// The port it listens on (127.0.0.1).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::test_util::{RedisServer, Reply};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = RedisServer::start().await?;
+    /// let addr = std::net::SocketAddr::from(([127, 0, 0, 1], server.port()));
+    /// let stream = tokio::net::TcpStream::connect(addr).await?; // e.g. behind a faulty proxy
+    /// # Ok(()) }
+    /// ```
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// `redis://127.0.0.1:<port>`.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::test_util::{RedisServer, Reply};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = RedisServer::start().await?;
+    /// let mut config = stayfast_core::redis::RedisConfig::default();
+    /// config.url = server.url(); // redis://127.0.0.1:<port>
+    /// let redis = stayfast_core::redis::Redis::connect(&config).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// The server's process id, while it runs.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::test_util::{RedisServer, Reply};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut server = RedisServer::start().await?;
+    /// assert!(server.pid().is_some());
+    /// server.kill()?;
+    /// assert_eq!(server.pid(), None); // no longer running
+    /// # Ok(()) }
+    /// ```
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -231,6 +284,15 @@ impl RedisServer {
     /// # Errors
     ///
     /// Only when the process cannot be signalled or reaped.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::test_util::{RedisServer, Reply};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut server = RedisServer::start().await?;
+    /// server.kill()?; // connections reset: calls fail at once
+    /// assert!(server.command(&["PING"]).await.is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn kill(&mut self) -> io::Result<()> {
         if let Some(mut child) = self.child.take() {
             child.kill()?;
@@ -244,6 +306,17 @@ impl RedisServer {
     /// # Errors
     ///
     /// When the server is not running or `kill` fails.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::test_util::{RedisServer, Reply};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = RedisServer::start().await?;
+    /// server.pause()?; // a black hole: connections open, nothing answers
+    /// let err = server.command(&["PING"]).await.unwrap_err(); // after `command`'s 5 s bound
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// # server.resume()?;
+    /// # Ok(()) }
+    /// ```
     pub fn pause(&self) -> io::Result<()> {
         self.signal("-STOP")
     }
@@ -253,6 +326,16 @@ impl RedisServer {
     /// # Errors
     ///
     /// When the server is not running or `kill` fails.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::test_util::{RedisServer, Reply};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = RedisServer::start().await?;
+    /// server.pause()?;
+    /// server.resume()?; // commands sent meanwhile are answered now
+    /// assert_eq!(server.command(&["PING"]).await?, Reply::Simple("PONG".into()));
+    /// # Ok(()) }
+    /// ```
     pub fn resume(&self) -> io::Result<()> {
         self.signal("-CONT")
     }
@@ -261,7 +344,11 @@ impl RedisServer {
         let pid = self
             .pid()
             .ok_or_else(|| io::Error::other("redis-server is not running"))?;
-        let status = Command::new("kill").arg(signal).arg(pid.to_string()).status()?;
+        // The shell's builtin `kill`: `sh` is on every Unix system, `/usr/bin/kill` is not.
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill {signal} {pid}"))
+            .status()?;
         if status.success() {
             Ok(())
         } else {
@@ -274,6 +361,16 @@ impl RedisServer {
     /// # Errors
     ///
     /// As [`start`](Self::start).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::test_util::{RedisServer, Reply};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut server = RedisServer::start().await?;
+    /// server.command(&["SET", "k", "v"]).await?;
+    /// server.restart().await?; // same port, no data
+    /// assert_eq!(server.command(&["GET", "k"]).await?, Reply::Bulk(None));
+    /// # Ok(()) }
+    /// ```
     pub async fn restart(&mut self) -> Result<(), TestServerError> {
         self.kill()?;
         self.spawn().await
@@ -284,6 +381,16 @@ impl RedisServer {
     /// # Errors
     ///
     /// A connection error, a timeout (`TimedOut`, e.g. while paused), or a malformed reply.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::test_util::{RedisServer, Reply};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = RedisServer::start().await?;
+    /// assert_eq!(server.command(&["INCR", "n"]).await?.as_integer(), Some(1));
+    /// // Fault injection, independent of fred: the server stops answering clients for 2 s.
+    /// server.command(&["CLIENT", "PAUSE", "2000"]).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn command(&self, args: &[&str]) -> io::Result<Reply> {
         let exchange = async {
             let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
@@ -319,6 +426,15 @@ impl RedisServer {
     /// # Errors
     ///
     /// As [`command`](Self::command).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::test_util::{RedisServer, Reply};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = RedisServer::start().await?;
+    /// server.command(&["SET", "k", "v"]).await?;
+    /// assert_eq!(server.executions("set").await?, 1); // ran once: no duplicate from a retry
+    /// # Ok(()) }
+    /// ```
     pub async fn executions(&self, command: &str) -> io::Result<u64> {
         let info = self
             .command(&["INFO", "commandstats"])

@@ -58,6 +58,17 @@ impl LagWatchdog {
     /// # Errors
     ///
     /// A zero `interval`, or no tokio runtime (field `runtime`).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let watchdog = stayfast_core::LagWatchdog::start(Duration::from_millis(10)).unwrap();
+    /// tokio::time::sleep(Duration::from_millis(1)).await; // let it take its first nap
+    /// std::thread::sleep(Duration::from_millis(30)); // blocking code on the runtime thread…
+    /// tokio::time::sleep(Duration::from_millis(15)).await;
+    /// assert!(watchdog.max_lag() >= Duration::from_millis(10)); // …shows up as lag
+    /// # }
+    /// ```
     pub fn start(interval: Duration) -> Result<Self, ConfigError> {
         Self::with_prefix(interval, DEFAULT_PREFIX)
     }

@@ -120,6 +120,19 @@ const LAST_SYNC_CAP: usize = 1024;
 
 impl DurableAppend {
     /// Appends through `policy` on the real file system, fsyncing every record.
+    ///
+    /// ```
+    /// # use stayfast_core::{Policy, fs::DurableAppend};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let dir = std::env::temp_dir().join(format!("stayfast-doc-append-new-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let log = DurableAppend::new(Policy::builder("fs.append").build().unwrap());
+    /// log.append(dir.join("t.log"), b"one".to_vec()).await.unwrap();
+    /// let second = log.append(dir.join("t.log"), b"two".to_vec()).await.unwrap();
+    /// assert_eq!((second.offset, second.len), (4, 4)); // right after "one\n"
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # }
+    /// ```
     pub fn new(policy: Policy) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -191,6 +204,20 @@ impl DurableAppend {
     /// but not durable); an `InvalidInput` error before any I/O when `record` contains a
     /// newline; [`Error::OutcomeUnknown`] when the policy's deadline passed; the
     /// policy's other errors.
+    ///
+    /// ```
+    /// # use stayfast_core::{Policy, fs::DurableAppend};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let dir = std::env::temp_dir().join(format!("stayfast-doc-append-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let log = DurableAppend::new(Policy::builder("fs.append").build().unwrap());
+    /// let path = dir.join("t.log");
+    /// log.append(&path, b"a".to_vec()).await.unwrap();
+    /// assert!(log.append(&path, b"b\nc".to_vec()).await.is_err()); // a record holds no newline
+    /// assert_eq!(std::fs::read(&path).unwrap(), b"a\n"); // nothing of it was written
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # }
+    /// ```
     pub async fn append(
         &self,
         path: impl Into<PathBuf>,
@@ -230,6 +257,20 @@ impl DurableAppend {
     /// # Errors
     ///
     /// An [`FsError`] at [`Step::Open`] or [`Step::SyncFile`], or the policy's errors.
+    ///
+    /// ```
+    /// # use stayfast_core::{Policy, fs::{Durability, DurableAppend, FsyncPolicy}};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let dir = std::env::temp_dir().join(format!("stayfast-doc-append-sync-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let log = DurableAppend::new(Policy::builder("fs.append").build().unwrap()).fsync(FsyncPolicy::Never);
+    /// let path = dir.join("t.log");
+    /// let appended = log.append(&path, b"batched".to_vec()).await.unwrap();
+    /// assert_eq!(appended.durability, Durability::Written); // in the OS cache only
+    /// log.sync(&path).await.unwrap(); // now on disk
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # }
+    /// ```
     pub async fn sync(&self, path: impl Into<PathBuf>) -> Result<(), Error<FsError>> {
         let path = path.into();
         let inner = Arc::clone(&self.inner);

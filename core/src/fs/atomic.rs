@@ -76,6 +76,20 @@ struct Inner {
 
 impl AtomicFileWrite {
     /// A writer running every write through `policy`, on the real file system.
+    ///
+    /// ```
+    /// # use std::os::unix::fs::PermissionsExt;
+    /// # use stayfast_core::{Policy, fs::AtomicFileWrite};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let dir = std::env::temp_dir().join(format!("stayfast-doc-atomic-new-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let writer = AtomicFileWrite::new(Policy::builder("fs.write").build().unwrap());
+    /// writer.write(dir.join("secret"), b"k".to_vec()).await.unwrap();
+    /// let mode = std::fs::metadata(dir.join("secret")).unwrap().permissions().mode();
+    /// assert_eq!(mode & 0o777, 0o600); // new files get DEFAULT_FILE_MODE
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # }
+    /// ```
     pub fn new(policy: Policy) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -131,6 +145,21 @@ impl AtomicFileWrite {
     /// content is in place but may not survive a crash);
     /// [`Error::OutcomeUnknown`] when the policy's deadline passed first; or the
     /// policy's other errors (an open circuit, a full bulkhead).
+    ///
+    /// ```
+    /// # use stayfast_core::{Policy, fs::AtomicFileWrite};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let dir = std::env::temp_dir().join(format!("stayfast-doc-atomic-write-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let writer = AtomicFileWrite::new(Policy::builder("fs.write").build().unwrap());
+    /// let path = dir.join("state.json");
+    /// writer.write(&path, b"v1".to_vec()).await.unwrap();
+    /// writer.write(&path, b"v2".to_vec()).await.unwrap();
+    /// assert_eq!(std::fs::read(&path).unwrap(), b"v2");
+    /// assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1); // no temp file left behind
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # }
+    /// ```
     pub async fn write(
         &self,
         path: impl Into<PathBuf>,
@@ -158,6 +187,21 @@ impl AtomicFileWrite {
     /// # Errors
     ///
     /// An [`FsError`] when `dir` cannot be listed or a temp cannot be removed.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::{Policy, fs::AtomicFileWrite};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let dir = std::env::temp_dir().join(format!("stayfast-doc-atomic-sweep-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let writer = AtomicFileWrite::new(Policy::builder("fs.write").build().unwrap());
+    /// std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+    /// let removed = writer.sweep_stale_temps(&dir, Duration::from_secs(60)).await.unwrap();
+    /// assert_eq!(removed, 0);
+    /// assert!(dir.join("notes.txt").exists()); // other files are never touched
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # }
+    /// ```
     pub async fn sweep_stale_temps(
         &self,
         dir: impl Into<PathBuf>,

@@ -92,6 +92,13 @@ pub struct FsError {
 
 impl FsError {
     /// An error at `step` on `path`.
+    ///
+    /// ```
+    /// use stayfast_core::{Classify, Retryable, fs::{FsError, Step}};
+    /// let e = FsError::new("/data/state.json", Step::SyncTemp, std::io::Error::other("EIO"));
+    /// assert_eq!(e.to_string(), "fsync temp file /data/state.json: EIO");
+    /// assert_eq!(e.classify().retry, Retryable::No); // a failed fsync is never retried
+    /// ```
     pub fn new(path: impl Into<PathBuf>, step: Step, source: io::Error) -> Self {
         Self {
             path: path.into(),

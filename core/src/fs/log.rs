@@ -182,6 +182,18 @@ const CHUNK: usize = 64 * 1024;
 
 impl LogReader {
     /// A reader running through `policy` on the real file system.
+    ///
+    /// ```
+    /// # use stayfast_core::{Policy, fs::LogReader};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let dir = std::env::temp_dir().join(format!("stayfast-doc-log-new-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let reader = LogReader::new(Policy::builder("fs.read").build().unwrap());
+    /// let read = reader.read(dir.join("absent.log"), |_| true).await.unwrap();
+    /// assert!(read.records.is_empty() && read.torn.is_none()); // a missing file is an empty log
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # }
+    /// ```
     pub fn new(policy: Policy) -> Self {
         Self {
             inner: Arc::new(ReaderInner {
@@ -235,6 +247,21 @@ impl LogReader {
     /// [`ReadLogError::Corrupt`] for corruption in the middle, [`ReadLogError::Fs`] for
     /// a file-system error (a directory, FIFO or symlink at `path` included), or the
     /// policy's errors (a timeout, an open circuit).
+    ///
+    /// ```
+    /// # use stayfast_core::{Error, Policy, fs::{LogReader, ReadLogError}};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let dir = std::env::temp_dir().join(format!("stayfast-doc-log-read-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let path = dir.join("t.log");
+    /// std::fs::write(&path, b"1\nx\n3\n").unwrap(); // a bad record with a good one after it
+    /// let reader = LogReader::new(Policy::builder("fs.read").build().unwrap());
+    /// let err = reader.read(&path, |r| r.iter().all(u8::is_ascii_digit)).await.unwrap_err();
+    /// let Error::Inner { source: ReadLogError::Corrupt(c), .. } = err else { panic!("not corrupt") };
+    /// assert_eq!((c.line, c.valid.len()), (2, 1)); // nothing skipped, nothing repaired
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # }
+    /// ```
     pub async fn read<V>(
         &self,
         path: impl Into<PathBuf>,

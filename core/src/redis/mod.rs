@@ -33,9 +33,25 @@ use crate::{
 };
 
 /// The error type of every Redis call: stayfast's [`Error`] around fred's.
+///
+/// ```
+/// use stayfast_core::redis::{Redis, RedisError};
+/// async fn user_name(redis: &Redis, id: u64) -> Result<Option<String>, RedisError> {
+///     redis.get(format!("user:{id}:name")).await // Redis's error, or a timeout, an open circuit…
+/// }
+/// ```
 pub type RedisError = Error<FredError>;
 
 /// The pipeline [`Redis::pipeline`] hands out: its commands carry the attempt's deadline.
+///
+/// ```
+/// use fred::interfaces::KeysInterface;
+/// use stayfast_core::redis::PipelineWithDeadline;
+/// async fn queue(p: PipelineWithDeadline) -> Result<PipelineWithDeadline, fred::error::Error> {
+///     let () = p.get("a").await?; // only queued: replies come back from `Redis::pipeline`
+///     Ok(p)
+/// }
+/// ```
 pub type PipelineWithDeadline = fred::clients::WithOptions<Pipeline<fred::clients::Client>>;
 
 /// A command the handle runs, with its own policy (`redis.<name>`).
@@ -115,6 +131,11 @@ impl Command {
     ];
 
     /// The policy's operation name (a metric label).
+    ///
+    /// ```
+    /// use stayfast_core::redis::Command;
+    /// assert_eq!(Command::Scan.name(), "redis.scan"); // the `operation` label of its metrics
+    /// ```
     pub const fn name(self) -> &'static str {
         match self {
             Command::Get => "redis.get",
@@ -143,6 +164,12 @@ impl Command {
     /// Whether running it twice is harmless, so an attempt with an unknown outcome may
     /// be retried. Writes that add (RPUSH, INCR) are not; writes that set a state (SET,
     /// DEL, HSET, SADD…) are; pipelines, scripts and other commands are assumed not.
+    ///
+    /// ```
+    /// use stayfast_core::redis::Command;
+    /// assert!(Command::Set.is_idempotent()); // setting a value twice is harmless: retried
+    /// assert!(!Command::Incr.is_idempotent()); // counting twice is not: `OutcomeUnknown` instead
+    /// ```
     pub const fn is_idempotent(self) -> bool {
         !matches!(
             self,
@@ -231,6 +258,17 @@ impl Redis {
     /// # Errors
     ///
     /// A [`ConfigError`] for an invalid configuration — never echoing the URL.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = RedisConfig::default();
+    /// config.url = "redis://127.0.0.1:6379".into();
+    /// let redis = Redis::connect(&config).await?; // `Ok` even while Redis is down
+    /// config.url = "http://127.0.0.1:6379".into();
+    /// assert_eq!(Redis::connect(&config).await.unwrap_err().field(), "url");
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(config: &RedisConfig) -> Result<Self, ConfigError> {
         Self::connect_named(config, "redis.main", DEFAULT_PREFIX).await
     }
@@ -241,6 +279,16 @@ impl Redis {
     /// # Errors
     ///
     /// As [`connect`](Self::connect).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = RedisConfig::default();
+    /// config.url = "redis://127.0.0.1:6379".into();
+    /// let cache = Redis::connect_named(&config, "redis.cache", "myapp").await?;
+    /// assert_eq!(cache.breaker().target().as_str(), "redis.cache"); // metrics: `myapp_*`
+    /// # Ok(()) }
+    /// ```
     pub async fn connect_named(
         config: &RedisConfig,
         target: &'static str,
@@ -327,17 +375,54 @@ impl Redis {
     }
 
     /// The breaker shared by every command.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::breaker::State;
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// if redis.breaker().state() == State::Open {
+    ///     // Redis is failing: every call fails fast; serve something else meanwhile.
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn breaker(&self) -> &CircuitBreaker {
         &self.inner.breaker
     }
 
     /// The fred pool, for what the handle does not wrap. Calls made on it directly are
     /// not bounded, counted or guarded by the breaker.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// let clients = redis.pool().size();
+    /// println!("{clients} connections, each unguarded when used directly");
+    /// # Ok(()) }
+    /// ```
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
     }
 
     /// Connected clients out of the pool's size.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// let (up, size) = redis.connected();
+    /// if up == 0 {
+    ///     eprintln!("Redis down: 0/{size} connections, calls fail fast");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn connected(&self) -> (usize, usize) {
         let clients = self.inner.pool.clients();
         (clients.iter().filter(|c| c.is_connected()).count(), clients.len())
@@ -358,6 +443,19 @@ impl Redis {
     /// # Errors
     ///
     /// The policy's [`Error`], around fred's errors.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// use fred::interfaces::KeysInterface;
+    /// use stayfast_core::redis::Command;
+    /// // INCR, which the handle does not wrap, under the (non-idempotent) `redis.other` policy:
+    /// let visits: i64 = redis.run(Command::Other, |c| async move { c.incr("visits").await }).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn run<T, F, Fut>(&self, command: Command, mut op: F) -> Result<T, RedisError>
     where
         F: FnMut(fred::clients::WithOptions<Pool>) -> Fut,
@@ -374,6 +472,17 @@ impl Redis {
     /// # Errors
     ///
     /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// let name: Option<String> = redis.get("user:1:name").await?; // `None`: no such key
+    /// let visits: Option<i64> = redis.get("visits").await?; // converted by fred's `FromValue`
+    /// # Ok(()) }
+    /// ```
     pub async fn get<R: FromValue>(&self, key: impl Into<Key>) -> Result<R, RedisError> {
         let key = key.into();
         self.run(Command::Get, |c| {
@@ -388,6 +497,17 @@ impl Redis {
     /// # Errors
     ///
     /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// redis.set("session:42", "alice", Some(3600)).await?; // expires in an hour
+    /// redis.set("mode", "fast", None).await?; // never expires
+    /// # Ok(()) }
+    /// ```
     pub async fn set(
         &self,
         key: impl Into<Key>,
@@ -410,6 +530,17 @@ impl Redis {
     /// # Errors
     ///
     /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// let removed = redis.del(vec!["session:42", "session:43"]).await?;
+    /// assert!(removed <= 2); // keys that did not exist are not counted
+    /// # Ok(()) }
+    /// ```
     pub async fn del(&self, keys: impl Into<MultipleKeys>) -> Result<i64, RedisError> {
         let keys = keys.into();
         self.run(Command::Del, |c| {
@@ -424,6 +555,18 @@ impl Redis {
     /// # Errors
     ///
     /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// if !redis.expire("session:42", 60).await? {
+    ///     // The key was already gone: nothing to extend.
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn expire(&self, key: impl Into<Key>, seconds: i64) -> Result<bool, RedisError> {
         let key = key.into();
         self.run(Command::Expire, |c| {
@@ -438,6 +581,19 @@ impl Redis {
     /// # Errors
     ///
     /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// use std::collections::HashMap;
+    /// redis.hset("user:1", [("name", "alice"), ("plan", "pro")]).await?;
+    /// let user: HashMap<String, String> = redis.hgetall("user:1").await?; // empty if missing
+    /// assert_eq!(user["plan"], "pro");
+    /// # Ok(()) }
+    /// ```
     pub async fn hgetall<R: FromValue>(&self, key: impl Into<Key>) -> Result<R, RedisError> {
         let key = key.into();
         self.run(Command::Hgetall, |c| {
@@ -452,6 +608,18 @@ impl Redis {
     /// # Errors
     ///
     /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// redis.hset("user:1", [("name", "alice"), ("plan", "pro")]).await?;
+    /// let added = redis.hset("user:1", [("plan", "team")]).await?;
+    /// assert_eq!(added, 0); // an existing field is updated, not added
+    /// # Ok(()) }
+    /// ```
     pub async fn hset<F>(&self, key: impl Into<Key>, fields: F) -> Result<i64, RedisError>
     where
         F: TryInto<Map>,
@@ -472,6 +640,20 @@ impl Redis {
     /// # Errors
     ///
     /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// match redis.rpush("jobs", vec!["job-1"]).await {
+    ///     Ok(len) => println!("{len} jobs queued"),
+    ///     Err(e) if e.is_outcome_unknown() => { /* maybe queued: do not push it again blindly */ }
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn rpush<V>(&self, key: impl Into<Key>, values: V) -> Result<i64, RedisError>
     where
         V: TryInto<MultipleValues>,
@@ -491,6 +673,18 @@ impl Redis {
     /// # Errors
     ///
     /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// redis.rpush("l", vec!["x", "y", "z"]).await?;
+    /// let all: Vec<String> = redis.lrange("l", 0, -1).await?; // -1: the last element
+    /// let last_two: Vec<String> = redis.lrange("l", -2, -1).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn lrange<R: FromValue>(
         &self,
         key: impl Into<Key>,
@@ -510,6 +704,18 @@ impl Redis {
     /// # Errors
     ///
     /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// # redis.del("tags").await?;
+    /// assert_eq!(redis.sadd("tags", vec!["a", "b"]).await?, 2);
+    /// assert_eq!(redis.sadd("tags", vec!["b", "c"]).await?, 1); // "b" was already a member
+    /// # Ok(()) }
+    /// ```
     pub async fn sadd<V>(&self, key: impl Into<Key>, members: V) -> Result<i64, RedisError>
     where
         V: TryInto<MultipleValues>,
@@ -529,6 +735,19 @@ impl Redis {
     /// # Errors
     ///
     /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// redis.sadd("{tags}:1", vec!["a", "b"]).await?;
+    /// redis.sadd("{tags}:2", vec!["b", "c"]).await?;
+    /// let both: Vec<String> = redis.sinter(vec!["{tags}:1", "{tags}:2"]).await?;
+    /// assert_eq!(both, ["b"]);
+    /// # Ok(()) }
+    /// ```
     pub async fn sinter<R: FromValue>(&self, keys: impl Into<MultipleKeys>) -> Result<R, RedisError> {
         let keys = keys.into();
         self.run(Command::Sinter, |c| {
@@ -545,6 +764,17 @@ impl Redis {
     /// # Errors
     ///
     /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// let script = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
+    /// let visits: i64 = redis.eval(script, vec!["visits".into()], vec!["5".into()]).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn eval<R: FromValue>(
         &self,
         script: &str,
@@ -573,6 +803,23 @@ impl Redis {
     /// # Errors
     ///
     /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// use fred::interfaces::KeysInterface;
+    /// let (a, b): (Option<String>, Option<String>) = redis
+    ///     .pipeline(|p| async move {
+    ///         let () = p.get("a").await?; // queued, not sent yet
+    ///         let () = p.get("b").await?;
+    ///         Ok(p)
+    ///     })
+    ///     .await?; // one round trip, every reply
+    /// # Ok(()) }
+    /// ```
     pub async fn pipeline<R, F, Fut>(&self, mut build: F) -> Result<R, RedisError>
     where
         R: FromValue,
@@ -601,6 +848,17 @@ impl Redis {
     /// # Errors
     ///
     /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// let sessions = redis.scan_keys("session:*", 100, 10_000).await?;
+    /// assert!(sessions.len() <= 10_000); // stops at `limit`
+    /// # Ok(()) }
+    /// ```
     pub async fn scan_keys(
         &self,
         pattern: &str,
