@@ -1018,3 +1018,96 @@ async fn a5_executions_bounded_for_timed_out_idempotent_write() {
         ["once"]
     );
 }
+
+/// A proxy that, while `discard` is set, silently drops bytes in both directions without
+/// closing anything: the one failure TCP itself never produces.
+async fn discarding_proxy(upstream: u16, discard: Arc<AtomicBool>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            for (mut from, mut to, discard) in [
+                (
+                    Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    Arc::clone(&discard),
+                ),
+                (Box::new(sr), Box::new(cw), Arc::clone(&discard)),
+            ] {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let n = match from.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if !discard.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    port
+}
+
+/// After a path lost bytes silently, fred's queue of timed-out commands would shift
+/// every later reply onto the wrong caller. The breaker opens on those timeouts and the
+/// handle resets its connections: once the path heals, every value is the right one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_byte_loss_never_returns_another_keys_value() {
+    let _serial = SERIAL.lock().await;
+    let server = RedisServer::start().await.unwrap();
+    let discard = Arc::new(AtomicBool::new(false));
+    let port = discarding_proxy(server.port(), Arc::clone(&discard)).await;
+    let mut c = RedisConfig::default();
+    c.url = format!("redis://127.0.0.1:{port}");
+    c.pool_size = 1;
+    c.command_timeout = Duration::from_millis(200);
+    c.connect_timeout = Duration::from_millis(500);
+    c.reconnect_max_delay = Duration::from_millis(300);
+    c.breaker.consecutive_failures = Some(3);
+    c.breaker.open_for = Duration::from_millis(300);
+    c.breaker.max_open_for = Duration::from_millis(300);
+    let redis = Redis::connect(&c).await.unwrap();
+    for i in 0..50 {
+        redis.set(format!("k{i}"), format!("v{i}"), None).await.unwrap();
+    }
+    discard.store(true, Ordering::SeqCst);
+    let lost =
+        futures_util::future::join_all((0..5).map(|i| redis.get::<Option<String>>(format!("k{i}")))).await;
+    assert!(lost.iter().all(Result::is_err));
+    assert!(
+        redis.breaker().state().is_open(),
+        "the timeouts opened the breaker"
+    );
+    discard.store(false, Ordering::SeqCst);
+    let healed = Instant::now();
+    let (mut right, mut wrong, mut errors) = (0, 0, 0);
+    while healed.elapsed() < Duration::from_secs(2) {
+        let batch = futures_util::future::join_all((10..40).map(|i| {
+            let redis = redis.clone();
+            async move { (i, redis.get::<Option<String>>(format!("k{i}")).await) }
+        }))
+        .await;
+        for (i, result) in batch {
+            match result {
+                Ok(Some(v)) if v == format!("v{i}") => right += 1,
+                Ok(other) => {
+                    wrong += 1;
+                    println!("GET k{i} returned {other:?}");
+                }
+                Err(_) => errors += 1,
+            }
+        }
+    }
+    println!("after the heal: {right} right, {wrong} WRONG, {errors} errors");
+    assert_eq!(wrong, 0, "a value reached the wrong caller");
+    assert!(right > 0, "never recovered");
+}

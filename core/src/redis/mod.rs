@@ -328,6 +328,7 @@ impl Redis {
         let breaker = CircuitBreaker::builder(target)
             .config(&config.breaker)
             .metrics_prefix(prefix)
+            .on_transition(reset_on_open(pool.clone(), config.connect_timeout))
             .build()
             .map_err(|e| e.prefixed("breaker"))?;
         let policies = Command::ALL
@@ -884,6 +885,29 @@ impl Redis {
                 }
             })
             .await
+    }
+}
+
+/// When the breaker opens, reset every connection of the pool in the background.
+///
+/// A connection whose commands timed out may still hold their entries in fred's
+/// in-flight queue; if the path lost bytes without closing (a broken proxy, a
+/// black-holing middlebox), every later reply would be matched to the wrong command — a
+/// wrong value returned as a success. Reconnecting discards that queue, and the open
+/// breaker keeps callers away meanwhile. A healthy TCP path cannot lose bytes silently:
+/// then the reset only costs a reconnect.
+fn reset_on_open(
+    pool: Pool,
+    bound: Duration,
+) -> impl Fn(&crate::breaker::Transition) + Send + Sync + 'static {
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    move |transition| {
+        if let (crate::breaker::State::Open, Some(runtime)) = (transition.to, &runtime) {
+            let pool = pool.clone();
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(bound, pool.force_reconnection()).await;
+            });
+        }
     }
 }
 
