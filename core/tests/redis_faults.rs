@@ -1029,8 +1029,8 @@ async fn discarding_proxy(upstream: u16, discard: Arc<AtomicBool>) -> u16 {
             let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
                 continue;
             };
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
             for (mut from, mut to, discard) in [
                 (
                     Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
