@@ -230,3 +230,38 @@ impl fmt::Debug for RedisConfig {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the `tls` feature, `rediss://` must be refused, never connected in plain
+    /// text (fred itself would only log a warning). Run by `scripts/test` with
+    /// `--features redis` alone, since `--all-features` compiles TLS in.
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn rediss_without_tls_is_a_config_error() {
+        let mut config = RedisConfig::default();
+        config.url = "rediss://:s3cret@redis.example:6380".into();
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.field(), "url");
+        assert!(err.to_string().contains("tls"), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "the URL is never echoed");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn rediss_with_tls_is_accepted() {
+        let mut config = RedisConfig::default();
+        config.url = "rediss://redis.example:6380".into();
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn the_password_never_reaches_debug() {
+        let mut config = RedisConfig::default();
+        config.url = "redis://app:p%40ss-w0rd@db:6379/2".into();
+        assert_eq!(config.redacted_url(), "redis://app:***@db:6379/2");
+        assert!(!format!("{config:?}").contains("w0rd"));
+    }
+}
