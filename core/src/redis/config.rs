@@ -232,6 +232,7 @@ impl fmt::Debug for RedisConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -241,8 +242,10 @@ mod tests {
     #[cfg(not(feature = "tls"))]
     #[test]
     fn rediss_without_tls_is_a_config_error() {
-        let mut config = RedisConfig::default();
-        config.url = "rediss://:s3cret@redis.example:6380".into();
+        let config = RedisConfig {
+            url: "rediss://:s3cret@redis.example:6380".into(),
+            ..RedisConfig::default()
+        };
         let err = config.validate().unwrap_err();
         assert_eq!(err.field(), "url");
         assert!(err.to_string().contains("tls"), "{err}");
@@ -252,15 +255,19 @@ mod tests {
     #[cfg(feature = "tls")]
     #[test]
     fn rediss_with_tls_is_accepted() {
-        let mut config = RedisConfig::default();
-        config.url = "rediss://redis.example:6380".into();
+        let config = RedisConfig {
+            url: "rediss://redis.example:6380".into(),
+            ..RedisConfig::default()
+        };
         assert!(config.validate().is_ok());
     }
 
     #[test]
     fn the_password_never_reaches_debug() {
-        let mut config = RedisConfig::default();
-        config.url = "redis://app:p%40ss-w0rd@db:6379/2".into();
+        let config = RedisConfig {
+            url: "redis://app:p%40ss-w0rd@db:6379/2".into(),
+            ..RedisConfig::default()
+        };
         assert_eq!(config.redacted_url(), "redis://app:***@db:6379/2");
         assert!(!format!("{config:?}").contains("w0rd"));
     }
