@@ -312,7 +312,7 @@ impl Redis {
                     max_timeout: Some(config.unresponsive_timeout),
                     interval: (config.unresponsive_timeout / 4).max(Duration::from_millis(100)),
                 };
-                c.tcp.nodelay = Some(true);
+                c.tcp.nodelay = Some(config.tcp_nodelay);
             })
             .with_performance_config(|p| p.default_command_timeout = config.command_timeout)
             .set_policy(ReconnectPolicy::new_exponential(
