@@ -416,6 +416,54 @@ async fn policy_futures_are_send_and_static_and_types_are_send_sync() {
     assert_send_sync::<stayfast_core::Attempt>();
     assert_send_sync::<stayfast_core::config::PolicyConfig>();
     assert_send_sync::<stayfast_core::config::ConfigError>();
+    assert_send_sync::<stayfast_core::FireAndForget>();
+    assert_send_sync::<stayfast_core::ShutdownReport>();
+    assert_send_sync::<stayfast_core::LagWatchdog>();
+    assert_send_sync::<stayfast_core::fs::AtomicFileWrite>();
+    assert_send_sync::<stayfast_core::fs::DurableAppend>();
+    assert_send_sync::<stayfast_core::fs::LogReader>();
+    assert_send_sync::<stayfast_core::fs::FsError>();
+    assert_send_sync::<stayfast_core::fs::ReadLogError>();
+    assert_send_sync::<stayfast_core::fs::RealFs>();
+    #[cfg(feature = "redis")]
+    {
+        assert_send_sync::<stayfast_core::redis::Redis>();
+        assert_send_sync::<stayfast_core::redis::RedisConfig>();
+        assert_send_sync::<stayfast_core::redis::RedisError>();
+    }
+    #[cfg(feature = "test-util")]
+    assert_send_sync::<stayfast_core::test_util::RedisServer>();
+}
+
+fn assert_send<T: Send>(_: &T) {}
+
+/// The file futures are `Send`: a cheap clone of the handle moved into a task makes them
+/// spawnable (they borrow the handle, like tokio's own file futures).
+#[tokio::test]
+async fn file_futures_are_send_and_spawnable_with_a_cloned_handle() {
+    let policy = Policy::builder("fs.write").build().unwrap();
+    let dir = std::env::temp_dir();
+    let writer = stayfast_core::fs::AtomicFileWrite::new(policy.clone());
+    let appender = stayfast_core::fs::DurableAppend::new(policy.clone());
+    let reader = stayfast_core::fs::LogReader::new(policy);
+    let (write, append, read) = (
+        writer.write(dir.join("never-polled"), b"x".to_vec()),
+        appender.append(dir.join("never-polled"), b"x".to_vec()),
+        reader.read(dir.join("never-polled"), |_| true),
+    );
+    assert_send(&write);
+    assert_send(&append);
+    assert_send(&read);
+    drop((write, append, read)); // never polled: nothing touches the disk
+    let task = tokio::spawn({
+        let reader = reader.clone();
+        async move {
+            reader
+                .read(std::env::temp_dir().join("stayfast-no-such-log"), |_| true)
+                .await
+        }
+    });
+    assert!(task.await.unwrap().unwrap().records.is_empty());
 }
 
 /// A7: paused-time tests use fakes; the paused clock only moves when every task waits.
