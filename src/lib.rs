@@ -9,9 +9,9 @@
 //! Metered → Fallback → Deadline → Retry → Bulkhead → CircuitBreaker → Timeout → operation
 //! ```
 //!
-//! This crate is the facade: today it re-exports [`stayfast-core`](stayfast_core)'s
-//! wrappers. The ready-made Redis and file stores, settings and the Prometheus exporter
-//! land here next (see the CHANGELOG).
+//! This crate is the facade: it re-exports [`stayfast-core`](stayfast_core)'s wrappers
+//! and adds the Prometheus exporter ([`telemetry`]). The ready-made Redis and file
+//! stores and the settings land here next (see the CHANGELOG).
 //!
 //! # Examples
 //!
@@ -40,6 +40,8 @@
 
 #[doc(inline)]
 pub use stayfast_core::*;
+
+pub mod telemetry;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -1,0 +1,194 @@
+//! Telemetry: the Prometheus recorder every stayfast metric goes to.
+//!
+//! [`Telemetry::install`] must run *before* any policy, breaker or spawner is built:
+//! their metric handles are resolved when they are built, from the recorder installed at
+//! that moment (without one, they record nothing).
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
+use stayfast_core::{
+    config::{ConfigError, duration},
+    telemetry::{DEFAULT_PREFIX, HISTOGRAM_BUCKETS, describe_metrics},
+};
+
+/// Settings of the Prometheus exporter.
+///
+/// # Examples
+///
+/// ```
+/// let config: stayfast::telemetry::TelemetryConfig = toml::from_str(r#"
+///     http_listener = true
+///     listen = "127.0.0.1:9187"
+/// "#).unwrap();
+/// assert!(config.http_listener);
+/// assert!(config.listen.ip().is_loopback());
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TelemetryConfig {
+    /// Serve `/metrics` over HTTP at `listen` (off: serve [`Telemetry::render`] yourself).
+    pub http_listener: bool,
+    /// Where the listener binds: loopback by default. Binding another address exposes
+    /// the metrics to whoever can reach it.
+    pub listen: SocketAddr,
+    /// Prefix of every metric name.
+    pub prefix: String,
+    /// How often histogram samples are folded in, bounding their memory between scrapes.
+    #[serde(with = "duration")]
+    pub upkeep_interval: Duration,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            http_listener: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9187)),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            upkeep_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why telemetry could not be installed.
+///
+/// ```
+/// let e = stayfast::telemetry::TelemetryError::NoRuntime;
+/// assert!(e.to_string().contains("tokio runtime"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TelemetryError {
+    /// A global metrics recorder is already installed (by this or another library).
+    #[error("a global metrics recorder is already installed")]
+    AlreadyInstalled,
+    /// Telemetry runs its upkeep (and listener) on tokio: install it inside a runtime.
+    #[error("telemetry must be installed inside a tokio runtime")]
+    NoRuntime,
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The exporter could not be built (the listener's address is taken, say).
+    #[error("the Prometheus exporter could not be built: {0}")]
+    Exporter(String),
+}
+
+impl From<BuildError> for TelemetryError {
+    fn from(e: BuildError) -> Self {
+        TelemetryError::Exporter(e.to_string())
+    }
+}
+
+/// Set once stayfast's recorder is installed: a second install is refused before it
+/// binds a listener or spawns a task. (A recorder installed by another library is caught
+/// when ours is set.)
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// The installed Prometheus recorder: DESIGN's histogram buckets, every stayfast metric
+/// described, upkeep running, and optionally an HTTP listener on loopback.
+///
+/// # Examples
+///
+/// ```standalone_crate
+/// use stayfast::telemetry::{Telemetry, TelemetryConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let telemetry = Telemetry::install(&TelemetryConfig::default()).unwrap();
+/// // … build policies, stores … then serve this from your own /metrics route:
+/// let text = telemetry.render();
+/// assert!(text.is_empty() || text.contains("# TYPE"));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Telemetry {
+    handle: PrometheusHandle,
+    listening: Option<SocketAddr>,
+}
+
+impl Telemetry {
+    /// Installs the recorder as the process's global metrics recorder. Call it once,
+    /// inside a tokio runtime, before building anything that records metrics. The upkeep
+    /// task (and listener) run on that runtime for as long as it lives.
+    ///
+    /// # Errors
+    ///
+    /// [`TelemetryError::AlreadyInstalled`] on a second call (never a panic),
+    /// [`TelemetryError::NoRuntime`] outside tokio, an invalid setting, or an exporter
+    /// that cannot start.
+    pub fn install(config: &TelemetryConfig) -> Result<Self, TelemetryError> {
+        if config.upkeep_interval.is_zero() {
+            return Err(ConfigError::new("upkeep_interval", "must be greater than zero").into());
+        }
+        if config.prefix.is_empty()
+            || !config
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(
+                ConfigError::new("prefix", "must be non-empty letters, digits and underscores").into(),
+            );
+        }
+        if INSTALLED.load(Ordering::Acquire) {
+            return Err(TelemetryError::AlreadyInstalled);
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| TelemetryError::NoRuntime)?;
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &HISTOGRAM_BUCKETS)?
+            .upkeep_timeout(config.upkeep_interval);
+        let (recorder, listening) = if config.http_listener {
+            let _entered = runtime.enter();
+            let (recorder, exporter) = builder.with_http_listener(config.listen).build()?;
+            runtime.spawn(exporter);
+            (recorder, Some(config.listen))
+        } else {
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            let interval = config.upkeep_interval;
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(interval).await;
+                    handle.run_upkeep();
+                }
+            });
+            (recorder, None)
+        };
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).map_err(|_| TelemetryError::AlreadyInstalled)?;
+        INSTALLED.store(true, Ordering::Release);
+        describe_metrics(&config.prefix);
+        Ok(Self { handle, listening })
+    }
+
+    /// The current metrics in Prometheus's text exposition format.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Where the HTTP listener serves, if there is one.
+    ///
+    /// ```standalone_crate
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let telemetry = stayfast::telemetry::Telemetry::install(&Default::default()).unwrap();
+    /// assert_eq!(telemetry.listening(), None); // the listener is off by default
+    /// # }
+    /// ```
+    pub fn listening(&self) -> Option<SocketAddr> {
+        self.listening
+    }
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("listening", &self.listening)
+            .finish_non_exhaustive()
+    }
+}
