@@ -41,6 +41,18 @@ enum Op {
     Hgetall,
 }
 
+/// One command on any fred client (a pool, or a pool carrying per-command options).
+async fn raw_command<C: KeysInterface + HashesInterface + Sync>(client: &C, op: Op) -> bool {
+    match op {
+        Op::Get => client.get::<Option<String>, _>("k").await.is_ok(),
+        Op::Hset => client.hset::<i64, _, _>("h", [("a", "1")]).await.is_ok(),
+        Op::Hgetall => client
+            .hgetall::<std::collections::HashMap<String, String>, _>("h")
+            .await
+            .is_ok(),
+    }
+}
+
 async fn raw_op(pool: &Pool, op: Op, deadline: bool) {
     let ok = if deadline {
         let options = Options {
@@ -49,24 +61,9 @@ async fn raw_op(pool: &Pool, op: Op, deadline: bool) {
             max_attempts: Some(1),
             ..Options::default()
         };
-        let pool = pool.with_options(&options);
-        match op {
-            Op::Get => pool.get::<Option<String>, _>("k").await.is_ok(),
-            Op::Hset => pool.hset::<i64, _, _>("h", [("a", "1")]).await.is_ok(),
-            Op::Hgetall => pool
-                .hgetall::<std::collections::HashMap<String, String>, _>("h")
-                .await
-                .is_ok(),
-        }
+        raw_command(&pool.with_options(&options), op).await
     } else {
-        match op {
-            Op::Get => pool.get::<Option<String>, _>("k").await.is_ok(),
-            Op::Hset => pool.hset::<i64, _, _>("h", [("a", "1")]).await.is_ok(),
-            Op::Hgetall => pool
-                .hgetall::<std::collections::HashMap<String, String>, _>("h")
-                .await
-                .is_ok(),
-        }
+        raw_command(pool, op).await
     };
     assert!(ok, "raw {op:?} failed");
 }

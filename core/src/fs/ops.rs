@@ -38,13 +38,14 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
     }
 
     /// `open(O_CREAT|O_EXCL|O_WRONLY|O_CLOEXEC|O_NOFOLLOW, mode)`: a new file, failing if
-    /// anything exists at `path`.
+    /// anything exists at `path`. (`O_NOFOLLOW` comes from `libc`: its value differs
+    /// between architectures.)
     fn create_new(&self, path: &Path, mode: u32) -> io::Result<File> {
         OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
-            .custom_flags(libc_o_nofollow())
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
     }
 
@@ -54,7 +55,7 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
             .append(true)
             .create(true)
             .mode(mode)
-            .custom_flags(libc_o_nofollow())
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
     }
 
@@ -62,7 +63,7 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
     fn open_read(&self, path: &Path) -> io::Result<File> {
         OpenOptions::new()
             .read(true)
-            .custom_flags(libc_o_nofollow())
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
     }
 
@@ -102,7 +103,7 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
         OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc_o_nofollow())
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
     }
 
@@ -142,39 +143,6 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
     /// Called when a write to `path` must wait for an earlier write to the same path to
     /// finish. Does nothing in production; lets tests order writes without timing.
     fn will_wait(&self, _path: &Path) {}
-}
-
-/// `O_NOFOLLOW`: never open through a symlink planted at a path we create or append to.
-const fn libc_o_nofollow() -> i32 {
-    // Linux, Android and the BSDs/macOS differ; these are the values of their headers.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        0o400_000
-    }
-    #[cfg(any(
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "openbsd",
-        target_os = "netbsd",
-        target_os = "dragonfly"
-    ))]
-    {
-        0x0100
-    }
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "openbsd",
-        target_os = "netbsd",
-        target_os = "dragonfly"
-    )))]
-    {
-        0
-    }
 }
 
 /// The real file system.
