@@ -41,7 +41,13 @@
 #[doc(inline)]
 pub use stayfast_core::*;
 
+pub mod cache;
+mod error;
+pub mod knowledge;
 pub mod telemetry;
+pub mod transcripts;
+
+pub use error::StoreError;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -37,6 +37,9 @@ use crate::config::{BreakerConfig, ConfigError, RetryConfig, at_least_one, durat
 pub struct RedisConfig {
     /// `redis://[user:password@]host[:port][/db]`; `rediss://` needs the `tls` feature.
     pub url: String,
+    /// The password, replacing any in the URL (so it can come from a secret store
+    /// rather than sit inside a URL). Never shown by `Debug`.
+    pub password: Option<String>,
     /// Connections in the pool.
     pub pool_size: u32,
     /// Bound on establishing a connection (TCP, TLS, AUTH).
@@ -47,6 +50,9 @@ pub struct RedisConfig {
     /// drops some bytes yet delivers others).
     #[serde(with = "duration")]
     pub unresponsive_timeout: Duration,
+    /// How often the unresponsive check runs.
+    #[serde(with = "duration")]
+    pub health_check_interval: Duration,
     /// Bound on each command without an entry in `operations`.
     #[serde(with = "duration")]
     pub command_timeout: Duration,
@@ -122,9 +128,11 @@ impl Default for RedisConfig {
         };
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            password: None,
             pool_size: 4,
             connect_timeout: Duration::from_secs(2),
             unresponsive_timeout: Duration::from_secs(5),
+            health_check_interval: Duration::from_secs(1),
             command_timeout: Duration::from_secs(2),
             operations: OperationTimeouts::default(),
             max_command_buffer: 10_000,
@@ -167,6 +175,13 @@ impl RedisConfig {
         at_least_one("pool_size", self.pool_size)?;
         positive("connect_timeout", self.connect_timeout)?;
         positive("unresponsive_timeout", self.unresponsive_timeout)?;
+        positive("health_check_interval", self.health_check_interval)?;
+        if self.password.as_deref() == Some("") {
+            return Err(ConfigError::new(
+                "password",
+                "is empty; leave it out for no password",
+            ));
+        }
         positive("command_timeout", self.command_timeout)?;
         let o = &self.operations;
         for (name, t) in [
@@ -222,9 +237,11 @@ impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
+            .field("password", &self.password.as_ref().map(|_| "***"))
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("unresponsive_timeout", &self.unresponsive_timeout)
+            .field("health_check_interval", &self.health_check_interval)
             .field("command_timeout", &self.command_timeout)
             .field("operations", &self.operations)
             .field("max_command_buffer", &self.max_command_buffer)

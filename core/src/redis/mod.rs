@@ -31,6 +31,15 @@ use crate::{
     config::ConfigError,
     telemetry::{DEFAULT_PREFIX, metric_name},
 };
+/// The fred version this handle is built on, for its types (`Value`, `Map`, the
+/// command traits a [`Redis::run`] closure calls) without a second dependency to keep
+/// in step.
+///
+/// ```
+/// use stayfast_core::redis::fred::types::Value;
+/// assert_eq!(Value::from(1), Value::Integer(1));
+/// ```
+pub use fred;
 
 /// The error type of every Redis call: stayfast's [`Error`] around fred's.
 ///
@@ -301,6 +310,9 @@ impl Redis {
         // fred's connection task for good (no reconnect), and a service started while
         // Redis is down would never recover. Every command sets `fail_fast` itself.
         fred_config.fail_fast = false;
+        if let Some(password) = &config.password {
+            fred_config.password = Some(password.clone());
+        }
         let mut builder = Builder::from_config(fred_config);
         builder
             .with_connection_config(|c| {
@@ -310,7 +322,7 @@ impl Redis {
                 c.max_command_buffer_len = config.max_command_buffer as usize;
                 c.unresponsive = UnresponsiveConfig {
                     max_timeout: Some(config.unresponsive_timeout),
-                    interval: (config.unresponsive_timeout / 4).max(Duration::from_millis(100)),
+                    interval: config.health_check_interval,
                 };
                 c.tcp.nodelay = Some(config.tcp_nodelay);
             })

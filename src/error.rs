@@ -1,0 +1,93 @@
+//! The one error type of the stores.
+
+use stayfast_core::{
+    Error,
+    fs::{FsError, ReadLogError},
+    redis::RedisError,
+};
+
+/// What a store call can fail with: bad input (checked before any I/O), or the
+/// dependency's error as stayfast reports it (a timeout, an open circuit, an outcome
+/// that cannot be known, Redis's or the file system's own error).
+///
+/// Messages name what was wrong and never echo a secret; they do not repeat user
+/// content either (a 1 MiB message is not copied into an error).
+///
+/// ```
+/// use stayfast::StoreError;
+/// let e = StoreError::TooLarge { what: "content", len: 70_000, max: 65_536 };
+/// assert_eq!(e.to_string(), "content is 70000 bytes, over the 65536-byte limit");
+/// assert!(e.is_bad_input());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A value over its configured size limit; nothing was written.
+    #[error("{what} is {len} bytes, over the {max}-byte limit")]
+    TooLarge {
+        /// What was too large (`"content"`, `"metadata"`, `"message"`…).
+        what: &'static str,
+        /// Its size in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An argument the store cannot accept (an empty session id, a malformed fact id…);
+    /// nothing was written.
+    #[error("invalid {what}: {problem}")]
+    InvalidInput {
+        /// The argument.
+        what: &'static str,
+        /// Why it was refused.
+        problem: String,
+    },
+    /// Data read back from Redis or a file that does not decode (written by something
+    /// else, or damaged).
+    #[error("corrupt {what}: {problem}")]
+    Corrupt {
+        /// What was being decoded (`"fact"`, `"transcript record"`…).
+        what: &'static str,
+        /// Why it does not decode.
+        problem: String,
+    },
+    /// A value that could not be encoded (a cache value whose `Serialize` failed).
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The store needs Redis and this instance runs without it (file-only mode).
+    #[error("{what} needs Redis, and this instance runs without it (`redis.enabled = false`)")]
+    RedisDisabled {
+        /// The store or operation.
+        what: &'static str,
+    },
+    /// Redis failed, timed out, was shed or its circuit is open.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// A file operation failed, timed out or its circuit is open.
+    #[error(transparent)]
+    File(#[from] Error<FsError>),
+    /// A transcript file could not be read back.
+    #[error(transparent)]
+    ReadLog(#[from] Error<ReadLogError>),
+}
+
+impl StoreError {
+    /// Whether the caller's input was refused before any I/O (so retrying the same
+    /// call cannot help).
+    ///
+    /// ```
+    /// let e = stayfast::StoreError::InvalidInput { what: "session id", problem: "empty".into() };
+    /// assert!(e.is_bad_input());
+    /// ```
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            StoreError::TooLarge { .. } | StoreError::InvalidInput { .. }
+        )
+    }
+}
