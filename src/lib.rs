@@ -44,6 +44,7 @@ pub use stayfast_core::*;
 pub mod cache;
 mod error;
 pub mod knowledge;
+pub mod settings;
 pub mod telemetry;
 pub mod transcripts;
 

@@ -1,0 +1,1 @@
+//! `Settings`: every knob of the facade, from defaults, a TOML file and the environment.
