@@ -2,6 +2,7 @@
 
 use stayfast_core::{
     Error,
+    config::ConfigError,
     fs::{FsError, ReadLogError},
     redis::RedisError,
 };
@@ -65,6 +66,9 @@ pub enum StoreError {
         /// The store or operation.
         what: &'static str,
     },
+    /// A setting the store cannot work with.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Redis failed, timed out, was shed or its circuit is open.
     #[error(transparent)]
     Redis(#[from] RedisError),

@@ -49,6 +49,7 @@ pub mod telemetry;
 pub mod transcripts;
 
 pub use error::StoreError;
+pub use transcripts::TranscriptStore;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -1,13 +1,66 @@
 //! `TranscriptStore`: chat history with the file as the durable record and Redis as the
 //! cache of each session's recent window.
+//!
+//! - **append** assigns the session's next `seq` under its writer lock, appends the
+//!   record to the session's file durably (one `write()`, fsync per
+//!   [`TranscriptConfig::fsync`]), and only then updates Redis, in the background: a
+//!   Redis outage never fails or slows an append.
+//! - **history** reads the Redis window under its deadline; when Redis is slow, down,
+//!   cold or behind the file, it reads the file instead (under its own deadline) and
+//!   repopulates Redis in the background. Every [`History`] says where it came from and
+//!   whether that was a fallback.
+//! - Session ids never reach the file system: a session's file is
+//!   `<dir>/<sha256(id)>.jsonl` (0600, the directory 0700) and its Redis key
+//!   `{tx:<sha256(id)>}:log`.
+//!
+//! # Examples
+//!
+//! ```
+//! use stayfast::transcripts::{HistorySource, Message, TranscriptConfig, TranscriptStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("stayfast-doc-tx-{}", std::process::id()));
+//! let mut config = TranscriptConfig::default();
+//! config.dir = dir.clone();
+//! let store = TranscriptStore::builder(&config).open().await?; // file-only: no Redis given
+//!
+//! store.append("session-1", Message::new("user", "Where is my order?")).await?;
+//! let reply = store.append("session-1", Message::new("assistant", "On its way.")).await?;
+//! assert_eq!(reply.seq, 2);
+//!
+//! let history = store.history("session-1", 10).await?;
+//! assert_eq!(history.records.len(), 2);
+//! assert_eq!(history.source, HistorySource::File);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
 
-use std::{path::PathBuf, time::Duration};
+mod record;
+mod session;
+mod window;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use serde::{Deserialize, Serialize};
 use stayfast_core::{
-    config::{ConfigError, duration},
-    fs::FsyncPolicy,
+    BackgroundConfig, CircuitBreaker, Error, FireAndForget, Policy,
+    config::{BreakerConfig, ConfigError, duration},
+    fs::{DurableAppend, FsyncPolicy, LogReader, ReadLogError},
+    redis::Redis,
+    telemetry::DEFAULT_PREFIX,
 };
+
+pub use self::record::{History, HistorySource, Message, Record};
+use self::{
+    record::{MAX_ID_BYTES, MAX_ROLE_BYTES},
+    session::{Session, SessionKey, Sessions, Writer},
+    window::{Pushed, Window},
+};
+use crate::StoreError;
 
 /// The `[transcripts]` settings.
 ///
@@ -69,8 +122,11 @@ impl TranscriptConfig {
         if self.dir.as_os_str().is_empty() {
             return Err(ConfigError::new("dir", "must not be empty"));
         }
-        if self.cache_messages == 0 {
-            return Err(ConfigError::new("cache_messages", "must be at least 1"));
+        if self.cache_messages == 0 || self.cache_messages > MAX_CACHE_MESSAGES {
+            return Err(ConfigError::new(
+                "cache_messages",
+                format!("must be 1 to {MAX_CACHE_MESSAGES} (one Lua call rewrites the window)"),
+            ));
         }
         if self.cache_ttl < Duration::from_secs(1) {
             return Err(ConfigError::new(
@@ -85,5 +141,658 @@ impl TranscriptConfig {
             return Err(ConfigError::new("max_open_sessions", "must be at least 1"));
         }
         Ok(())
+    }
+}
+
+/// Largest Redis window: repopulation passes it to one Lua `unpack`, whose stack is
+/// limited to about 8000 values.
+const MAX_CACHE_MESSAGES: u32 = 4096;
+
+/// Builds a [`TranscriptStore`]; see [`TranscriptStore::builder`].
+///
+/// ```
+/// # use std::time::Duration;
+/// # use stayfast::transcripts::{TranscriptConfig, TranscriptStore};
+/// let builder = TranscriptStore::builder(&TranscriptConfig::default())
+///     .timeouts(Duration::from_millis(500), Duration::from_secs(1));
+/// # let _ = builder;
+/// ```
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `open` is awaited"]
+pub struct TranscriptStoreBuilder {
+    config: TranscriptConfig,
+    redis: Option<Redis>,
+    background: Option<FireAndForget>,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    breaker: BreakerConfig,
+    metrics_prefix: String,
+}
+
+impl TranscriptStoreBuilder {
+    /// Cache each session's recent window in this Redis (without one: file-only).
+    ///
+    /// ```no_run
+    /// # use stayfast::{redis::{Redis, RedisConfig}, transcripts::{TranscriptConfig, TranscriptStore}};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let redis = Redis::connect(&RedisConfig::default()).await?;
+    /// let store = TranscriptStore::builder(&TranscriptConfig::default()).redis(redis).open().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn redis(mut self, redis: Redis) -> Self {
+        self.redis = Some(redis);
+        self
+    }
+
+    /// Run Redis updates on this spawner (shared with other stores); by default the
+    /// store makes its own, named `transcripts`.
+    ///
+    /// ```
+    /// # use stayfast::{BackgroundConfig, FireAndForget, transcripts::{TranscriptConfig, TranscriptStore}};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let spawner = FireAndForget::new("app", &BackgroundConfig::default()).unwrap();
+    /// let builder = TranscriptStore::builder(&TranscriptConfig::default()).background(spawner);
+    /// # let _ = builder;
+    /// # }
+    /// ```
+    pub fn background(mut self, spawner: FireAndForget) -> Self {
+        self.background = Some(spawner);
+        self
+    }
+
+    /// Bounds on reading a transcript file and on appending to one (defaults 1 s, 2 s).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast::transcripts::{TranscriptConfig, TranscriptStore};
+    /// let b = TranscriptStore::builder(&TranscriptConfig::default())
+    ///     .timeouts(Duration::from_secs(1), Duration::from_secs(2));
+    /// # let _ = b;
+    /// ```
+    pub fn timeouts(mut self, read: Duration, write: Duration) -> Self {
+        self.read_timeout = read;
+        self.write_timeout = write;
+        self
+    }
+
+    /// The breaker for the transcript directory (`target` = `fs.transcripts`): a disk
+    /// that keeps failing or hanging makes file calls fail fast.
+    ///
+    /// ```
+    /// # use stayfast::{config::BreakerConfig, transcripts::{TranscriptConfig, TranscriptStore}};
+    /// let b = TranscriptStore::builder(&TranscriptConfig::default()).breaker(&BreakerConfig::default());
+    /// # let _ = b;
+    /// ```
+    pub fn breaker(mut self, config: &BreakerConfig) -> Self {
+        self.breaker = config.clone();
+        self
+    }
+
+    /// Prefix of the store's metric names (default `stayfast`).
+    ///
+    /// ```
+    /// # use stayfast::transcripts::{TranscriptConfig, TranscriptStore};
+    /// let b = TranscriptStore::builder(&TranscriptConfig::default()).metrics_prefix("myapp");
+    /// # let _ = b;
+    /// ```
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.metrics_prefix = prefix.into();
+        self
+    }
+
+    /// Validates the settings, creates the directory (0700) if needed, and builds the
+    /// store.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] for invalid settings; [`StoreError::File`] when the
+    /// directory cannot be created or is not a directory.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future may leave the directory created; nothing else happens.
+    ///
+    /// ```
+    /// # use stayfast::{StoreError, transcripts::{TranscriptConfig, TranscriptStore}};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut config = TranscriptConfig::default();
+    /// config.cache_messages = 0;
+    /// let err = TranscriptStore::builder(&config).open().await.unwrap_err();
+    /// assert!(matches!(err, StoreError::Config(e) if e.field() == "transcripts.cache_messages"));
+    /// # }
+    /// ```
+    pub async fn open(self) -> Result<TranscriptStore, StoreError> {
+        let config = self.config;
+        config.validate().map_err(|e| e.prefixed("transcripts"))?;
+        let breaker = CircuitBreaker::builder("fs.transcripts")
+            .config(&self.breaker)
+            .metrics_prefix(&self.metrics_prefix)
+            .build()?;
+        let policy = |name: &'static str, timeout: Duration, idempotent: bool| {
+            Policy::builder(name)
+                .target("fs.transcripts")
+                .timeout(timeout)
+                .idempotent(idempotent)
+                .breaker(breaker.clone())
+                .metrics_prefix(&self.metrics_prefix)
+                .build()
+        };
+        let appender =
+            DurableAppend::new(policy("transcripts.append", self.write_timeout, false)?).fsync(config.fsync);
+        // A record is at most the content JSON-escaped (6 bytes per char at worst) plus
+        // the other fields.
+        let reader = LogReader::new(policy("transcripts.read", self.read_timeout, true)?)
+            .max_record(config.max_message_bytes.saturating_mul(6).saturating_add(4096));
+        let background = match self.background {
+            Some(b) => b,
+            None => {
+                FireAndForget::with_prefix("transcripts", &BackgroundConfig::default(), &self.metrics_prefix)?
+            }
+        };
+        create_private_dir(&config.dir).await?;
+        let window = self.redis.map(|redis| Window {
+            redis,
+            len: config.cache_messages,
+            ttl: config.cache_ttl,
+        });
+        Ok(TranscriptStore {
+            inner: Arc::new(Inner {
+                dir: config.dir.clone(),
+                max_message_bytes: config.max_message_bytes,
+                fsync: config.fsync,
+                window,
+                background,
+                appender,
+                reader,
+                sessions: Sessions::new(config.max_open_sessions),
+            }),
+        })
+    }
+}
+
+/// Creates `dir` and any missing parents with mode 0700 (whatever the umask).
+async fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let owned = dir.to_path_buf();
+    let created = tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&owned)?;
+        if std::fs::metadata(&owned)?.is_dir() {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a directory",
+            ))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    created.map_err(|e| {
+        StoreError::File(Error::Inner {
+            operation: "transcripts.open".into(),
+            source: stayfast_core::fs::FsError::new(dir, stayfast_core::fs::Step::CreateDir, e),
+            attempts: 1,
+        })
+    })
+}
+
+/// Chat history per session: the file is the durable record, Redis the cache. See the
+/// [module docs](self). Cheap to clone.
+///
+/// # Cancellation
+///
+/// Dropping an `append` future before it returns leaves the message either fully
+/// appended or absent (never torn); as with any write whose answer was lost, append it
+/// again *with the same message id* to find out without duplicating it. Dropping a
+/// `history` future has no effect on the data.
+#[derive(Clone, Debug)]
+pub struct TranscriptStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    max_message_bytes: usize,
+    fsync: FsyncPolicy,
+    window: Option<Window>,
+    background: FireAndForget,
+    appender: DurableAppend,
+    reader: LogReader,
+    sessions: Sessions,
+}
+
+/// A session's file, read back.
+struct FileRead {
+    records: Vec<Record>,
+    /// A damaged line in the middle stopped the read: `records` is the valid prefix.
+    damaged: bool,
+}
+
+impl TranscriptStore {
+    /// A builder over `config`: add Redis, a shared spawner, timeouts, then
+    /// [`open`](TranscriptStoreBuilder::open) it.
+    ///
+    /// ```
+    /// # use stayfast::transcripts::{TranscriptConfig, TranscriptStore};
+    /// let builder = TranscriptStore::builder(&TranscriptConfig::default());
+    /// # let _ = builder;
+    /// ```
+    pub fn builder(config: &TranscriptConfig) -> TranscriptStoreBuilder {
+        TranscriptStoreBuilder {
+            config: config.clone(),
+            redis: None,
+            background: None,
+            read_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(2),
+            breaker: BreakerConfig::default(),
+            metrics_prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+
+    /// The transcript directory.
+    ///
+    /// ```
+    /// # use stayfast::transcripts::{TranscriptConfig, TranscriptStore};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = TranscriptConfig::default();
+    /// # config.dir = std::env::temp_dir().join(format!("stayfast-doc-tx-dir-{}", std::process::id()));
+    /// let store = TranscriptStore::builder(&config).open().await?;
+    /// assert_eq!(store.dir(), config.dir);
+    /// # std::fs::remove_dir_all(&config.dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Appends `message` to `session` and returns the stored record. The message is in
+    /// the file (durable as the `fsync` setting says) when this returns `Ok`; Redis is
+    /// updated afterwards in the background.
+    ///
+    /// With a message id the append is idempotent: when the session already holds a
+    /// message with that id, its stored record is returned and nothing is added.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::TooLarge`] / [`StoreError::InvalidInput`] before any I/O (content
+    /// over `max_message_bytes`, an empty or overlong role, id or session id);
+    /// [`StoreError::Corrupt`] when the session's file is damaged in the middle (nothing
+    /// is appended after damage); [`StoreError::File`] when the write failed, timed out
+    /// ([`Error::OutcomeUnknown`]: it may still land — retry with the same id) or the
+    /// directory's breaker is open.
+    ///
+    /// # Cancellation
+    ///
+    /// See the [type docs](TranscriptStore#cancellation): the record is all there or
+    /// absent; retry with the same id.
+    ///
+    /// ```
+    /// # use stayfast::transcripts::{Message, TranscriptConfig, TranscriptStore};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = TranscriptConfig::default();
+    /// # config.dir = std::env::temp_dir().join(format!("stayfast-doc-tx-append-{}", std::process::id()));
+    /// let store = TranscriptStore::builder(&config).open().await?;
+    /// let first = store.append("s", Message::new("user", "hi").with_id("m1")).await?;
+    /// let again = store.append("s", Message::new("user", "hi").with_id("m1")).await?; // a retry
+    /// assert_eq!(first, again);
+    /// assert_eq!(store.history("s", 10).await?.records.len(), 1); // stored once
+    /// # std::fs::remove_dir_all(&config.dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn append(&self, session: &str, message: Message) -> Result<Record, StoreError> {
+        self.check(&message)?;
+        let key = SessionKey::new(session)?;
+        let inner = &self.inner;
+        let session = inner.sessions.get(&key);
+        let path = key.file(&inner.dir);
+        let mut writer = session.writer.lock().await;
+        if !writer.loaded {
+            let read = inner.read_file(&path).await?;
+            if read.damaged {
+                return Err(damaged(&path));
+            }
+            load(&mut writer, &session, &read.records);
+        }
+        if let Some(id) = &message.id
+            && writer.ids.contains(id)
+        {
+            drop(writer);
+            return inner.find(&path, id).await;
+        }
+        let record = Record {
+            seq: writer.last_seq + 1,
+            id: message.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            role: message.role,
+            content: message.content,
+            at: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+        };
+        if let Err(e) = inner.appender.append(&path, record.encode()).await {
+            // The write may still land (a timeout) or have half-happened: re-read the
+            // file before the next append rather than guess its last seq.
+            writer.loaded = false;
+            session.set_known_last(None);
+            return Err(e.into());
+        }
+        writer.last_seq = record.seq;
+        writer.ids.insert(record.id.clone());
+        session.set_known_last(Some(record.seq));
+        drop(writer);
+        if inner.window.is_some() {
+            let (task_inner, record) = (Arc::clone(&self.inner), record.clone());
+            // Shed when the spawner is full: the window is then behind the file, which
+            // `history` notices and repairs.
+            let _ = inner.background.spawn("transcripts.cache_push", async move {
+                task_inner.push(key, record).await
+            });
+        }
+        Ok(record)
+    }
+
+    /// The last `limit` messages of `session`, oldest first.
+    ///
+    /// Served from the Redis window when it is reachable within its deadline and
+    /// agrees with the file's end; otherwise from the file (Redis then repopulated in
+    /// the background). The result's `source` and `degraded` say which happened.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidInput`] for a bad session id; [`StoreError::ReadLog`] when
+    /// the file cannot be read either (a timeout, its breaker open, not a regular
+    /// file).
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future changes nothing.
+    ///
+    /// ```
+    /// # use stayfast::transcripts::{HistorySource, Message, TranscriptConfig, TranscriptStore};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = TranscriptConfig::default();
+    /// # config.dir = std::env::temp_dir().join(format!("stayfast-doc-tx-history-{}", std::process::id()));
+    /// let store = TranscriptStore::builder(&config).open().await?;
+    /// for text in ["a", "b", "c"] {
+    ///     store.append("s", Message::new("user", text)).await?;
+    /// }
+    /// let last_two = store.history("s", 2).await?;
+    /// let texts: Vec<_> = last_two.records.iter().map(|r| r.content.as_str()).collect();
+    /// assert_eq!(texts, ["b", "c"]);
+    /// assert_eq!(store.history("never-used", 10).await?.source, HistorySource::None);
+    /// # std::fs::remove_dir_all(&config.dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn history(&self, session: &str, limit: usize) -> Result<History, StoreError> {
+        let key = SessionKey::new(session)?;
+        let inner = &self.inner;
+        let session = inner.sessions.get(&key);
+        let mut degraded = false;
+        if let (Some(window), Some(last)) = (&inner.window, session.known_last()) {
+            let want = u64::try_from(limit).unwrap_or(u64::MAX).min(last);
+            if want == 0 {
+                return Ok(History {
+                    records: Vec::new(),
+                    source: HistorySource::None,
+                    degraded: false,
+                });
+            }
+            if want <= u64::from(window.len) {
+                // `want` ≤ the window length, a u32.
+                let n = u32::try_from(want).unwrap_or(window.len);
+                match window.read(&key.redis_key(), n).await {
+                    Ok(Some(records)) if is_tail(&records, n, last) => {
+                        return Ok(History {
+                            records,
+                            source: HistorySource::Redis,
+                            degraded: false,
+                        });
+                    }
+                    // Cold, expired, or behind the file: the file answers.
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(target: "stayfast::transcripts", error = %e, "Redis window unavailable; reading the file");
+                        degraded = true;
+                    }
+                }
+            }
+        }
+        let path = key.file(&inner.dir);
+        let read = inner.read_file(&path).await?;
+        if read.damaged {
+            tracing::warn!(target: "stayfast::transcripts", path = %path.display(),
+                "transcript damaged in the middle; serving its valid part");
+            degraded = true;
+        } else if let Ok(mut writer) = session.writer.try_lock()
+            && !writer.loaded
+        {
+            // Issued after every earlier operation on this path, this read saw all of
+            // them: it is the file's current state.
+            load(&mut writer, &session, &read.records);
+        }
+        if !degraded && !read.damaged {
+            // A Redis error already says Redis is unwell: do not add load to it.
+            inner.repopulate_in_background(&key, &read.records);
+        }
+        let mut records = read.records;
+        let source = if records.is_empty() {
+            HistorySource::None
+        } else {
+            HistorySource::File
+        };
+        let skip = records.len().saturating_sub(limit);
+        records.drain(..skip);
+        Ok(History {
+            records,
+            source,
+            degraded,
+        })
+    }
+
+    /// Removes `session`'s file and its Redis window. Returns whether it had a file.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::File`] when the file could not be removed; [`StoreError::Redis`]
+    /// when the file is gone but the Redis window could not be deleted (it expires by
+    /// its TTL, and is never served in place of the file; call again to delete it).
+    ///
+    /// # Cancellation
+    ///
+    /// The file removal completes even if the future is dropped; the Redis delete may
+    /// not happen.
+    ///
+    /// ```
+    /// # use stayfast::transcripts::{HistorySource, Message, TranscriptConfig, TranscriptStore};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = TranscriptConfig::default();
+    /// # config.dir = std::env::temp_dir().join(format!("stayfast-doc-tx-delete-{}", std::process::id()));
+    /// let store = TranscriptStore::builder(&config).open().await?;
+    /// store.append("s", Message::new("user", "forget me")).await?;
+    /// assert!(store.delete_session("s").await?);
+    /// assert_eq!(store.history("s", 10).await?.source, HistorySource::None);
+    /// # std::fs::remove_dir_all(&config.dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_session(&self, session: &str) -> Result<bool, StoreError> {
+        let key = SessionKey::new(session)?;
+        let inner = &self.inner;
+        let session = inner.sessions.get(&key);
+        let mut writer = session.writer.lock().await;
+        let removed = inner.appender.remove(key.file(&inner.dir)).await;
+        // Whatever happened, the next writer re-reads the file.
+        *writer = Writer::default();
+        session.set_known_last(None);
+        let existed = removed?;
+        if let Some(window) = &inner.window {
+            window.delete(&key.redis_key()).await?;
+        }
+        Ok(existed)
+    }
+
+    /// Makes every append so far durable (fsyncs the files of the sessions in memory);
+    /// a no-op with `fsync = "always"`, where each append already is.
+    ///
+    /// # Errors
+    ///
+    /// The first [`StoreError::File`] met; the other files are still synced.
+    ///
+    /// # Cancellation
+    ///
+    /// Files already synced stay synced; the rest are not.
+    ///
+    /// ```
+    /// # use stayfast::{fs::FsyncPolicy, transcripts::{Message, TranscriptConfig, TranscriptStore}};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = TranscriptConfig::default();
+    /// # config.dir = std::env::temp_dir().join(format!("stayfast-doc-tx-flush-{}", std::process::id()));
+    /// config.fsync = FsyncPolicy::Never; // batch: durable at flush
+    /// let store = TranscriptStore::builder(&config).open().await?;
+    /// store.append("s", Message::new("user", "hi")).await?;
+    /// store.flush().await?; // now on disk
+    /// # std::fs::remove_dir_all(&config.dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        if inner.fsync == FsyncPolicy::Always {
+            return Ok(());
+        }
+        let mut first = None;
+        for session in inner.sessions.all() {
+            // Only sessions known to have a file (a sync of a missing one is an error).
+            if session.known_last().unwrap_or(0) == 0 {
+                continue;
+            }
+            if let Err(e) = inner.appender.sync(session.key.file(&inner.dir)).await {
+                first.get_or_insert(StoreError::from(e));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    fn check(&self, message: &Message) -> Result<(), StoreError> {
+        let max = self.inner.max_message_bytes;
+        if message.content.len() > max {
+            return Err(StoreError::TooLarge {
+                what: "message content",
+                len: message.content.len(),
+                max,
+            });
+        }
+        if message.role.is_empty() || message.role.len() > MAX_ROLE_BYTES {
+            return Err(StoreError::InvalidInput {
+                what: "role",
+                problem: format!("must be 1 to {MAX_ROLE_BYTES} bytes, is {}", message.role.len()),
+            });
+        }
+        if let Some(id) = &message.id
+            && (id.is_empty() || id.len() > MAX_ID_BYTES)
+        {
+            return Err(StoreError::InvalidInput {
+                what: "message id",
+                problem: format!("must be 1 to {MAX_ID_BYTES} bytes, is {}", id.len()),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Fills `writer` from the file's records.
+fn load(writer: &mut Writer, session: &Session, records: &[Record]) {
+    writer.last_seq = records.last().map_or(0, |r| r.seq);
+    writer.ids = records.iter().map(|r| r.id.clone()).collect();
+    writer.loaded = true;
+    session.set_known_last(Some(writer.last_seq));
+}
+
+/// Whether `records` are the `n` last of a session ending at `last`, gap-free.
+fn is_tail(records: &[Record], n: u32, last: u64) -> bool {
+    records.len() == n as usize
+        && records.last().is_some_and(|r| r.seq == last)
+        && records.windows(2).all(|w| w[1].seq == w[0].seq + 1)
+}
+
+fn damaged(path: &Path) -> StoreError {
+    StoreError::Corrupt {
+        what: "transcript file",
+        problem: format!(
+            "{} has a damaged record before its end; nothing is appended after damage",
+            path.display()
+        ),
+    }
+}
+
+impl Inner {
+    /// Every valid record of the file. A torn tail is cut (after a backup copy), as a
+    /// crash mid-append leaves it; damage in the middle keeps the valid prefix.
+    async fn read_file(&self, path: &Path) -> Result<FileRead, StoreError> {
+        let read = self
+            .reader
+            .read(path, |line| Record::decode(line).is_some())
+            .await;
+        let (lines, damaged) = match read {
+            Ok(recovered) => {
+                if let Some(torn) = &recovered.torn {
+                    tracing::warn!(target: "stayfast::transcripts", path = %path.display(),
+                        offset = torn.offset, bytes = torn.len, backup = %torn.backup.display(),
+                        "cut a torn record at the end of a transcript");
+                }
+                (recovered.records, false)
+            }
+            Err(Error::Inner {
+                source: ReadLogError::Corrupt(c),
+                ..
+            }) => (c.valid, true),
+            Err(e) => return Err(e.into()),
+        };
+        let records = lines.iter().filter_map(|l| Record::decode(l)).collect();
+        Ok(FileRead { records, damaged })
+    }
+
+    /// The stored record with message id `id` (a repeated append).
+    async fn find(&self, path: &Path, id: &str) -> Result<Record, StoreError> {
+        let read = self.read_file(path).await?;
+        read.records
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "transcript file",
+                problem: format!("{} lost a record it held", path.display()),
+            })
+    }
+
+    /// Extends the Redis window with `record`, repopulating it from the file when it
+    /// has a gap.
+    async fn push(self: Arc<Self>, key: SessionKey, record: Record) -> Result<(), StoreError> {
+        let Some(window) = &self.window else { return Ok(()) };
+        if window.push(&key.redis_key(), &record).await? == Pushed::Gap {
+            let read = self.read_file(&key.file(&self.dir)).await?;
+            if !read.damaged {
+                self.replace(&key, &read.records).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn replace(&self, key: &SessionKey, records: &[Record]) -> Result<(), StoreError> {
+        let Some(window) = &self.window else { return Ok(()) };
+        let last = records.last().map_or(0, |r| r.seq);
+        let tail = &records[records.len().saturating_sub(window.len as usize)..];
+        window.replace(&key.redis_key(), last, tail).await?;
+        Ok(())
+    }
+
+    fn repopulate_in_background(self: &Arc<Self>, key: &SessionKey, records: &[Record]) {
+        let Some(window) = &self.window else { return };
+        if records.is_empty() {
+            return;
+        }
+        let tail = records[records.len().saturating_sub(window.len as usize)..].to_vec();
+        let (inner, key) = (Arc::clone(self), key.clone());
+        let _ = self.background.spawn("transcripts.cache_repopulate", async move {
+            inner.replace(&key, &tail).await
+        });
     }
 }

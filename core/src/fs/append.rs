@@ -292,6 +292,55 @@ impl DurableAppend {
             })
             .await
     }
+    /// Removes `path` and makes the removal durable (the directory is fsynced), in
+    /// order with every other operation on `path` issued before it: an append still
+    /// running after its caller timed out cannot recreate the file afterwards.
+    /// Returns whether there was a file.
+    ///
+    /// # Errors
+    ///
+    /// An [`FsError`] at [`Step::Remove`] or [`Step::SyncDir`], or the policy's errors.
+    ///
+    /// # Cancellation
+    ///
+    /// The removal runs on the blocking pool and completes even if the future is
+    /// dropped.
+    ///
+    /// ```
+    /// # use stayfast_core::{Policy, fs::DurableAppend};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let dir = std::env::temp_dir().join(format!("stayfast-doc-append-rm-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let log = DurableAppend::new(Policy::builder("fs.append").build().unwrap());
+    /// let path = dir.join("t.log");
+    /// log.append(&path, b"a".to_vec()).await.unwrap();
+    /// assert!(log.remove(&path).await.unwrap()); // removed
+    /// assert!(!log.remove(&path).await.unwrap()); // nothing left to remove
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # }
+    /// ```
+    pub async fn remove(&self, path: impl Into<PathBuf>) -> Result<bool, Error<FsError>> {
+        let path = path.into();
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .policy
+            .call(|| {
+                let (inner, path) = (Arc::clone(&inner), path.clone());
+                let ops = Arc::clone(&inner.ops);
+                atomic::run_blocking(ops, path, move |ops, path| {
+                    let (dir, name) = atomic::split(path)?;
+                    let _serialised = locks::lock_file(ops, dir, name)?;
+                    match ops.remove_file(path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                        Err(e) => return Err(FsError::new(path, Step::Remove, e)),
+                    }
+                    atomic::sync_dir(ops, dir)?;
+                    Ok(true)
+                })
+            })
+            .await
+    }
 }
 
 impl Inner {

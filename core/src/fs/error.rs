@@ -40,6 +40,8 @@ pub enum Step {
     CreateDir,
     /// Listing or cleaning a directory.
     Sweep,
+    /// Removing a file.
+    Remove,
     /// The blocking task that ran the operation ended abnormally.
     Task,
 }
@@ -66,6 +68,7 @@ impl Step {
             Step::Truncate => "truncate",
             Step::CreateDir => "create directory",
             Step::Sweep => "sweep",
+            Step::Remove => "remove",
             Step::Task => "blocking task",
         }
     }

@@ -1,0 +1,153 @@
+//! What a transcript holds: the message a caller appends, the record stored for it, and
+//! the history read back.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted role, in bytes.
+pub(crate) const MAX_ROLE_BYTES: usize = 64;
+/// Longest accepted message id, in bytes.
+pub(crate) const MAX_ID_BYTES: usize = 128;
+
+/// A message to append to a session.
+///
+/// Give it an id ([`with_id`](Self::with_id)) when the append may be retried: a second
+/// append with the same id returns the stored record instead of adding another.
+///
+/// ```
+/// use stayfast::transcripts::Message;
+/// let m = Message::new("user", "Where is my order?").with_id("msg-42");
+/// assert_eq!(m.id.as_deref(), Some("msg-42"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Message {
+    /// Who wrote it (`"user"`, `"assistant"`…): 1 to 64 bytes.
+    pub role: String,
+    /// The text: any UTF-8, NUL and CRLF included, up to `max_message_bytes`.
+    pub content: String,
+    /// The caller's id for it (1 to 128 bytes); a UUID v4 is assigned when absent.
+    pub id: Option<String>,
+}
+
+impl Message {
+    /// A message without an id.
+    ///
+    /// ```
+    /// let m = stayfast::transcripts::Message::new("assistant", "Hello!");
+    /// assert!(m.id.is_none());
+    /// ```
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+            id: None,
+        }
+    }
+
+    /// The same message with the caller's id, making its append idempotent.
+    ///
+    /// ```
+    /// let m = stayfast::transcripts::Message::new("user", "hi").with_id("m1");
+    /// assert_eq!(m.id.as_deref(), Some("m1"));
+    /// ```
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+}
+
+/// A stored message: one JSON line of the transcript file, and one element of the
+/// session's Redis window.
+///
+/// ```
+/// # use stayfast::transcripts::Record;
+/// let line = r#"{"seq":1,"id":"m1","role":"user","content":"hi","at":"2026-11-24T10:00:00.000000Z"}"#;
+/// let record: Record = serde_json::from_str(line).unwrap();
+/// assert_eq!((record.seq, record.content.as_str()), (1, "hi"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Record {
+    /// Position in the session, from 1, gap-free: assigned under the session's writer
+    /// lock.
+    pub seq: u64,
+    /// The message id (the caller's, or a UUID v4).
+    pub id: String,
+    /// Who wrote it.
+    pub role: String,
+    /// The text.
+    pub content: String,
+    /// When it was appended (RFC 3339, UTC, microseconds).
+    pub at: String,
+}
+
+impl Record {
+    /// One line of JSON, no newline (JSON escapes every control character, so the
+    /// content's own newlines cannot split a record).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        // A struct of strings and an integer always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// Where a [`History`] was read from.
+///
+/// ```
+/// assert_eq!(stayfast::transcripts::HistorySource::Redis.as_str(), "redis");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HistorySource {
+    /// The session's Redis window.
+    Redis,
+    /// The transcript file.
+    File,
+    /// Nowhere: the session has no messages.
+    None,
+}
+
+impl HistorySource {
+    /// `"redis"`, `"file"` or `"none"`.
+    ///
+    /// ```
+    /// assert_eq!(stayfast::transcripts::HistorySource::File.as_str(), "file");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HistorySource::Redis => "redis",
+            HistorySource::File => "file",
+            HistorySource::None => "none",
+        }
+    }
+}
+
+/// The last messages of a session, oldest first, and how they were obtained.
+///
+/// ```
+/// # use stayfast::transcripts::{History, HistorySource};
+/// fn show(h: &History) {
+///     if h.degraded {
+///         eprintln!("served from {} while Redis misbehaves", h.source.as_str());
+///     }
+///     for r in &h.records {
+///         println!("{} {}: {}", r.seq, r.role, r.content);
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct History {
+    /// Oldest first.
+    pub records: Vec<Record>,
+    /// Where they came from.
+    pub source: HistorySource,
+    /// Whether a failure made this a fallback: Redis down, slow or its circuit open, or
+    /// a damaged file whose valid part was served.
+    pub degraded: bool,
+}

@@ -1,0 +1,222 @@
+//! Session ids turned into safe names, and the bounded map of per-session writer state.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use sha2::{Digest, Sha256};
+
+use crate::StoreError;
+
+/// Longest accepted session id, in bytes.
+pub(crate) const MAX_SESSION_ID_BYTES: usize = 1024;
+
+/// A session id as the file system and Redis see it: the hex SHA-256 of the caller's
+/// id. The raw id never reaches a path (no `..`, `/`, NUL or overlong name can), the
+/// mapping is injective in practice and fixed-length, and the Redis keys carry it as
+/// their hash tag.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SessionKey {
+    hex: String,
+}
+
+impl SessionKey {
+    pub(crate) fn new(session: &str) -> Result<Self, StoreError> {
+        if session.is_empty() {
+            return Err(StoreError::InvalidInput {
+                what: "session id",
+                problem: "is empty".into(),
+            });
+        }
+        if session.len() > MAX_SESSION_ID_BYTES {
+            return Err(StoreError::InvalidInput {
+                what: "session id",
+                problem: format!("is {} bytes, over {MAX_SESSION_ID_BYTES}", session.len()),
+            });
+        }
+        let digest = Sha256::digest(session.as_bytes());
+        let mut hex = String::with_capacity(64);
+        for byte in digest {
+            let _ = write!(hex, "{byte:02x}");
+        }
+        Ok(Self { hex })
+    }
+
+    /// `<dir>/<hex>.jsonl`.
+    pub(crate) fn file(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("{}.jsonl", self.hex))
+    }
+
+    /// `{tx:<hex>}:log`: every key of a session shares the `{tx:<hex>}` hash tag.
+    pub(crate) fn redis_key(&self) -> String {
+        format!("{{tx:{}}}:log", self.hex)
+    }
+}
+
+/// What the writer of one session knows, loaded from its file on first use.
+#[derive(Debug, Default)]
+pub(crate) struct Writer {
+    /// Whether the fields below reflect the file. False at first, and again after an
+    /// append whose outcome is unknown (it may land later): the next append re-reads.
+    pub(crate) loaded: bool,
+    /// The last seq in the file.
+    pub(crate) last_seq: u64,
+    /// Every message id in the file, for idempotent appends.
+    pub(crate) ids: HashSet<String>,
+}
+
+/// One session's state: the writer behind an async lock (appends of a session are
+/// serialised: seq order = file order), and the last seq the file is known to end at,
+/// readable without the lock.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) key: SessionKey,
+    pub(crate) writer: tokio::sync::Mutex<Writer>,
+    /// The file's last seq, or [`UNKNOWN`] until the writer loads it.
+    known_last: AtomicU64,
+    last_used: AtomicU64,
+}
+
+/// `known_last` of a session whose file has not been read.
+const UNKNOWN: u64 = u64::MAX;
+
+impl Session {
+    fn new(key: SessionKey) -> Self {
+        Self {
+            key,
+            writer: tokio::sync::Mutex::new(Writer::default()),
+            known_last: AtomicU64::new(UNKNOWN),
+            last_used: AtomicU64::new(0),
+        }
+    }
+
+    /// The file's last seq, if known.
+    pub(crate) fn known_last(&self) -> Option<u64> {
+        let seq = self.known_last.load(Ordering::Acquire);
+        (seq != UNKNOWN).then_some(seq)
+    }
+
+    pub(crate) fn set_known_last(&self, seq: Option<u64>) {
+        self.known_last.store(seq.unwrap_or(UNKNOWN), Ordering::Release);
+    }
+}
+
+/// Sessions in use, at most `capacity` of them idle: past it, the least recently used
+/// idle ones are forgotten (their state is re-read from the file when needed). A
+/// session someone holds is never forgotten, so two writers of one session always
+/// share one lock.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    map: Mutex<HashMap<SessionKey, Arc<Session>>>,
+    clock: AtomicU64,
+    capacity: usize,
+}
+
+impl Sessions {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            clock: AtomicU64::new(0),
+            capacity,
+        }
+    }
+
+    /// The session for `key`, created if absent.
+    pub(crate) fn get(&self, key: &SessionKey) -> Arc<Session> {
+        let tick = self.clock.fetch_add(1, Ordering::Relaxed);
+        // The map holds no invariant a panic could break midway: recover the guard.
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let session = match map.get(key) {
+            Some(s) => Arc::clone(s),
+            None => {
+                if map.len() >= self.capacity {
+                    evict_idle(&mut map, self.capacity);
+                }
+                let s = Arc::new(Session::new(key.clone()));
+                map.insert(key.clone(), Arc::clone(&s));
+                s
+            }
+        };
+        session.last_used.store(tick, Ordering::Relaxed);
+        session
+    }
+
+    /// Every session in memory.
+    pub(crate) fn all(&self) -> Vec<Arc<Session>> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values().cloned().collect()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// Forgets the least recently used idle sessions, down to 7/8 of `capacity` so the
+/// O(n) pass runs once per many insertions.
+fn evict_idle(map: &mut HashMap<SessionKey, Arc<Session>>, capacity: usize) {
+    let target = capacity - capacity / 8 - 1;
+    let mut idle: Vec<(u64, SessionKey)> = map
+        .iter()
+        .filter(|(_, s)| Arc::strong_count(s) == 1)
+        .map(|(k, s)| (s.last_used.load(Ordering::Relaxed), k.clone()))
+        .collect();
+    idle.sort_unstable_by_key(|(used, _)| *used);
+    let excess = map.len().saturating_sub(target);
+    for (_, key) in idle.into_iter().take(excess) {
+        map.remove(&key);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_ids_become_fixed_length_hex_names_inside_the_dir() {
+        let dir = Path::new("/srv/transcripts");
+        for id in [
+            "../x",
+            "/etc/passwd",
+            "a\0b",
+            ".",
+            "..",
+            "ünï/cödé",
+            &"x".repeat(300),
+        ] {
+            let key = SessionKey::new(id).unwrap();
+            let file = key.file(dir);
+            assert_eq!(file.parent(), Some(dir), "{id:?}");
+            let name = file.file_name().unwrap().to_str().unwrap();
+            assert_eq!(name.len(), 64 + ".jsonl".len());
+            assert!(
+                name.trim_end_matches(".jsonl")
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit())
+            );
+        }
+        assert!(SessionKey::new("").is_err());
+        assert!(SessionKey::new(&"x".repeat(MAX_SESSION_ID_BYTES + 1)).is_err());
+        assert_ne!(SessionKey::new("a").unwrap(), SessionKey::new("b").unwrap());
+    }
+
+    #[test]
+    fn the_map_stays_bounded_and_never_drops_a_held_session() {
+        let sessions = Sessions::new(100);
+        let held = sessions.get(&SessionKey::new("held").unwrap());
+        for i in 0..10_000 {
+            let _ = sessions.get(&SessionKey::new(&format!("s{i}")).unwrap());
+        }
+        assert!(sessions.len() <= 100, "{}", sessions.len());
+        let again = sessions.get(&SessionKey::new("held").unwrap());
+        assert!(Arc::ptr_eq(&held, &again), "a held session keeps its one lock");
+    }
+}
