@@ -7,7 +7,10 @@
 use std::{
     fmt,
     net::SocketAddr,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -91,6 +94,9 @@ impl From<BuildError> for TelemetryError {
 /// when ours is set.)
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
+/// The recorder stayfast installed, for [`Telemetry::installed`].
+static GLOBAL: OnceLock<Telemetry> = OnceLock::new();
+
 /// The installed Prometheus recorder: DESIGN's histogram buckets, every stayfast metric
 /// described, upkeep running, and optionally an HTTP listener on loopback.
 ///
@@ -164,7 +170,25 @@ impl Telemetry {
         metrics::set_global_recorder(recorder).map_err(|_| TelemetryError::AlreadyInstalled)?;
         INSTALLED.store(true, Ordering::Release);
         describe_metrics(&config.prefix);
-        Ok(Self { handle, listening })
+        let telemetry = Self { handle, listening };
+        let _ = GLOBAL.set(telemetry.clone());
+        Ok(telemetry)
+    }
+
+    /// The recorder [`install`](Self::install) put in place, if it did: lets a second
+    /// part of the program (or a second [`Stayfast`](crate::Stayfast)) render the same
+    /// metrics instead of failing with [`TelemetryError::AlreadyInstalled`].
+    ///
+    /// ```standalone_crate
+    /// use stayfast::telemetry::{Telemetry, TelemetryConfig};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// assert!(Telemetry::installed().is_none());
+    /// let telemetry = Telemetry::install(&TelemetryConfig::default()).unwrap();
+    /// assert_eq!(Telemetry::installed().unwrap().listening(), telemetry.listening());
+    /// # }
+    /// ```
+    pub fn installed() -> Option<Telemetry> {
+        GLOBAL.get().cloned()
     }
 
     /// The current metrics in Prometheus's text exposition format.

@@ -387,6 +387,29 @@ impl Redis {
         })
     }
 
+    /// Closes every connection of the pool (QUIT) and stops reconnecting: later calls
+    /// on any clone fail fast. For an orderly shutdown; dropping the last clone also
+    /// ends the connections, without a QUIT.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future may leave some connections open until the last clone drops.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let redis = Redis::connect(&RedisConfig::default()).await?;
+    /// redis.close().await;
+    /// assert!(redis.get::<Option<String>>("k").await.is_err()); // closed: fails fast
+    /// # Ok(()) }
+    /// ```
+    pub async fn close(&self) {
+        self.inner.sampler.abort();
+        if let Err(e) = self.inner.pool.quit().await {
+            tracing::debug!(target: "stayfast::redis", error = %e, "QUIT failed while closing");
+        }
+    }
+
     /// The breaker shared by every command.
     ///
     /// ```no_run
