@@ -66,6 +66,10 @@ pub enum StoreError {
         /// The store or operation.
         what: &'static str,
     },
+    /// A [`blocking`](crate::blocking) method was called from inside an async runtime,
+    /// where blocking would stall it: use the async API there.
+    #[error("a blocking stayfast method was called from inside an async runtime; use the async API there")]
+    InsideRuntime,
     /// A setting the store cannot work with.
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -1,0 +1,262 @@
+//! A blocking API for code that is not async yet: the same stores, driven by a
+//! multi-thread tokio runtime that lives as long as the handle (fred's reconnects and
+//! the background Redis updates run on it between your calls).
+//!
+//! Every method checks first that it is *not* called from inside an async runtime —
+//! blocking there would stall the runtime's thread (or deadlock it) — and returns
+//! [`StoreError::InsideRuntime`] instead of panicking as `block_on` would.
+//!
+//! # Examples
+//!
+//! ```
+//! use stayfast::{blocking::Stayfast, settings::Settings, transcripts::Message};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut settings = Settings::default();
+//! settings.redis.enabled = false; // file-only, for this example
+//! settings.transcripts.dir = std::env::temp_dir().join(format!("stayfast-doc-blocking-{}", std::process::id()));
+//! let app = Stayfast::from_settings(&settings)?; // no #[tokio::main] needed
+//! app.transcripts().append("s", Message::new("user", "hello"))?;
+//! assert_eq!(app.transcripts().history("s", 10)?.records.len(), 1);
+//! app.shutdown(std::time::Duration::from_secs(1))?;
+//! # std::fs::remove_dir_all(&settings.transcripts.dir)?;
+//! # Ok(()) }
+//! ```
+
+use std::{fmt, future::Future, sync::Arc, time::Duration};
+
+use serde::{Serialize, de::DeserializeOwned};
+use stayfast_core::ShutdownReport;
+
+use crate::{
+    StartError, StoreError,
+    knowledge::{Fact, KnowledgeHealth},
+    settings::Settings,
+    transcripts::{History, Message, Record},
+};
+
+/// Worker threads of the runtime behind a blocking handle: enough for fred's connection
+/// tasks and background work; your calls block their own threads.
+const WORKER_THREADS: usize = 2;
+
+/// Owns the runtime; shuts it down without blocking when dropped (dropping a runtime the
+/// normal way inside another runtime panics).
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Runtime {
+    fn new() -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(WORKER_THREADS)
+            .thread_name("stayfast-blocking")
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(rt)))
+    }
+
+    /// Runs `future` to completion on the runtime, unless called from inside a runtime.
+    fn block_on<F: Future>(&self, future: F) -> Result<F::Output, StoreError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(StoreError::InsideRuntime);
+        }
+        match &self.0 {
+            Some(rt) => Ok(rt.block_on(future)),
+            None => Err(StoreError::InsideRuntime),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Runtime")
+    }
+}
+
+/// The blocking [`crate::Stayfast`]: build it with [`from_settings`](Self::from_settings)
+/// from ordinary (non-async) code. See the [module docs](self).
+#[derive(Debug)]
+pub struct Stayfast {
+    app: crate::Stayfast,
+    runtime: Arc<Runtime>,
+}
+
+impl Stayfast {
+    /// Starts a runtime and, on it, everything [`crate::Stayfast::from_settings`] does.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Stayfast::from_settings`], plus [`StoreError::InsideRuntime`] (as
+    /// [`StartError::Store`]) when called from async code, and an I/O error when the
+    /// runtime's threads cannot start.
+    ///
+    /// ```
+    /// # use stayfast::{StartError, StoreError, blocking::Stayfast, settings::Settings};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// // From inside async code: an error, not a panic.
+    /// let err = Stayfast::from_settings(&Settings::default()).unwrap_err();
+    /// assert!(matches!(err, StartError::Store(StoreError::InsideRuntime)));
+    /// # }
+    /// ```
+    pub fn from_settings(settings: &Settings) -> Result<Self, StartError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(StoreError::InsideRuntime.into());
+        }
+        let runtime = Arc::new(Runtime::new().map_err(StartError::Runtime)?);
+        let app = runtime.block_on(crate::Stayfast::from_settings(settings))??;
+        Ok(Self { app, runtime })
+    }
+
+    /// The blocking fact store, or `None` in file-only mode.
+    ///
+    /// ```no_run
+    /// # fn f(app: &stayfast::blocking::Stayfast) -> Result<(), stayfast::StoreError> {
+    /// if let Some(kb) = app.knowledge() {
+    ///     let id = kb.store_fact("The shop opens at 9.", serde_json::json!({}))?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn knowledge(&self) -> Option<KnowledgeStore> {
+        self.app.knowledge().map(|store| KnowledgeStore {
+            store: store.clone(),
+            runtime: Arc::clone(&self.runtime),
+        })
+    }
+
+    /// The blocking chat-history store.
+    ///
+    /// ```no_run
+    /// # fn f(app: &stayfast::blocking::Stayfast) -> Result<(), stayfast::StoreError> {
+    /// let history = app.transcripts().history("session-1", 20)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn transcripts(&self) -> TranscriptStore {
+        TranscriptStore {
+            store: self.app.transcripts().clone(),
+            runtime: Arc::clone(&self.runtime),
+        }
+    }
+
+    /// The blocking JSON cache, or `None` in file-only mode.
+    ///
+    /// ```no_run
+    /// # fn f(app: &stayfast::blocking::Stayfast) -> Result<(), stayfast::StoreError> {
+    /// if let Some(cache) = app.cache() {
+    ///     let v: Option<String> = cache.get("greeting")?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn cache(&self) -> Option<Cache> {
+        self.app.cache().map(|cache| Cache {
+            cache: cache.clone(),
+            runtime: Arc::clone(&self.runtime),
+        })
+    }
+
+    /// The async facade underneath, for what this module does not wrap (telemetry, the
+    /// Redis handle).
+    ///
+    /// ```no_run
+    /// # fn f(app: &stayfast::blocking::Stayfast) {
+    /// let metrics = app.inner().telemetry().map(|t| t.render());
+    /// # }
+    /// ```
+    pub fn inner(&self) -> &crate::Stayfast {
+        &self.app
+    }
+
+    /// [`crate::Stayfast::shutdown`], then stops the runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InsideRuntime`] when called from async code (nothing is shut down).
+    ///
+    /// ```no_run
+    /// # fn f(app: stayfast::blocking::Stayfast) -> Result<(), stayfast::StoreError> {
+    /// let report = app.shutdown(std::time::Duration::from_secs(5))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn shutdown(self, grace: Duration) -> Result<ShutdownReport, StoreError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(StoreError::InsideRuntime);
+        }
+        let Self { app, runtime } = self;
+        runtime.block_on(app.shutdown(grace))
+    }
+}
+
+/// The blocking [`crate::transcripts::TranscriptStore`]; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct TranscriptStore {
+    store: crate::transcripts::TranscriptStore,
+    runtime: Arc<Runtime>,
+}
+
+impl TranscriptStore {
+    /// [`append`](crate::transcripts::TranscriptStore::append), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # use stayfast::transcripts::Message;
+    /// # fn f(store: &stayfast::blocking::TranscriptStore) -> Result<(), stayfast::StoreError> {
+    /// let record = store.append("s", Message::new("user", "hi").with_id("m1"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn append(&self, session: &str, message: Message) -> Result<Record, StoreError> {
+        self.runtime.block_on(self.store.append(session, message))?
+    }
+
+    /// [`history`](crate::transcripts::TranscriptStore::history), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # fn f(store: &stayfast::blocking::TranscriptStore) -> Result<(), stayfast::StoreError> {
+    /// let history = store.history("s", 20)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn history(&self, session: &str, limit: usize) -> Result<History, StoreError> {
+        self.runtime.block_on(self.store.history(session, limit))?
+    }
+
+    /// [`delete_session`](crate::transcripts::TranscriptStore::delete_session), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # fn f(store: &stayfast::blocking::TranscriptStore) -> Result<(), stayfast::StoreError> {
+    /// let existed = store.delete_session("s")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn delete_session(&self, session: &str) -> Result<bool, StoreError> {
+        self.runtime.block_on(self.store.delete_session(session))?
+    }
+
+    /// [`flush`](crate::transcripts::TranscriptStore::flush), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # fn f(store: &stayfast::blocking::TranscriptStore) -> Result<(), stayfast::StoreError> {
+    /// store.flush()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.runtime.block_on(self.store.flush())?
+    }
+}
