@@ -21,7 +21,7 @@
 //!   context, use a `BTreeMap` (or a `Vec` of pairs), or equal contexts get different
 //!   keys and the cache misses.
 //! - The value's type is not part of the key: two value types cached under one prefix
-//!   with the same context share one entry, and each reads the other's as undecodable.
+//!   with the same context share one entry, and each may read the other's as corrupt.
 //!   Give each kind of value its own prefix, or tag the context (`("user", id)`).
 //! - Bump [`CacheConfig::version`] when a value's shape changes: old entries are then
 //!   simply never read again.
