@@ -1,7 +1,70 @@
-//! `KnowledgeStore`: facts in Redis, with a token index for AND search.
+//! `KnowledgeStore`: facts in Redis, with a word index for AND search.
+//!
+//! # Keys
+//!
+//! Every key carries the hash tag `{<prefix>}`, so all of a store's keys live in one
+//! cluster slot and multi-key commands (SINTER) stay legal on a cluster:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{<prefix>}:fact:<id>` | hash | `id`, `content`, `metadata` (JSON text), `created_at` (RFC 3339), `seq` |
+//! | `{<prefix>}:idx:<word>` | set | `<seq>:<id>` of every fact containing the word |
+//! | `{<prefix>}:ids` | set | every stored id (`count` is its SCARD) |
+//! | `{<prefix>}:seq` | string | the insertion counter (INCR) |
+//!
+//! # Ranking
+//!
+//! Search and list return facts in insertion order, by a sequence number from `INCR`
+//! rather than by `created_at`: the counter is one total order shared by every process
+//! writing to the store, while clocks of different hosts disagree, and one host's clock
+//! can step back. It costs one round trip per stored fact. The index members carry the
+//! number (`<seq>:<id>`), so a search ranks its matches before reading any of them.
+//!
+//! # What a failure leaves behind
+//!
+//! A fact is written by a plain pipeline — not MULTI nor a Lua script, which an ACL
+//! user limited to `+@read +@write +@keyspace` could not run. Derived entries go first
+//! and the hash last on store, the hash first on delete. A pipeline cut short (a
+//! connection lost mid-write; the caller sees `OutcomeUnknown`) can therefore leave
+//! index members or an id without a fact — search and list skip them, `count` may count
+//! such an id — but never a fact that is listed yet missing from the index.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
+//! use stayfast::redis::{Redis, RedisConfig};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = Redis::connect(&RedisConfig::default()).await?;
+//! let store = KnowledgeStore::new(redis, &KnowledgeConfig::default())?;
+//! let id = store.store_fact("Water boils at 100 °C at sea level", serde_json::json!({"src": "physics"})).await?;
+//! assert_eq!(store.search("WATER sea", 10).await?[0].id, id);
+//! assert!(store.delete_fact(&id).await?);
+//! # Ok(()) }
+//! ```
+
+mod fact;
+mod glob;
+mod health;
+mod index;
+mod keys;
+mod read;
+mod store;
 
 use serde::{Deserialize, Serialize};
 use stayfast_core::config::ConfigError;
+
+pub use self::{fact::Fact, glob::glob_escape, health::KnowledgeHealth, store::KnowledgeStore};
+
+/// The most distinct words a [`KnowledgeStore::search`] query may hold: each is one key
+/// of the SINTER.
+///
+/// ```
+/// let words: Vec<String> = (0..=stayfast::knowledge::MAX_QUERY_TOKENS).map(|i| format!("w{i}")).collect();
+/// assert_eq!(words.len(), 33); // one too many: `search` refuses it before any I/O
+/// ```
+pub const MAX_QUERY_TOKENS: usize = 32;
 
 /// The `[knowledge]` settings.
 ///

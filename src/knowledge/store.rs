@@ -1,0 +1,425 @@
+//! [`KnowledgeStore`]: the calls, over the resilient [`Redis`] handle.
+
+use std::{collections::HashSet, sync::Arc, time::SystemTime};
+
+use stayfast_core::{
+    config::ConfigError,
+    redis::{
+        Command, Redis,
+        fred::{
+            interfaces::{HashesInterface, KeysInterface, SetsInterface},
+            types::Value,
+        },
+    },
+};
+use uuid::Uuid;
+
+use super::{
+    KnowledgeConfig, KnowledgeHealth, MAX_QUERY_TOKENS,
+    fact::{self, Fact},
+    index,
+    keys::Keys,
+    read,
+};
+use crate::StoreError;
+
+/// Facts in Redis with a word index for AND search. Cheap to clone: clones share the
+/// handle. See the [module docs](super) for the key layout and what a failure leaves
+/// behind.
+///
+/// # Examples
+///
+/// ```no_run
+/// use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
+/// use stayfast::redis::{Redis, RedisConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let redis = Redis::connect(&RedisConfig::default()).await?;
+/// let store = KnowledgeStore::new(redis, &KnowledgeConfig::default())?;
+/// let id = store.store_fact("The Rhine flows into the North Sea", serde_json::json!({})).await?;
+/// let hits = store.search("north RHINE", 10).await?; // every word, any case
+/// assert_eq!(hits[0].id, id);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct KnowledgeStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    redis: Redis,
+    config: KnowledgeConfig,
+    keys: Keys,
+}
+
+impl KnowledgeStore {
+    /// A store over `redis`, after checking `config`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field of `config`.
+    ///
+    /// ```no_run
+    /// # use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
+    /// # use stayfast::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let redis = Redis::connect(&RedisConfig::default()).await?;
+    /// let mut config = KnowledgeConfig::default();
+    /// config.prefix = "facts{1}".into();
+    /// let e = KnowledgeStore::new(redis, &config).unwrap_err();
+    /// assert_eq!(e.field(), "prefix"); // braces would break the hash tag
+    /// # Ok(()) }
+    /// ```
+    pub fn new(redis: Redis, config: &KnowledgeConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                redis,
+                keys: Keys::new(&config.prefix),
+                config: config.clone(),
+            }),
+        })
+    }
+
+    /// Stores a fact and indexes its words; returns its new id (a UUID v4).
+    ///
+    /// Two round trips: `INCR` of the insertion counter, then one pipeline that adds the
+    /// id to each word's set and to the id set, and writes the hash last.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::TooLarge`] when `content` is over `max_content_bytes` or the
+    /// metadata's JSON over `max_metadata_bytes`, before any I/O. [`StoreError::Redis`]
+    /// otherwise; the pipeline is not retried, so a timeout or a lost connection is
+    /// [`Error::OutcomeUnknown`](crate::Error::OutcomeUnknown): the fact may or may not
+    /// be stored (possibly without all its index entries), and storing it again creates
+    /// a second fact.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future before the pipeline is sent stores nothing (a counter value
+    /// is skipped, which is harmless); dropping it later leaves the outcome unknown, as
+    /// above.
+    ///
+    /// ```no_run
+    /// # use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
+    /// # use stayfast::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let store = KnowledgeStore::new(Redis::connect(&RedisConfig::default()).await?, &KnowledgeConfig::default())?;
+    /// let id = store.store_fact("Água é vida 💧\r\n", serde_json::json!({"lang": "pt"})).await?;
+    /// let too_big = "x".repeat(KnowledgeConfig::default().max_content_bytes + 1);
+    /// assert!(store.store_fact(too_big, serde_json::json!(null)).await.unwrap_err().is_bad_input());
+    /// # Ok(()) }
+    /// ```
+    pub async fn store_fact(
+        &self,
+        content: impl Into<String>,
+        metadata: serde_json::Value,
+    ) -> Result<String, StoreError> {
+        let Inner { redis, config, keys } = &*self.inner;
+        let content = content.into();
+        check_size("content", content.len(), config.max_content_bytes)?;
+        let metadata = serde_json::to_string(&metadata).map_err(|source| StoreError::Encode {
+            what: "metadata",
+            source,
+        })?;
+        check_size("metadata", metadata.len(), config.max_metadata_bytes)?;
+        let id = Uuid::new_v4().hyphenated().to_string();
+        let created_at = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        let index_keys: Vec<String> = index::words(&content).iter().map(|w| keys.index(w)).collect();
+
+        let seq: u64 = redis
+            .run(Command::Incr, |c| {
+                let key = keys.seq.clone();
+                async move { c.incr(key).await }
+            })
+            .await?;
+        let member = index::member(seq, &id);
+        let fields = [
+            (fact::ID, id.clone()),
+            (fact::CONTENT, content),
+            (fact::METADATA, metadata),
+            (fact::CREATED_AT, created_at),
+            (fact::SEQ, seq.to_string()),
+        ];
+        // NOTE: derived entries (index, id set) first, the hash last; `delete_fact` does
+        // the reverse. A pipeline cut short thus leaves, at worst, index members without
+        // a fact (readers skip them), never a listed fact that search cannot find.
+        let _: Vec<Value> = redis
+            .pipeline(|p| {
+                let (index_keys, member, fields) = (index_keys.clone(), member.clone(), fields.clone());
+                let (ids, id, fact_key) = (keys.ids.clone(), id.clone(), keys.fact(&id));
+                async move {
+                    for key in index_keys {
+                        let () = p.sadd(key, member.as_str()).await?;
+                    }
+                    let () = p.sadd(ids, id).await?;
+                    let () = p.hset(fact_key, fields).await?;
+                    Ok(p)
+                }
+            })
+            .await?;
+        Ok(id)
+    }
+
+    /// The fact `id`, or `None` if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidInput`] for an id that is not a hyphenated UUID, before any
+    /// I/O; [`StoreError::Corrupt`] when the key holds something that is not a fact;
+    /// [`StoreError::Redis`] when Redis fails (a read: retried within its bound).
+    ///
+    /// # Cancellation
+    ///
+    /// A read: dropping the future has no effect on the store.
+    ///
+    /// ```no_run
+    /// # use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
+    /// # use stayfast::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let store = KnowledgeStore::new(Redis::connect(&RedisConfig::default()).await?, &KnowledgeConfig::default())?;
+    /// assert_eq!(store.get_fact("67e55044-10b1-426f-9247-bb680e5fe0c8").await?, None);
+    /// assert!(store.get_fact("../etc/passwd").await.unwrap_err().is_bad_input());
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_fact(&self, id: &str) -> Result<Option<Fact>, StoreError> {
+        let id = fact::parse_id(id)?;
+        Ok(read::one(&self.inner.redis, &self.inner.keys, &id)
+            .await?
+            .map(|stored| stored.fact))
+    }
+
+    /// Deletes the fact `id` and its index entries; whether it existed.
+    ///
+    /// Reads the fact first (its words name the index sets to clean), then one pipeline
+    /// deletes the hash and removes the id from each word's set and from the id set.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_fact`](Self::get_fact) for the read. The pipeline is not retried: a
+    /// timeout is [`Error::OutcomeUnknown`](crate::Error::OutcomeUnknown) (deleting
+    /// again is safe: it answers `Ok(false)` once the fact is gone).
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future after the pipeline is sent may still delete the fact.
+    ///
+    /// ```no_run
+    /// # use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
+    /// # use stayfast::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let store = KnowledgeStore::new(Redis::connect(&RedisConfig::default()).await?, &KnowledgeConfig::default())?;
+    /// let id = store.store_fact("temporary", serde_json::json!({})).await?;
+    /// assert!(store.delete_fact(&id).await?);
+    /// assert!(!store.delete_fact(&id).await?); // already gone
+    /// assert!(store.search("temporary", 10).await?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_fact(&self, id: &str) -> Result<bool, StoreError> {
+        let id = fact::parse_id(id)?;
+        let Some(stored) = read::one(&self.inner.redis, &self.inner.keys, &id).await? else {
+            return Ok(false);
+        };
+        let keys = &self.inner.keys;
+        let member = index::member(stored.seq, &id);
+        let index_keys: Vec<String> = index::words(&stored.fact.content)
+            .iter()
+            .map(|w| keys.index(w))
+            .collect();
+        let removed: Vec<i64> = self
+            .inner
+            .redis
+            .pipeline(|p| {
+                let (index_keys, member) = (index_keys.clone(), member.clone());
+                let (ids, id, fact_key) = (keys.ids.clone(), id.clone(), keys.fact(&id));
+                async move {
+                    let () = p.del(fact_key).await?;
+                    for key in index_keys {
+                        let () = p.srem(key, member.as_str()).await?;
+                    }
+                    let () = p.srem(ids, id).await?;
+                    Ok(p)
+                }
+            })
+            .await?;
+        // DEL's count decides: of two concurrent deletes, exactly one answers `true`.
+        Ok(removed.first().is_some_and(|&n| n > 0))
+    }
+
+    /// Every fact, in insertion order.
+    ///
+    /// One SCAN with `MATCH {<prefix>}:fact:*` (the prefix glob-escaped, `scan_count`
+    /// keys per page), then pipelined HGETALLs, `scan_count` keys each. Keys are kept
+    /// only if they really start with the prefix and end in an id (SCAN is not filtered
+    /// by ACLs), each id once (SCAN may repeat a key); keys that vanished meanwhile or do
+    /// not hold a fact are skipped. A fact present for the whole call is returned exactly
+    /// once; one stored or deleted meanwhile may or may not be.
+    ///
+    /// Everything is read into memory: meant for collections of thousands, not
+    /// millions.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Redis`]: the SCAN as a whole is bounded by `operations.scan` and
+    /// retried from the start within it; each pipeline by `operations.pipeline`, not
+    /// retried (a read: an `OutcomeUnknown` there only means it timed out).
+    ///
+    /// # Cancellation
+    ///
+    /// A read: dropping the future has no effect on the store.
+    ///
+    /// ```no_run
+    /// # use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
+    /// # use stayfast::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let store = KnowledgeStore::new(Redis::connect(&RedisConfig::default()).await?, &KnowledgeConfig::default())?;
+    /// for fact in store.list_facts().await? {
+    ///     println!("{} {}", fact.created_at, fact.content);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_facts(&self) -> Result<Vec<Fact>, StoreError> {
+        let Inner { redis, config, keys } = &*self.inner;
+        let found = redis
+            .scan_keys(&keys.fact_pattern, config.scan_count, usize::MAX)
+            .await?;
+        let mut seen = HashSet::with_capacity(found.len());
+        let ids: Vec<String> = found
+            .into_iter()
+            .filter_map(|key| {
+                let id = key.strip_prefix(&keys.fact)?;
+                (fact::is_stored_id(id) && seen.insert(id.to_owned())).then(|| id.to_owned())
+            })
+            .collect();
+        let mut facts = read::many(redis, keys, &ids, config.scan_count as usize).await?;
+        facts.sort_unstable_by_key(|stored| stored.seq);
+        Ok(facts.into_iter().map(|stored| stored.fact).collect())
+    }
+
+    /// The first `limit` facts, in insertion order, holding every word of `query`.
+    ///
+    /// Words are runs of alphanumeric characters (any script), compared lower-cased;
+    /// punctuation and spaces separate them (`"well-known"` is `well` and `known`). No
+    /// Unicode normalization: `"é"` and `"e\u{301}"` differ. One SINTER of the words'
+    /// sets, then pipelined HGETALLs of the first `limit` matches only.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidInput`] for more than [`MAX_QUERY_TOKENS`] distinct words,
+    /// before any I/O; [`StoreError::Redis`] when Redis fails. A query without words, or
+    /// `limit == 0`, returns nothing without I/O.
+    ///
+    /// # Cancellation
+    ///
+    /// A read: dropping the future has no effect on the store.
+    ///
+    /// ```no_run
+    /// # use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
+    /// # use stayfast::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let store = KnowledgeStore::new(Redis::connect(&RedisConfig::default()).await?, &KnowledgeConfig::default())?;
+    /// store.store_fact("Tokyo (東京) is in Japan", serde_json::json!({})).await?;
+    /// assert_eq!(store.search("japan 東京", 5).await?.len(), 1);
+    /// assert!(store.search("japan kyoto", 5).await?.is_empty()); // every word must match
+    /// assert!(store.search("?!", 5).await?.is_empty()); // no words: nothing
+    /// # Ok(()) }
+    /// ```
+    pub async fn search(&self, query: &str, limit: usize) -> Result<Vec<Fact>, StoreError> {
+        let words = index::words(query);
+        if words.len() > MAX_QUERY_TOKENS {
+            return Err(StoreError::InvalidInput {
+                what: "query",
+                problem: format!(
+                    "{} distinct words, over the limit of {MAX_QUERY_TOKENS}",
+                    words.len()
+                ),
+            });
+        }
+        if words.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let Inner { redis, config, keys } = &*self.inner;
+        let index_keys: Vec<String> = words.iter().map(|w| keys.index(w)).collect();
+        let members: Vec<String> = redis.sinter(index_keys).await?;
+        let mut matches: Vec<(u64, &str)> = members
+            .iter()
+            .filter_map(|m| index::parse_member(m))
+            .filter(|(_, id)| fact::is_stored_id(id))
+            .collect();
+        matches.sort_unstable();
+        // Fetch in rank order until `limit` facts are found: a member whose fact is gone
+        // (deleted meanwhile, or a cut-short store) is skipped and the next one taken.
+        let mut found = Vec::new();
+        let mut rest = &matches[..];
+        while found.len() < limit && !rest.is_empty() {
+            let take = (limit - found.len())
+                .min(config.scan_count as usize)
+                .min(rest.len());
+            let (batch, tail) = rest.split_at(take);
+            rest = tail;
+            let ids: Vec<String> = batch.iter().map(|(_, id)| (*id).to_owned()).collect();
+            found.extend(read::many(redis, keys, &ids, config.scan_count as usize).await?);
+        }
+        found.sort_unstable_by_key(|stored| stored.seq);
+        found.truncate(limit);
+        Ok(found.into_iter().map(|stored| stored.fact).collect())
+    }
+
+    /// How many facts are stored: `SCARD` of the id set the store maintains (`O(1)`; a
+    /// SCAN would cost a full pass over the keyspace, and count foreign keys too).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Redis`]. It runs under the handle's `redis.other` policy, which is
+    /// not retried: a timeout shows as `OutcomeUnknown`, harmless for this read.
+    ///
+    /// # Cancellation
+    ///
+    /// A read: dropping the future has no effect on the store.
+    ///
+    /// ```no_run
+    /// # use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
+    /// # use stayfast::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let store = KnowledgeStore::new(Redis::connect(&RedisConfig::default()).await?, &KnowledgeConfig::default())?;
+    /// let before = store.count().await?;
+    /// store.store_fact("one more", serde_json::json!({})).await?;
+    /// assert_eq!(store.count().await?, before + 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        let key = &self.inner.keys.ids;
+        Ok(self
+            .inner
+            .redis
+            .run(Command::Other, |c| {
+                let key = key.clone();
+                async move { c.scard(key).await }
+            })
+            .await?)
+    }
+
+    /// The Redis handle's state, read without I/O: the breaker and the connections.
+    ///
+    /// ```no_run
+    /// # use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
+    /// # use stayfast::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let store = KnowledgeStore::new(Redis::connect(&RedisConfig::default()).await?, &KnowledgeConfig::default())?;
+    /// let h = store.health();
+    /// assert!(h.connected <= h.pool_size);
+    /// # Ok(()) }
+    /// ```
+    pub fn health(&self) -> KnowledgeHealth {
+        KnowledgeHealth::of(&self.inner.redis)
+    }
+}
+
+fn check_size(what: &'static str, len: usize, max: usize) -> Result<(), StoreError> {
+    if len > max {
+        return Err(StoreError::TooLarge { what, len, max });
+    }
+    Ok(())
+}
