@@ -14,11 +14,12 @@ use std::{
     time::Duration,
 };
 
+use crate::cache::CACHE_REQUESTS_TOTAL;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use stayfast_core::{
     config::{ConfigError, duration},
-    telemetry::{DEFAULT_PREFIX, HISTOGRAM_BUCKETS, describe_metrics},
+    telemetry::{DEFAULT_PREFIX, HISTOGRAM_BUCKETS, describe_metrics, metric_name},
 };
 
 /// Settings of the Prometheus exporter.
@@ -170,6 +171,7 @@ impl Telemetry {
         metrics::set_global_recorder(recorder).map_err(|_| TelemetryError::AlreadyInstalled)?;
         INSTALLED.store(true, Ordering::Release);
         describe_metrics(&config.prefix);
+        describe_store_metrics(&config.prefix);
         let telemetry = Self { handle, listening };
         let _ = GLOBAL.set(telemetry.clone());
         Ok(telemetry)
@@ -215,4 +217,13 @@ impl fmt::Debug for Telemetry {
             .field("listening", &self.listening)
             .finish_non_exhaustive()
     }
+}
+
+/// Describes the metrics the facade's stores record (the core describes its own).
+fn describe_store_metrics(prefix: &str) {
+    metrics::describe_counter!(
+        metric_name(prefix, CACHE_REQUESTS_TOTAL),
+        metrics::Unit::Count,
+        "Cache lookups by result: hit, miss, error (a Redis failure or an undecodable entry)."
+    );
 }

@@ -61,6 +61,10 @@ pub const BACKGROUND_IN_FLIGHT: &str = "background_in_flight";
 pub const BACKGROUND_TASKS_TOTAL: &str = "background_tasks_total";
 /// Suffix of the scheduler lag histogram.
 pub const RUNTIME_LAG_SECONDS: &str = "runtime_lag_seconds";
+/// Suffix of the Redis connections gauge (`target`, `state`).
+pub const REDIS_CONNECTIONS: &str = "redis_connections";
+/// Suffix of the Redis pool size gauge (`target`).
+pub const REDIS_POOL_SIZE: &str = "redis_pool_size";
 
 /// `<prefix>_<suffix>`.
 ///
@@ -128,5 +132,15 @@ pub fn describe_metrics(prefix: &str) {
         name(RUNTIME_LAG_SECONDS),
         Unit::Seconds,
         "How much later than asked the runtime woke the lag watchdog."
+    );
+    describe_gauge!(
+        name(REDIS_CONNECTIONS),
+        Unit::Count,
+        "Connections of a Redis pool by state: connected or disconnected."
+    );
+    describe_gauge!(
+        name(REDIS_POOL_SIZE),
+        Unit::Count,
+        "Connections a Redis pool is configured to hold."
     );
 }

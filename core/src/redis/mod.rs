@@ -29,7 +29,7 @@ pub use self::config::{OperationTimeouts, RedisConfig};
 use crate::{
     Attempt, CircuitBreaker, Error, Name, Policy,
     config::ConfigError,
-    telemetry::{DEFAULT_PREFIX, metric_name},
+    telemetry::{DEFAULT_PREFIX, REDIS_CONNECTIONS, REDIS_POOL_SIZE, metric_name},
 };
 /// The fred version this handle is built on, for its types (`Value`, `Map`, the
 /// command traits a [`Redis::run`] closure calls) without a second dependency to keep
@@ -949,10 +949,10 @@ fn reset_on_open(
 /// Samples the pool's connection states every second into
 /// `stayfast_redis_connections{target,state}` and `stayfast_redis_pool_size{target}`.
 async fn sample_connections(pool: Pool, target: &'static str, prefix: String) {
-    let name = metric_name(&prefix, "redis_connections");
+    let name = metric_name(&prefix, REDIS_CONNECTIONS);
     let connected: Gauge = gauge!(name.clone(), "target" => target, "state" => "connected");
     let disconnected: Gauge = gauge!(name, "target" => target, "state" => "disconnected");
-    let size: Gauge = gauge!(metric_name(&prefix, "redis_pool_size"), "target" => target);
+    let size: Gauge = gauge!(metric_name(&prefix, REDIS_POOL_SIZE), "target" => target);
     loop {
         let clients = pool.clients();
         let up = clients.iter().filter(|c| c.is_connected()).count();
