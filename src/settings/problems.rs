@@ -68,15 +68,9 @@ fn explain(error: figment::Error, figment: &Figment) -> Problem {
     };
     Problem {
         origin: Some(origin(error.metadata.as_ref(), &error.path)),
-        ..Problem::new(key, message)
-    }
-    .with_value(value)
-}
-
-impl Problem {
-    fn with_value(mut self, value: Option<String>) -> Self {
-        self.value = value;
-        self
+        key,
+        message,
+        value,
     }
 }
 
@@ -87,12 +81,12 @@ fn first_line(text: &str) -> String {
 /// Whether a value at `key` may hold a secret: a secret key, anything under one, or a
 /// table holding one (`redis` given as a string, say).
 pub(crate) fn is_secret(key: &str) -> bool {
-    SECRET_KEYS.iter().any(|secret| {
-        key == *secret
-            || key.is_empty()
-            || secret.strip_prefix(key).is_some_and(|rest| rest.starts_with('.'))
-            || key.strip_prefix(secret).is_some_and(|rest| rest.starts_with('.'))
-    })
+    key.is_empty()
+        || SECRET_KEYS.iter().any(|secret| {
+            key == *secret
+                || secret.strip_prefix(key).is_some_and(|rest| rest.starts_with('.'))
+                || key.strip_prefix(secret).is_some_and(|rest| rest.starts_with('.'))
+        })
 }
 
 /// The type of a value, without the value.
@@ -174,4 +168,49 @@ fn url_password(url: &str) -> Option<&str> {
             .split_once(':')
             .map_or(credentials, |(_, password)| password),
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use figment::{Figment, providers::Serialized};
+
+    use super::*;
+
+    #[test]
+    fn the_backstop_scrubs_secret_texts_from_any_problem() {
+        let figment = Figment::from(Serialized::default("redis.password", "hunter22"))
+            .merge(Serialized::default("redis.url", "redis://app:c0rrect-h0rse@h:1"));
+        let problem = |message: &str, value: &str| Problem {
+            value: Some(value.into()),
+            ..Problem::new("knowledge.prefix", message)
+        };
+        let err = scrubbed(
+            vec![
+                problem("no hunter22 here", "\"x hunter22\""),
+                problem("nor c0rrect-h0rse", "1"),
+            ],
+            &figment,
+        );
+        let shown = format!("{err} {err:?}");
+        assert!(
+            !shown.contains("hunter22") && !shown.contains("c0rrect-h0rse"),
+            "{shown}"
+        );
+        assert_eq!(
+            err.problems()[1].value.as_deref(),
+            Some("1"),
+            "short texts untouched"
+        );
+    }
+
+    #[test]
+    fn secret_keys_and_their_tables() {
+        for key in ["", "redis", "redis.url", "redis.password", "redis.password.value"] {
+            assert!(is_secret(key), "{key}");
+        }
+        for key in ["redis.pool_size", "redis.urll", "metrics", "redis.passwords"] {
+            assert!(!is_secret(key), "{key}");
+        }
+    }
 }

@@ -31,9 +31,8 @@ pub(crate) const SECRET_KEYS: [&str; 2] = ["redis.url", "redis.password"];
 
 // Metadata names, recognised again when a value or an error is traced to its source.
 const DEFAULTS_NAME: &str = "stayfast defaults";
-/// The name figment's own `Env::prefixed("STAYFAST_")` gives itself; the verbatim
-/// secret variables use it too, so both trace back the same way.
-const ENV_NAME: &str = "`STAYFAST_` environment variable(s)";
+/// Both environment providers' name, so both trace back the same way.
+const ENV_NAME: &str = "STAYFAST_* environment variables";
 const FILE_NAME: &str = "TOML file";
 pub(crate) const STRING_NAME: &str = "TOML string";
 
@@ -48,16 +47,30 @@ pub(crate) fn layers(file: Option<TomlSource>) -> Figment {
     if let Some(file) = file {
         figment = figment.merge(file);
     }
-    figment.merge(env()).merge(SecretEnv)
+    figment.merge(EnvVars).merge(SecretEnv)
+}
+
+fn env_metadata() -> Metadata {
+    Metadata::named(ENV_NAME).interpolater(|_: &Profile, keys: &[&str]| env_var_name(keys))
 }
 
 /// Every `STAYFAST_*` variable but the file's name and the secrets, `__` for nesting
 /// (`STAYFAST_TIMEOUTS__REDIS__OPERATIONS__GET`). A single `_` cannot nest: it is part
-/// of key names like `pool_size`.
-fn env() -> Env {
-    Env::prefixed(ENV_PREFIX)
-        .ignore(&["CONFIG", "REDIS__URL", "REDIS__PASSWORD"])
-        .split("__")
+/// of key names like `pool_size`. figment's `Env` under a name of our own, so that the
+/// variable behind a value is found again whatever figment calls its provider.
+struct EnvVars;
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        env_metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Env::prefixed(ENV_PREFIX)
+            .ignore(&["CONFIG", "REDIS__URL", "REDIS__PASSWORD"])
+            .split("__")
+            .data()
+    }
 }
 
 /// The settings file: the one `STAYFAST_CONFIG` names (which must exist), else
@@ -210,7 +223,7 @@ struct SecretEnv;
 
 impl Provider for SecretEnv {
     fn metadata(&self) -> Metadata {
-        Metadata::named(ENV_NAME)
+        env_metadata()
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
