@@ -1,1 +1,0 @@
-//! `Settings`: every knob of the facade, from defaults, a TOML file and the environment.
