@@ -13,7 +13,7 @@ use crate::{
     StoreError,
     cache::Cache,
     knowledge::KnowledgeStore,
-    settings::Settings,
+    settings::{Settings, SettingsError},
     telemetry::{Telemetry, TelemetryError},
     transcripts::TranscriptStore,
 };
@@ -30,7 +30,10 @@ const WATCHDOG_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// A setting is invalid (its dotted key is named).
+    /// A setting is invalid (its dotted key and source are named).
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// A component refused its configuration (its dotted key is named).
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The Prometheus exporter could not be installed.
@@ -84,7 +87,7 @@ impl Stayfast {
     ///
     /// # Errors
     ///
-    /// [`StartError::Config`] for an invalid setting, [`StartError::Telemetry`] when a
+    /// [`StartError::Settings`] for an invalid setting, [`StartError::Telemetry`] when a
     /// metrics recorder other than stayfast's is installed or the listener cannot bind,
     /// [`StartError::Store`] when the transcript directory cannot be created.
     ///
@@ -109,7 +112,9 @@ impl Stayfast {
         settings.validate()?;
         let telemetry = match Telemetry::install(&settings.metrics) {
             Ok(t) => Some(t),
-            Err(TelemetryError::AlreadyInstalled) if Telemetry::installed().is_some() => Telemetry::installed(),
+            Err(TelemetryError::AlreadyInstalled) if Telemetry::installed().is_some() => {
+                Telemetry::installed()
+            }
             Err(e) => return Err(e.into()),
         };
         let prefix = settings.metrics.prefix.as_str();
@@ -133,7 +138,10 @@ impl Stayfast {
         let transcripts = transcripts.open().await?;
         let (knowledge, cache) = match &redis {
             Some(redis) => (
-                Some(KnowledgeStore::new(redis.clone(), &settings.knowledge).map_err(|e| e.prefixed("knowledge"))?),
+                Some(
+                    KnowledgeStore::new(redis.clone(), &settings.knowledge)
+                        .map_err(|e| e.prefixed("knowledge"))?,
+                ),
                 Some(
                     Cache::with_metrics_prefix(redis.clone(), "default", &settings.cache, prefix)
                         .map_err(|e| e.prefixed("cache"))?,

@@ -260,3 +260,213 @@ impl TranscriptStore {
         self.runtime.block_on(self.store.flush())?
     }
 }
+
+/// The blocking [`crate::knowledge::KnowledgeStore`]; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct KnowledgeStore {
+    store: crate::knowledge::KnowledgeStore,
+    runtime: Arc<Runtime>,
+}
+
+impl KnowledgeStore {
+    /// [`store_fact`](crate::knowledge::KnowledgeStore::store_fact), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # fn f(kb: &stayfast::blocking::KnowledgeStore) -> Result<(), stayfast::StoreError> {
+    /// let id = kb.store_fact("Parcels ship within two days.", serde_json::json!({"source": "faq"}))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn store_fact(
+        &self,
+        content: impl Into<String>,
+        metadata: serde_json::Value,
+    ) -> Result<String, StoreError> {
+        self.runtime.block_on(self.store.store_fact(content, metadata))?
+    }
+
+    /// [`get_fact`](crate::knowledge::KnowledgeStore::get_fact), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # fn f(kb: &stayfast::blocking::KnowledgeStore, id: &str) -> Result<(), stayfast::StoreError> {
+    /// let fact = kb.get_fact(id)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn get_fact(&self, id: &str) -> Result<Option<Fact>, StoreError> {
+        self.runtime.block_on(self.store.get_fact(id))?
+    }
+
+    /// [`delete_fact`](crate::knowledge::KnowledgeStore::delete_fact), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # fn f(kb: &stayfast::blocking::KnowledgeStore, id: &str) -> Result<(), stayfast::StoreError> {
+    /// let existed = kb.delete_fact(id)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn delete_fact(&self, id: &str) -> Result<bool, StoreError> {
+        self.runtime.block_on(self.store.delete_fact(id))?
+    }
+
+    /// [`list_facts`](crate::knowledge::KnowledgeStore::list_facts), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # fn f(kb: &stayfast::blocking::KnowledgeStore) -> Result<(), stayfast::StoreError> {
+    /// let all = kb.list_facts()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn list_facts(&self) -> Result<Vec<Fact>, StoreError> {
+        self.runtime.block_on(self.store.list_facts())?
+    }
+
+    /// [`search`](crate::knowledge::KnowledgeStore::search), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # fn f(kb: &stayfast::blocking::KnowledgeStore) -> Result<(), stayfast::StoreError> {
+    /// let hits = kb.search("opening hours", 5)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn search(&self, query: &str, limit: usize) -> Result<Vec<Fact>, StoreError> {
+        self.runtime.block_on(self.store.search(query, limit))?
+    }
+
+    /// [`count`](crate::knowledge::KnowledgeStore::count), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # fn f(kb: &stayfast::blocking::KnowledgeStore) -> Result<(), stayfast::StoreError> {
+    /// let n = kb.count()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn count(&self) -> Result<u64, StoreError> {
+        self.runtime.block_on(self.store.count())?
+    }
+
+    /// [`health`](crate::knowledge::KnowledgeStore::health) (no I/O, never blocks).
+    ///
+    /// ```no_run
+    /// # fn f(kb: &stayfast::blocking::KnowledgeStore) {
+    /// if !kb.health().ok { eprintln!("Redis is down: facts are unavailable"); }
+    /// # }
+    /// ```
+    pub fn health(&self) -> KnowledgeHealth {
+        self.store.health()
+    }
+}
+
+/// The blocking [`crate::cache::Cache`]; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Cache {
+    cache: crate::cache::Cache,
+    runtime: Arc<Runtime>,
+}
+
+impl Cache {
+    /// [`get`](crate::cache::Cache::get), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # fn f(cache: &stayfast::blocking::Cache) -> Result<(), stayfast::StoreError> {
+    /// let v: Option<String> = cache.get(&("weather", "Lisbon"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        context: &(impl Serialize + ?Sized),
+    ) -> Result<Option<T>, StoreError> {
+        self.runtime.block_on(self.cache.get(context))?
+    }
+
+    /// [`set`](crate::cache::Cache::set), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # fn f(cache: &stayfast::blocking::Cache) -> Result<(), stayfast::StoreError> {
+    /// cache.set(&("weather", "Lisbon"), "sunny", None)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set<T: Serialize + ?Sized>(
+        &self,
+        context: &(impl Serialize + ?Sized),
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        self.runtime.block_on(self.cache.set(context, value, ttl))?
+    }
+
+    /// [`delete`](crate::cache::Cache::delete), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # fn f(cache: &stayfast::blocking::Cache) -> Result<(), stayfast::StoreError> {
+    /// let existed = cache.delete(&("weather", "Lisbon"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn delete(&self, context: &(impl Serialize + ?Sized)) -> Result<bool, StoreError> {
+        self.runtime.block_on(self.cache.delete(context))?
+    }
+
+    /// [`get_or_insert_with`](crate::cache::Cache::get_or_insert_with) with a blocking
+    /// loader, which runs on the calling thread; the cache never makes the call fail,
+    /// only the loader can.
+    ///
+    /// # Errors
+    ///
+    /// The loader's error; [`StoreError::InsideRuntime`] (converted into `E`) when called
+    /// from async code.
+    ///
+    /// ```no_run
+    /// # fn f(cache: &stayfast::blocking::Cache) -> Result<(), stayfast::StoreError> {
+    /// let forecast: String = cache.get_or_insert_with(&("weather", "Lisbon"), None, || {
+    ///     Ok::<_, stayfast::StoreError>("sunny".to_owned()) // the slow API call
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn get_or_insert_with<T, E, F>(
+        &self,
+        context: &(impl Serialize + ?Sized),
+        ttl: Option<Duration>,
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<StoreError>,
+        F: FnOnce() -> Result<T, E>,
+    {
+        // `block_on` polls on this thread: the loader blocks only its own caller.
+        let loaded = self
+            .cache
+            .get_or_insert_with(context, ttl, || async move { load() });
+        self.runtime.block_on(loaded).map_err(E::from)?
+    }
+}

@@ -41,6 +41,8 @@
 #[doc(inline)]
 pub use stayfast_core::*;
 
+mod app;
+pub mod blocking;
 pub mod cache;
 mod error;
 pub mod knowledge;
@@ -48,7 +50,11 @@ pub mod settings;
 pub mod telemetry;
 pub mod transcripts;
 
+pub use app::{StartError, Stayfast};
+pub use cache::Cache;
 pub use error::StoreError;
+pub use knowledge::KnowledgeStore;
+pub use settings::{Settings, SettingsError};
 pub use transcripts::TranscriptStore;
 
 /// The README's examples, compiled and run as doc tests.
