@@ -57,7 +57,7 @@ use stayfast_core::{
 pub use self::record::{History, HistorySource, Message, Record};
 use self::{
     record::{MAX_ID_BYTES, MAX_ROLE_BYTES},
-    session::{Session, SessionKey, Sessions, Writer},
+    session::{End, Session, SessionKey, Sessions, Writer},
     window::{Pushed, Window},
 };
 use crate::StoreError;
@@ -464,7 +464,7 @@ impl TranscriptStore {
             return inner.find(&path, id).await;
         }
         let record = Record {
-            seq: writer.last_seq + 1,
+            seq: writer.last.seq + 1,
             id: message.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             role: message.role,
             content: message.content,
@@ -474,19 +474,19 @@ impl TranscriptStore {
             // The write may still land (a timeout) or have half-happened: re-read the
             // file before the next append rather than guess its last seq.
             writer.loaded = false;
-            session.set_known_last(None);
+            session.set_known_end(None);
             return Err(e.into());
         }
-        writer.last_seq = record.seq;
+        let previous = std::mem::replace(&mut writer.last, End::of(Some(&record)));
         writer.ids.insert(record.id.clone());
-        session.set_known_last(Some(record.seq));
+        session.set_known_end(Some(writer.last.clone()));
         drop(writer);
         if inner.window.is_some() {
             let (task_inner, record) = (Arc::clone(&self.inner), record.clone());
             // Shed when the spawner is full: the window is then behind the file, which
             // `history` notices and repairs.
             let _ = inner.background.spawn("transcripts.cache_push", async move {
-                task_inner.push(key, record).await
+                task_inner.push(key, record, previous).await
             });
         }
         Ok(record)
@@ -529,8 +529,8 @@ impl TranscriptStore {
         let inner = &self.inner;
         let session = inner.sessions.get(&key);
         let mut degraded = false;
-        if let (Some(window), Some(last)) = (&inner.window, session.known_last()) {
-            let want = u64::try_from(limit).unwrap_or(u64::MAX).min(last);
+        if let (Some(window), Some(end)) = (&inner.window, session.known_end()) {
+            let want = u64::try_from(limit).unwrap_or(u64::MAX).min(end.seq);
             if want == 0 {
                 return Ok(History {
                     records: Vec::new(),
@@ -542,14 +542,15 @@ impl TranscriptStore {
                 // `want` ≤ the window length, a u32.
                 let n = u32::try_from(want).unwrap_or(window.len);
                 match window.read(&key.redis_key(), n).await {
-                    Ok(Some(records)) if is_tail(&records, n, last) => {
+                    Ok(Some(records)) if is_tail(&records, n, &end) => {
                         return Ok(History {
                             records,
                             source: HistorySource::Redis,
                             degraded: false,
                         });
                     }
-                    // Cold, expired, or behind the file: the file answers.
+                    // Cold, expired, behind the file, or not this file's records (a
+                    // deleted session's, left by a late write): the file answers.
                     Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(target: "stayfast::transcripts", error = %e, "Redis window unavailable; reading the file");
@@ -559,18 +560,21 @@ impl TranscriptStore {
             }
         }
         let path = key.file(&inner.dir);
+        // A cold session is loaded from this read. Its writer lock (when free) is held
+        // across the read, so no delete can run between the read and the load (the
+        // state of a deleted file would be loaded); an append holding it loads itself.
+        let mut cold = session.writer.try_lock().ok().filter(|w| !w.loaded);
         let read = inner.read_file(&path).await?;
         if read.damaged {
             tracing::warn!(target: "stayfast::transcripts", path = %path.display(),
                 "transcript damaged in the middle; serving its valid part");
             degraded = true;
-        } else if let Ok(mut writer) = session.writer.try_lock()
-            && !writer.loaded
-        {
+        } else if let Some(writer) = cold.as_mut() {
             // Issued after every earlier operation on this path, this read saw all of
             // them: it is the file's current state.
-            load(&mut writer, &session, &read.records);
+            load(writer, &session, &read.records);
         }
+        drop(cold);
         if !degraded && !read.damaged {
             // A Redis error already says Redis is unwell: do not add load to it.
             inner.repopulate_in_background(&key, &read.records);
@@ -623,7 +627,7 @@ impl TranscriptStore {
         let removed = inner.appender.remove(key.file(&inner.dir)).await;
         // Whatever happened, the next writer re-reads the file.
         *writer = Writer::default();
-        session.set_known_last(None);
+        session.set_known_end(None);
         let existed = removed?;
         if let Some(window) = &inner.window {
             window.delete(&key.redis_key()).await?;
@@ -662,7 +666,7 @@ impl TranscriptStore {
         let mut first = None;
         for session in inner.sessions.all() {
             // Only sessions known to have a file (a sync of a missing one is an error).
-            if session.known_last().unwrap_or(0) == 0 {
+            if session.known_end().is_none_or(|end| end.seq == 0) {
                 continue;
             }
             if let Err(e) = inner.appender.sync(session.key.file(&inner.dir)).await {
@@ -701,16 +705,19 @@ impl TranscriptStore {
 
 /// Fills `writer` from the file's records.
 fn load(writer: &mut Writer, session: &Session, records: &[Record]) {
-    writer.last_seq = records.last().map_or(0, |r| r.seq);
+    writer.last = End::of(records.last());
     writer.ids = records.iter().map(|r| r.id.clone()).collect();
     writer.loaded = true;
-    session.set_known_last(Some(writer.last_seq));
+    session.set_known_end(Some(writer.last.clone()));
 }
 
-/// Whether `records` are the `n` last of a session ending at `last`, gap-free.
-fn is_tail(records: &[Record], n: u32, last: u64) -> bool {
+/// Whether `records` are the `n` last of the file ending with `end`, gap-free. The
+/// window is written whole from one read of a file, then extended only by pushes that
+/// follow their very predecessor, so a window ending with the file's last *record* (not
+/// merely its seq: a deleted session's records may linger) holds this file's records.
+fn is_tail(records: &[Record], n: u32, end: &End) -> bool {
     records.len() == n as usize
-        && records.last().is_some_and(|r| r.seq == last)
+        && records.last().is_some_and(|r| end.is(r))
         && records.windows(2).all(|w| w[1].seq == w[0].seq + 1)
 }
 
@@ -763,11 +770,11 @@ impl Inner {
             })
     }
 
-    /// Extends the Redis window with `record`, repopulating it from the file when it
-    /// has a gap.
-    async fn push(self: Arc<Self>, key: SessionKey, record: Record) -> Result<(), StoreError> {
+    /// Extends the Redis window with `record` (appended after `previous`),
+    /// repopulating it from the file when it has a gap.
+    async fn push(self: Arc<Self>, key: SessionKey, record: Record, previous: End) -> Result<(), StoreError> {
         let Some(window) = &self.window else { return Ok(()) };
-        if window.push(&key.redis_key(), &record).await? == Pushed::Gap {
+        if window.push(&key.redis_key(), &record, &previous).await? == Pushed::Gap {
             let read = self.read_file(&key.file(&self.dir)).await?;
             if !read.damaged {
                 self.replace(&key, &read.records).await?;

@@ -12,6 +12,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+use super::record::Record;
 use crate::StoreError;
 
 /// Longest accepted session id, in bytes.
@@ -59,51 +60,79 @@ impl SessionKey {
     }
 }
 
+/// The last record of a session's file: its seq, and its identity (message id and
+/// timestamp). The Redis window is trusted only when it ends with this very record, and
+/// a push extends it only after it: a seq alone cannot tell this session's records
+/// from a deleted session's that a late push or repopulation left in the window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct End {
+    /// 0 for an empty file.
+    pub(crate) seq: u64,
+    pub(crate) id: String,
+    pub(crate) at: String,
+}
+
+impl End {
+    /// The end of a file whose last record is `last` (`None`: an empty file).
+    pub(crate) fn of(last: Option<&Record>) -> Self {
+        last.map_or_else(Self::default, |r| Self {
+            seq: r.seq,
+            id: r.id.clone(),
+            at: r.at.clone(),
+        })
+    }
+
+    /// Whether `record` is this very record.
+    pub(crate) fn is(&self, record: &Record) -> bool {
+        record.seq == self.seq && record.id == self.id && record.at == self.at
+    }
+}
+
 /// What the writer of one session knows, loaded from its file on first use.
 #[derive(Debug, Default)]
 pub(crate) struct Writer {
     /// Whether the fields below reflect the file. False at first, and again after an
     /// append whose outcome is unknown (it may land later): the next append re-reads.
     pub(crate) loaded: bool,
-    /// The last seq in the file.
-    pub(crate) last_seq: u64,
+    /// The file's last record.
+    pub(crate) last: End,
     /// Every message id in the file, for idempotent appends.
     pub(crate) ids: HashSet<String>,
 }
 
 /// One session's state: the writer behind an async lock (appends of a session are
-/// serialised: seq order = file order), and the last seq the file is known to end at,
-/// readable without the lock.
+/// serialised: seq order = file order), and the last record the file is known to end
+/// with, readable without that lock.
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) key: SessionKey,
     pub(crate) writer: tokio::sync::Mutex<Writer>,
-    /// The file's last seq, or [`UNKNOWN`] until the writer loads it.
-    known_last: AtomicU64,
+    /// The file's last record; `None` until the writer loads it.
+    known_end: Mutex<Option<End>>,
     last_used: AtomicU64,
 }
-
-/// `known_last` of a session whose file has not been read.
-const UNKNOWN: u64 = u64::MAX;
 
 impl Session {
     fn new(key: SessionKey) -> Self {
         Self {
             key,
             writer: tokio::sync::Mutex::new(Writer::default()),
-            known_last: AtomicU64::new(UNKNOWN),
+            known_end: Mutex::new(None),
             last_used: AtomicU64::new(0),
         }
     }
 
-    /// The file's last seq, if known.
-    pub(crate) fn known_last(&self) -> Option<u64> {
-        let seq = self.known_last.load(Ordering::Acquire);
-        (seq != UNKNOWN).then_some(seq)
+    /// The file's last record, if known.
+    pub(crate) fn known_end(&self) -> Option<End> {
+        // Only ever replaced whole: a panic cannot leave it half-written.
+        self.known_end
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    pub(crate) fn set_known_last(&self, seq: Option<u64>) {
-        self.known_last.store(seq.unwrap_or(UNKNOWN), Ordering::Release);
+    pub(crate) fn set_known_end(&self, end: Option<End>) {
+        *self.known_end.lock().unwrap_or_else(PoisonError::into_inner) = end;
     }
 }
 

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use stayfast_core::redis::{Redis, RedisError};
 
-use super::record::Record;
+use super::{record::Record, session::End};
 
-/// Appends one record if it extends the window by exactly one seq.
+/// Appends one record if it extends the window by exactly one seq, right after the
+/// record it was appended after (same seq, id and timestamp: ARGV[5], ARGV[6]).
 ///
-/// Returns 1 when pushed, 0 when the window already holds it (a repeated push), -1
-/// when it would leave a gap (an earlier push failed or the window is cold): the window
-/// is then left alone, and must be repopulated from the file.
+/// Returns 1 when pushed, 0 when the window already reaches its seq (a repeated push),
+/// -1 when it would leave a gap (an earlier push failed or the window is cold) or
+/// follow a record that is not its predecessor (a deleted session's, left by a late
+/// write): the window is then left alone, and must be repopulated from the file.
 const PUSH: &str = r"
 local last = redis.call('LINDEX', KEYS[1], -1)
 local seq = tonumber(ARGV[2])
@@ -21,7 +23,7 @@ if last then
   local ok, rec = pcall(cjson.decode, last)
   if not ok or type(rec) ~= 'table' or type(rec.seq) ~= 'number' then return -1 end
   if rec.seq >= seq then return 0 end
-  if rec.seq ~= seq - 1 then return -1 end
+  if rec.seq ~= seq - 1 or rec.id ~= ARGV[5] or rec.at ~= ARGV[6] then return -1 end
 elseif seq ~= 1 then
   return -1
 end
@@ -74,13 +76,21 @@ impl Window {
         self.ttl.as_secs().max(1).to_string()
     }
 
-    pub(crate) async fn push(&self, key: &str, record: &Record) -> Result<Pushed, RedisError> {
+    /// Pushes `record`, appended to the file right after `previous`.
+    pub(crate) async fn push(
+        &self,
+        key: &str,
+        record: &Record,
+        previous: &End,
+    ) -> Result<Pushed, RedisError> {
         let encoded = String::from_utf8_lossy(&record.encode()).into_owned();
         let args = vec![
             self.ttl_secs(),
             record.seq.to_string(),
             encoded,
             self.len.to_string(),
+            previous.id.clone(),
+            previous.at.clone(),
         ];
         let code: i64 = self.redis.eval(PUSH, vec![key.to_owned()], args).await?;
         Ok(match code {
