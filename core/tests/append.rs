@@ -408,3 +408,28 @@ async fn a_short_write_or_failed_fsync_is_rolled_back_and_not_retried() {
         "the failed fsync was not retried"
     );
 }
+
+/// A FIFO planted where a log already lived must be refused at once, by append, sync
+/// and read alike: an open of a FIFO without a reader would block a blocking-pool
+/// thread (and the path's turn) forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_planted_at_a_used_path_is_refused_not_blocking() {
+    let dir = Dir::new("fifo");
+    let path = dir.path("t.log");
+    let policy = || Policy::builder("fs.append").timeout(Duration::from_secs(5)).build().unwrap();
+    let log = DurableAppend::new(policy()).fsync(FsyncPolicy::Never);
+    log.append(&path, b"1".to_vec()).await.unwrap();
+    fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&path).status().unwrap();
+    assert!(made.success());
+
+    let started = std::time::Instant::now();
+    let err = log.append(&path, b"2".to_vec()).await.unwrap_err();
+    assert!(err.is_inner(), "a typed error, not a timeout: {err}");
+    assert!(log.sync(&path).await.unwrap_err().is_inner());
+    let read = LogReader::new(policy()).read(&path, |_| true).await.unwrap_err();
+    assert!(read.is_inner(), "{read}");
+    let elapsed = started.elapsed();
+    eprintln!("fifo refused by append, sync and read in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(1));
+}

@@ -49,22 +49,28 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
             .open(path)
     }
 
-    /// `open(O_CREAT|O_APPEND|O_WRONLY|O_CLOEXEC|O_NOFOLLOW, mode)`.
+    /// `open(O_CREAT|O_APPEND|O_WRONLY|O_CLOEXEC|O_NOFOLLOW|O_NONBLOCK, mode)`, then
+    /// anything but a regular file is refused (see [`regular`]).
     fn open_append(&self, path: &Path, mode: u32) -> io::Result<File> {
-        OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
+        regular(
+            OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(mode)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(path)?,
+        )
     }
 
-    /// `open(O_RDONLY|O_CLOEXEC|O_NOFOLLOW)`.
+    /// `open(O_RDONLY|O_CLOEXEC|O_NOFOLLOW|O_NONBLOCK)`, then anything but a regular
+    /// file is refused (see [`regular`]).
     fn open_read(&self, path: &Path) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
+        regular(
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(path)?,
+        )
     }
 
     /// `open(dir, O_RDONLY|O_DIRECTORY)`: a handle to fsync a directory through.
@@ -155,3 +161,14 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
 pub struct RealFs;
 
 impl FileOps for RealFs {}
+
+/// `file` if it is a regular file, else an `InvalidInput` error. Opened with
+/// `O_NONBLOCK` (no effect on a regular file), a FIFO or device planted at the path
+/// cannot block the open and is refused here, whatever was checked before the open.
+fn regular(file: File) -> io::Result<File> {
+    if file.metadata()?.file_type().is_file() {
+        Ok(file)
+    } else {
+        Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"))
+    }
+}

@@ -224,13 +224,14 @@ pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<invalid url>".into();
     };
-    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
-    let Some((credentials, host)) = authority.rsplit_once('@') else {
+    // The *last* `@` ends the credentials: a password may hold a raw `/`, `?`, `#` or
+    // `@` that a stricter split would leave in the output. (An `@` only in the path
+    // over-redacts, which is harmless.)
+    let Some((credentials, after)) = rest.rsplit_once('@') else {
         return url.to_owned();
     };
-    let user = credentials.split(':').next().unwrap_or_default();
-    let path = path.map(|p| format!("/{p}")).unwrap_or_default();
-    format!("{scheme}://{user}:***@{host}{path}")
+    let user = credentials.split([':', '/', '?', '#']).next().unwrap_or_default();
+    format!("{scheme}://{user}:***@{after}")
 }
 
 impl fmt::Debug for RedisConfig {
@@ -294,5 +295,12 @@ mod tests {
         };
         assert_eq!(config.redacted_url(), "redis://app:***@db:6379/2");
         assert!(!format!("{config:?}").contains("w0rd"));
+        for url in ["redis://:p/w0rd@h", "redis://u:p?w0rd@h/1", "redis://u:p#w0rd@h", "redis://u:p@w0rd@h"] {
+            let config = RedisConfig {
+                url: url.into(),
+                ..RedisConfig::default()
+            };
+            assert!(!config.redacted_url().contains("w0rd"), "{url} → {}", config.redacted_url());
+        }
     }
 }
