@@ -12,12 +12,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use stayfast::{
-    Stayfast,
-    settings::{RedisUrl, Settings},
-    test_util::RedisServer,
-    transcripts::Message,
-};
+use stayfast::{Stayfast, settings::Settings, transcripts::Message};
+
+mod common;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,24 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Short deadlines so the outage below is quick to watch.
     settings.timeouts.redis.operations.default = Duration::from_millis(200);
 
-    let mut server = None;
-    if let Ok(url) = std::env::var("REDIS_URL") {
-        println!("Redis: REDIS_URL");
-        settings.redis.url = RedisUrl::new(url);
-    } else {
-        match RedisServer::start().await {
-            Ok(s) => {
-                println!("Redis: a throwaway redis-server at {}", s.url());
-                settings.redis.url = RedisUrl::new(s.url());
-                server = Some(s);
-            }
-            Err(e) => {
-                println!("Redis: none ({e})");
-                println!("        running file-only: transcripts work, facts and cache need Redis.");
-                settings.redis.enabled = false;
-            }
-        }
-    }
+    let server = common::choose_redis(&mut settings).await;
 
     let app = Stayfast::from_settings(&settings).await?;
 
