@@ -63,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .get_or_insert_with(&("square", n % 50), None, || async move { Ok((n % 50).pow(2)) })
                 .await;
         }
-        if n % 500 == 0 {
+        if n.is_multiple_of(500) {
             println!("{n} rounds");
         }
     }
