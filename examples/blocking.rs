@@ -11,7 +11,17 @@ use stayfast::{blocking::Stayfast, settings::Settings, transcripts::Message};
 
 mod common;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut settings = Settings::load()?;
     let dir = std::env::temp_dir().join(format!("stayfast-blocking-example-{}", std::process::id()));
     settings.transcripts.dir = dir.clone();

@@ -18,7 +18,17 @@ use stayfast::{Stayfast, settings::Settings, transcripts::Message};
 mod common;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let seconds = parse_seconds()?;
     let mut settings = Settings::load()?;
     settings.metrics.http_listener = true;

@@ -26,7 +26,17 @@ const CALLERS: usize = 20;
 const STOPPED_FOR: Duration = Duration::from_secs(3);
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let server = RedisServer::start().await?;
     println!("redis-server on {} (pid {:?})", server.url(), server.pid());
 

@@ -17,7 +17,17 @@ use stayfast::{Stayfast, settings::Settings, transcripts::Message};
 mod common;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut settings = Settings::load()?;
     let dir = std::env::temp_dir().join(format!("stayfast-quickstart-{}", std::process::id()));
     settings.transcripts.dir = dir.clone();

@@ -80,7 +80,8 @@ use crate::{
 pub struct Settings {
     /// `[timeouts]`: the bound of every Redis and file call.
     pub timeouts: Timeouts,
-    /// `[breaker]`: the circuit breaker shared by every Redis command.
+    /// `[breaker]`: the circuit breakers, one shared by every Redis command and one for the
+    /// transcript directory (`fs.transcripts`).
     pub breaker: BreakerConfig,
     /// `[retry]`: retries of idempotent Redis commands. Defaults to the Redis handle's
     /// (2 attempts); a section that sets some fields keeps these defaults for the
