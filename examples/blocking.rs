@@ -12,13 +12,7 @@ use stayfast::{blocking::Stayfast, settings::Settings, transcripts::Message};
 mod common;
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::exit_code(run())
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -28,3 +28,15 @@ pub(crate) async fn choose_redis(settings: &mut Settings) -> Option<RedisServer>
         }
     }
 }
+
+/// The exit status for an example's result, printing the error with `Display` (what a
+/// newcomer should read) rather than `Debug`.
+pub(crate) fn exit_code(result: Result<(), Box<dyn std::error::Error>>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -50,7 +50,8 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
     }
 
     /// `open(O_CREAT|O_APPEND|O_WRONLY|O_CLOEXEC|O_NOFOLLOW|O_NONBLOCK, mode)`, then
-    /// anything but a regular file is refused (see [`regular`]).
+    /// anything but a regular file is refused (a FIFO or device planted at the path cannot
+    /// block the open).
     fn open_append(&self, path: &Path, mode: u32) -> io::Result<File> {
         regular(
             OpenOptions::new()
@@ -63,7 +64,7 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
     }
 
     /// `open(O_RDONLY|O_CLOEXEC|O_NOFOLLOW|O_NONBLOCK)`, then anything but a regular
-    /// file is refused (see [`regular`]).
+    /// file is refused (a FIFO or device planted at the path cannot block the open).
     fn open_read(&self, path: &Path) -> io::Result<File> {
         regular(
             OpenOptions::new()
