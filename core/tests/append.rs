@@ -416,7 +416,12 @@ async fn a_short_write_or_failed_fsync_is_rolled_back_and_not_retried() {
 async fn fifo_planted_at_a_used_path_is_refused_not_blocking() {
     let dir = Dir::new("fifo");
     let path = dir.path("t.log");
-    let policy = || Policy::builder("fs.append").timeout(Duration::from_secs(5)).build().unwrap();
+    let policy = || {
+        Policy::builder("fs.append")
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
     let log = DurableAppend::new(policy()).fsync(FsyncPolicy::Never);
     log.append(&path, b"1".to_vec()).await.unwrap();
     fs::remove_file(&path).unwrap();

@@ -295,12 +295,21 @@ mod tests {
         };
         assert_eq!(config.redacted_url(), "redis://app:***@db:6379/2");
         assert!(!format!("{config:?}").contains("w0rd"));
-        for url in ["redis://:p/w0rd@h", "redis://u:p?w0rd@h/1", "redis://u:p#w0rd@h", "redis://u:p@w0rd@h"] {
+        for url in [
+            "redis://:p/w0rd@h",
+            "redis://u:p?w0rd@h/1",
+            "redis://u:p#w0rd@h",
+            "redis://u:p@w0rd@h",
+        ] {
             let config = RedisConfig {
                 url: url.into(),
                 ..RedisConfig::default()
             };
-            assert!(!config.redacted_url().contains("w0rd"), "{url} → {}", config.redacted_url());
+            assert!(
+                !config.redacted_url().contains("w0rd"),
+                "{url} → {}",
+                config.redacted_url()
+            );
         }
     }
 }
