@@ -8,7 +8,7 @@ use std::{
     fmt,
     net::SocketAddr,
     sync::{
-        OnceLock,
+        Mutex, OnceLock, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -98,6 +98,12 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// The recorder stayfast installed, for [`Telemetry::installed`].
 static GLOBAL: OnceLock<Telemetry> = OnceLock::new();
 
+/// Held for a whole install: from the `INSTALLED` check to `GLOBAL` being set. Without
+/// it, a concurrent install (two `Stayfast`s starting at once) could fail to set the
+/// global recorder while the winner had not yet published `GLOBAL`, and so fail instead
+/// of reusing it — and it would leave its own HTTP listener running.
+static INSTALLING: Mutex<()> = Mutex::new(());
+
 /// The installed Prometheus recorder: DESIGN's histogram buckets, every stayfast metric
 /// described, upkeep running, and optionally an HTTP listener on loopback.
 ///
@@ -143,6 +149,8 @@ impl Telemetry {
                 ConfigError::new("prefix", "must be non-empty letters, digits and underscores").into(),
             );
         }
+        // It guards no data of its own: a poisoned lock is as good as a clean one.
+        let _installing = INSTALLING.lock().unwrap_or_else(PoisonError::into_inner);
         if INSTALLED.load(Ordering::Acquire) {
             return Err(TelemetryError::AlreadyInstalled);
         }

@@ -1,13 +1,16 @@
 //! F3 no_secret_leak, runtime part: a redis-server requiring a sentinel password, a
 //! connection made from `Settings` (the password as its own key, and inside the URL)
-//! and one with a wrong password. Everything logged through `log` (fred) and `tracing`
-//! (stayfast) at TRACE, every Debug and error, and every panic message are captured:
-//! neither password appears anywhere.
+//! and one with a wrong password; then the facade built from the same settings — the
+//! `Stayfast` entry point, its stores, the blocking API, the errors a wrong password and
+//! a bad URL produce, and the rendered `/metrics`. Everything logged through `log`
+//! (fred) and `tracing` (stayfast) at TRACE, every Debug and error (with its sources),
+//! and every panic message are captured: neither password appears anywhere.
 #![allow(clippy::unwrap_used)]
 
 use std::{
     collections::HashMap,
     io,
+    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -16,9 +19,11 @@ use std::{
 };
 
 use stayfast::{
+    Stayfast, blocking,
     redis::{Redis, fred::interfaces::ClientLike},
-    settings::Settings,
+    settings::{RedisUrl, Settings},
     test_util::RedisServer,
+    transcripts::Message,
 };
 
 const SENTINEL: &str = "s3ntinel-Pa55";
@@ -64,6 +69,24 @@ impl io::Write for Buffer {
     }
 }
 
+/// A fresh directory for the facade's transcripts, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("stayfast-secrets-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn settings(url: &str, password: Option<&str>) -> Settings {
     let password = password
         .map(|p| format!("password = \"{p}\"\n"))
@@ -87,6 +110,127 @@ async fn exercise(redis: &Redis) -> Vec<String> {
     let all: Result<HashMap<String, String>, _> = redis.hgetall("secrets:h").await;
     shown.push(format!("{all:?}"));
     shown.push(format!("{redis:?}"));
+    shown
+}
+
+/// An error's Debug, its Display and the Display of every source under it.
+fn error_texts(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut texts = vec![format!("{e:?}"), e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        texts.push(s.to_string());
+        source = s.source();
+    }
+    texts
+}
+
+/// The facade over the same server: `Stayfast` from the sentinel settings, its stores
+/// and their output; a wrong password's store errors; start errors from URLs holding the
+/// sentinel; the blocking API; the rendered metrics. Returns every text shown.
+async fn exercise_facade(server: &RedisServer, dir: &Path) -> Vec<String> {
+    let mut shown = Vec::new();
+    let with_dir = |password: Option<&str>, name: &str| {
+        let mut s = settings(&server.url(), password);
+        s.transcripts.dir = dir.join(name);
+        s
+    };
+
+    let good = with_dir(Some(SENTINEL), "good");
+    let app = Stayfast::from_settings(&good).await.unwrap();
+    let kb = app.knowledge().unwrap();
+    let id = kb
+        .store_fact("authenticated fact", serde_json::json!({}))
+        .await
+        .unwrap();
+    shown.push(format!("{:?}", kb.get_fact(&id).await));
+    shown.push(format!("{:?}", kb.health()));
+    let cache = app.cache().unwrap();
+    cache.set("secrets", "cached", None).await.unwrap();
+    shown.push(format!("{:?}", cache.get::<String>("secrets").await));
+    let tx = app.transcripts();
+    tx.append("secrets", Message::new("user", "hi")).await.unwrap();
+    shown.push(format!("{:?}", tx.history("secrets", 10).await));
+    shown.extend([
+        format!("{app:?}"),
+        format!("{kb:?}"),
+        format!("{cache:?}"),
+        format!("{tx:?}"),
+        format!("{:?}", app.redis()),
+        format!("{:?}", app.telemetry()),
+        format!("{:?}", app.background()),
+    ]);
+
+    // A wrong password: the start succeeds (Redis refusing is not a start error), every
+    // Redis call fails, and the errors say so without either password.
+    let wrong = Stayfast::from_settings(&with_dir(Some(WRONG), "wrong"))
+        .await
+        .unwrap();
+    shown.push(format!("{wrong:?}"));
+    let kb = wrong.knowledge().unwrap();
+    let refused = kb
+        .store_fact("never stored", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    eprintln!("facade, wrong password: {refused}");
+    shown.extend(error_texts(&refused));
+    shown.extend(error_texts(&kb.count().await.unwrap_err()));
+    shown.extend(error_texts(
+        &wrong.cache().unwrap().get::<String>("secrets").await.unwrap_err(),
+    ));
+    shown.push(format!("{kb:?} {:?}", kb.health()));
+    // The transcript store degrades to its file instead of failing.
+    let tx = wrong.transcripts();
+    tx.append("secrets", Message::new("user", "hi")).await.unwrap();
+    shown.push(format!("{:?}", tx.history("secrets", 10).await));
+
+    // Start errors from URLs holding the sentinel: not a Redis URL, a bad port.
+    for url in [
+        format!("http://default:{SENTINEL}@127.0.0.1:1"),
+        format!("redis://default:{SENTINEL}@127.0.0.1:notaport"),
+        format!("redis://default:{SENTINEL}@[::1"),
+    ] {
+        let mut bad = with_dir(None, "bad-url");
+        bad.redis.url = RedisUrl::new(url);
+        let e = Stayfast::from_settings(&bad).await.unwrap_err();
+        eprintln!("facade, bad URL: {e}");
+        shown.extend(error_texts(&e));
+    }
+
+    // The blocking API, built where no runtime is current.
+    let (good_dir, wrong_dir) = (
+        with_dir(Some(SENTINEL), "blocking"),
+        with_dir(Some(WRONG), "blocking-wrong"),
+    );
+    let blocking_texts = std::thread::spawn(move || {
+        let mut shown = Vec::new();
+        let app = blocking::Stayfast::from_settings(&good_dir).unwrap();
+        shown.extend([
+            format!("{app:?}"),
+            format!("{:?}", app.knowledge()),
+            format!("{:?}", app.cache()),
+            format!("{:?}", app.transcripts()),
+        ]);
+        let wrong = blocking::Stayfast::from_settings(&wrong_dir).unwrap();
+        let e = wrong.knowledge().unwrap().count().unwrap_err();
+        shown.extend(error_texts(&e));
+        shown.push(format!("{wrong:?}"));
+        app.shutdown(Duration::from_secs(1)).unwrap();
+        wrong.shutdown(Duration::from_secs(1)).unwrap();
+        shown
+    })
+    .join()
+    .unwrap();
+    shown.extend(blocking_texts);
+
+    // `/metrics`, after all of the above.
+    let metrics = app.telemetry().unwrap().render();
+    assert!(
+        metrics.contains("stayfast_calls_total"),
+        "the recorder saw the calls"
+    );
+    shown.push(metrics);
+    app.shutdown(Duration::from_secs(1)).await;
+    wrong.shutdown(Duration::from_secs(1)).await;
     shown
 }
 
@@ -147,6 +291,9 @@ async fn no_secret_leak_at_runtime() {
     assert!(out[2].starts_with("Err("), "refused: {out:?}");
     eprintln!("wrong password: refused in {:?}; {}", started.elapsed(), out[3]);
     shown.extend(out);
+
+    let dir = TempDir::new();
+    shown.extend(exercise_facade(&server, &dir.0).await);
 
     for handle in [&redis, &in_url, &wrong] {
         let _ = handle.pool().quit().await;
