@@ -4,7 +4,10 @@
 //!
 //! Every method checks first that it is *not* called from inside an async runtime —
 //! blocking there would stall the runtime's thread (or deadlock it) — and returns
-//! [`StoreError::InsideRuntime`] instead of panicking as `block_on` would.
+//! [`StoreError::InsideRuntime`] instead of panicking as `block_on` would. That check
+//! cannot tell a `spawn_blocking` thread (where blocking is allowed) from a task, so it
+//! refuses both: from async code, including `spawn_blocking`, use the async API; call
+//! this one from plain threads.
 //!
 //! # Examples
 //!
