@@ -1,7 +1,7 @@
 //! The one error type of the stores.
 
 use stayfast_core::{
-    Error,
+    Error, Outcome,
     config::ConfigError,
     fs::{FsError, ReadLogError},
     redis::RedisError,
@@ -97,5 +97,22 @@ impl StoreError {
             self,
             StoreError::TooLarge { .. } | StoreError::InvalidInput { .. }
         )
+    }
+
+    /// The `outcome` label this error stands for: a dependency's timeout, open circuit
+    /// or unknown outcome as such, anything else `failure`.
+    ///
+    /// ```
+    /// use stayfast::{Outcome, StoreError};
+    /// let e = StoreError::Corrupt { what: "fact", problem: "not JSON".into() };
+    /// assert_eq!(e.outcome(), Outcome::Failure);
+    /// ```
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            StoreError::Redis(e) => e.outcome(),
+            StoreError::File(e) => e.outcome(),
+            StoreError::ReadLog(e) => e.outcome(),
+            _ => Outcome::Failure,
+        }
     }
 }

@@ -524,13 +524,38 @@ fn check_exposition(text: &str) {
     );
     x.check("stayfast_attempts_total", "counter", op_target);
     x.check("stayfast_retries_total", "counter", op_target);
-    // Every policy registers its fallback series; no store calls through a policy
-    // fallback (the transcript store falls back to the file by itself), so they stay 0
-    // here: tests/telemetry.rs counts a real one.
     x.check(
         "stayfast_fallbacks_total",
         "counter",
         &["operation", "target", "reason"],
+    );
+    // History served from the file while Redis was paused (step 2) is a fallback of
+    // the logical `transcripts.history` call, counted against the Redis target.
+    let history = [("operation", "transcripts.history"), ("target", "redis.main")];
+    // (The circuit had already opened: the reason is then `rejected`.)
+    let fell_back: f64 = ["failure", "timeout", "rejected"]
+        .iter()
+        .map(|r| {
+            x.value(
+                "stayfast_fallbacks_total",
+                &[history[0], history[1], ("reason", r)],
+            )
+        })
+        .sum();
+    assert!(fell_back >= 1.0, "history fallbacks: {fell_back}");
+    let outcome = x.value(
+        "stayfast_calls_total",
+        &[history[0], history[1], ("outcome", "fallback")],
+    );
+    assert_eq!(
+        outcome, fell_back,
+        "every fallback is a `fallback` outcome of its call"
+    );
+    assert!(
+        x.value(
+            "stayfast_calls_total",
+            &[history[0], history[1], ("outcome", "success")]
+        ) >= 1.0
     );
     x.check("stayfast_circuit_state", "gauge", &["target"]);
     x.check(

@@ -111,9 +111,18 @@ impl CallMetrics {
         }))
     }
 
-    /// One finished logical call.
+    /// Records one finished logical call: its duration and outcome. For calls your own
+    /// code composes (a read that falls back to another source by itself); calls through
+    /// a [`Policy`](crate::Policy) or [`Metered`] are recorded for you.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use stayfast_core::{CallMetrics, Outcome};
+    /// let metrics = CallMetrics::new("history.read", "redis.main");
+    /// metrics.record(Outcome::Fallback, Duration::from_millis(3)); // served by the fallback path
+    /// ```
     #[inline]
-    pub(crate) fn record(&self, outcome: Outcome, elapsed: Duration) {
+    pub fn record(&self, outcome: Outcome, elapsed: Duration) {
         self.0.duration.record(elapsed.as_secs_f64());
         self.0.calls[outcome.index()].increment(1);
     }
@@ -128,7 +137,15 @@ impl CallMetrics {
         self.0.retries.increment(1);
     }
 
-    pub(crate) fn fallback(&self, reason: FallbackReason) {
+    /// Counts one fallback (`fallbacks_total{reason}`) your own code performed, with the
+    /// reason the primary path failed ([`FallbackReason::of`] maps an error).
+    ///
+    /// ```
+    /// use stayfast_core::{CallMetrics, FallbackReason};
+    /// let metrics = CallMetrics::new("history.read", "redis.main");
+    /// metrics.fallback(FallbackReason::Timeout); // Redis timed out: the file answered
+    /// ```
+    pub fn fallback(&self, reason: FallbackReason) {
         self.0.fallbacks[reason.index()].increment(1);
     }
 }

@@ -47,7 +47,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use stayfast_core::{
-    BackgroundConfig, CircuitBreaker, Error, FireAndForget, Policy,
+    BackgroundConfig, CallMetrics, CircuitBreaker, Error, FallbackReason, FireAndForget, Outcome, Policy,
     config::{BreakerConfig, ConfigError, duration},
     fs::{DurableAppend, FsyncPolicy, LogReader, ReadLogError},
     redis::Redis,
@@ -291,6 +291,13 @@ impl TranscriptStoreBuilder {
         };
         create_private_dir(&config.dir).await?;
         let window = self.redis.map(|redis| Window {
+            // `history` is a call of its own: Redis, or the file when Redis fails (a
+            // fallback, counted against the Redis target).
+            history_metrics: CallMetrics::with_prefix(
+                &self.metrics_prefix,
+                &"transcripts.history".into(),
+                redis.breaker().target(),
+            ),
             redis,
             len: config.cache_messages,
             ttl: config.cache_ttl,
@@ -525,29 +532,54 @@ impl TranscriptStore {
     /// # Ok(()) }
     /// ```
     pub async fn history(&self, session: &str, limit: usize) -> Result<History, StoreError> {
+        let started = tokio::time::Instant::now();
+        let result = self.read_history(session, limit).await;
+        if let Some(window) = &self.inner.window {
+            let outcome = match &result {
+                Ok((_, Some(reason))) => {
+                    window.history_metrics.fallback(*reason);
+                    Outcome::Fallback
+                }
+                Ok((_, None)) => Outcome::Success,
+                Err(e) => e.outcome(),
+            };
+            window.history_metrics.record(outcome, started.elapsed());
+        }
+        result.map(|(history, _)| history)
+    }
+
+    /// [`history`](Self::history), and why Redis was not used when it failed.
+    async fn read_history(
+        &self,
+        session: &str,
+        limit: usize,
+    ) -> Result<(History, Option<FallbackReason>), StoreError> {
         let key = SessionKey::new(session)?;
         let inner = &self.inner;
         let session = inner.sessions.get(&key);
         let mut degraded = false;
+        let mut fell_back = None;
         if let (Some(window), Some(end)) = (&inner.window, session.known_end()) {
             let want = u64::try_from(limit).unwrap_or(u64::MAX).min(end.seq);
             if want == 0 {
-                return Ok(History {
+                let empty = History {
                     records: Vec::new(),
                     source: HistorySource::None,
                     degraded: false,
-                });
+                };
+                return Ok((empty, None));
             }
             if want <= u64::from(window.len) {
                 // `want` ≤ the window length, a u32.
                 let n = u32::try_from(want).unwrap_or(window.len);
                 match window.read(&key.redis_key(), n).await {
                     Ok(Some(records)) if is_tail(&records, n, &end) => {
-                        return Ok(History {
+                        let served = History {
                             records,
                             source: HistorySource::Redis,
                             degraded: false,
-                        });
+                        };
+                        return Ok((served, None));
                     }
                     // Cold, expired, behind the file, or not this file's records (a
                     // deleted session's, left by a late write): the file answers.
@@ -555,6 +587,7 @@ impl TranscriptStore {
                     Err(e) => {
                         tracing::debug!(target: "stayfast::transcripts", error = %e, "Redis window unavailable; reading the file");
                         degraded = true;
+                        fell_back = Some(FallbackReason::of(&e));
                     }
                 }
             }
@@ -587,11 +620,12 @@ impl TranscriptStore {
         };
         let skip = records.len().saturating_sub(limit);
         records.drain(..skip);
-        Ok(History {
+        let served = History {
             records,
             source,
             degraded,
-        })
+        };
+        Ok((served, fell_back))
     }
 
     /// Removes `session`'s file and its Redis window. Returns whether it had a file.

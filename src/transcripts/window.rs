@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use stayfast_core::redis::{Redis, RedisError};
+use stayfast_core::{
+    CallMetrics,
+    redis::{Redis, RedisError},
+};
 
 use super::{record::Record, session::End};
 
@@ -67,6 +70,8 @@ pub(crate) enum Pushed {
 #[derive(Clone, Debug)]
 pub(crate) struct Window {
     pub(crate) redis: Redis,
+    /// Metrics of `history` as one logical call (`transcripts.history`).
+    pub(crate) history_metrics: CallMetrics,
     pub(crate) len: u32,
     pub(crate) ttl: Duration,
 }
