@@ -35,6 +35,8 @@
 //! # Ok(()) }
 //! ```
 
+mod builder;
+mod config;
 mod record;
 mod session;
 mod window;
@@ -42,309 +44,25 @@ mod window;
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
-use serde::{Deserialize, Serialize};
 use stayfast_core::{
-    BackgroundConfig, CallMetrics, CircuitBreaker, Error, FallbackReason, FireAndForget, Outcome, Policy,
-    config::{BreakerConfig, ConfigError, duration},
+    Error, FallbackReason, FireAndForget, Outcome,
     fs::{DurableAppend, FsyncPolicy, LogReader, ReadLogError},
-    redis::Redis,
-    telemetry::DEFAULT_PREFIX,
 };
 
-pub use self::record::{History, HistorySource, Message, Record};
+pub use self::{
+    builder::TranscriptStoreBuilder,
+    config::TranscriptConfig,
+    record::{History, HistorySource, Message, Record},
+};
 use self::{
     record::{MAX_ID_BYTES, MAX_ROLE_BYTES},
     session::{End, Session, SessionKey, Sessions, Writer},
     window::{Pushed, Window},
 };
 use crate::StoreError;
-
-/// The `[transcripts]` settings.
-///
-/// ```
-/// let c: stayfast::transcripts::TranscriptConfig = toml::from_str(r#"
-///     dir = "/var/lib/app/transcripts"
-///     cache_messages = 50
-///     fsync = { every_ms = 100 }
-/// "#).unwrap();
-/// assert_eq!(c.cache_messages, 50);
-/// assert!(c.validate().is_ok());
-/// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct TranscriptConfig {
-    /// Directory of the transcript files (created 0700).
-    pub dir: PathBuf,
-    /// Messages of each session kept in Redis (the recent window).
-    pub cache_messages: u32,
-    /// Time to live of a session's Redis window after its last write.
-    #[serde(with = "duration")]
-    pub cache_ttl: Duration,
-    /// Largest accepted message content, in bytes (checked before any I/O).
-    pub max_message_bytes: usize,
-    /// When appended records are fsynced.
-    pub fsync: FsyncPolicy,
-    /// Sessions whose writer state (lock, last seq, recent message ids) is kept in
-    /// memory; the least recently used idle one is forgotten past this.
-    pub max_open_sessions: usize,
-}
-
-impl Default for TranscriptConfig {
-    fn default() -> Self {
-        Self {
-            dir: PathBuf::from("transcripts"),
-            cache_messages: 100,
-            cache_ttl: Duration::from_secs(24 * 3600),
-            max_message_bytes: 64 * 1024,
-            fsync: FsyncPolicy::Always,
-            max_open_sessions: 10_000,
-        }
-    }
-}
-
-impl TranscriptConfig {
-    /// Checks every field.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming the first invalid field.
-    ///
-    /// ```
-    /// let mut c = stayfast::transcripts::TranscriptConfig::default();
-    /// c.cache_messages = 0;
-    /// assert_eq!(c.validate().unwrap_err().field(), "cache_messages");
-    /// ```
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.dir.as_os_str().is_empty() {
-            return Err(ConfigError::new("dir", "must not be empty"));
-        }
-        if self.cache_messages == 0 || self.cache_messages > MAX_CACHE_MESSAGES {
-            return Err(ConfigError::new(
-                "cache_messages",
-                format!("must be 1 to {MAX_CACHE_MESSAGES} (one Lua call rewrites the window)"),
-            ));
-        }
-        if self.cache_ttl < Duration::from_secs(1) {
-            return Err(ConfigError::new(
-                "cache_ttl",
-                "must be at least 1s (Redis expires in whole seconds)",
-            ));
-        }
-        if self.max_message_bytes == 0 {
-            return Err(ConfigError::new("max_message_bytes", "must be at least 1"));
-        }
-        if self.max_open_sessions == 0 {
-            return Err(ConfigError::new("max_open_sessions", "must be at least 1"));
-        }
-        Ok(())
-    }
-}
-
-/// Largest Redis window: repopulation passes it to one Lua `unpack`, whose stack is
-/// limited to about 8000 values.
-const MAX_CACHE_MESSAGES: u32 = 4096;
-
-/// Builds a [`TranscriptStore`]; see [`TranscriptStore::builder`].
-///
-/// ```
-/// # use std::time::Duration;
-/// # use stayfast::transcripts::{TranscriptConfig, TranscriptStore};
-/// let builder = TranscriptStore::builder(&TranscriptConfig::default())
-///     .timeouts(Duration::from_millis(500), Duration::from_secs(1));
-/// # let _ = builder;
-/// ```
-#[derive(Debug)]
-#[must_use = "a builder does nothing until `open` is awaited"]
-pub struct TranscriptStoreBuilder {
-    config: TranscriptConfig,
-    redis: Option<Redis>,
-    background: Option<FireAndForget>,
-    read_timeout: Duration,
-    write_timeout: Duration,
-    breaker: BreakerConfig,
-    metrics_prefix: String,
-}
-
-impl TranscriptStoreBuilder {
-    /// Cache each session's recent window in this Redis (without one: file-only).
-    ///
-    /// ```no_run
-    /// # use stayfast::{redis::{Redis, RedisConfig}, transcripts::{TranscriptConfig, TranscriptStore}};
-    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let redis = Redis::connect(&RedisConfig::default()).await?;
-    /// let store = TranscriptStore::builder(&TranscriptConfig::default()).redis(redis).open().await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn redis(mut self, redis: Redis) -> Self {
-        self.redis = Some(redis);
-        self
-    }
-
-    /// Run Redis updates on this spawner (shared with other stores); by default the
-    /// store makes its own, named `transcripts`.
-    ///
-    /// ```
-    /// # use stayfast::{BackgroundConfig, FireAndForget, transcripts::{TranscriptConfig, TranscriptStore}};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let spawner = FireAndForget::new("app", &BackgroundConfig::default()).unwrap();
-    /// let builder = TranscriptStore::builder(&TranscriptConfig::default()).background(spawner);
-    /// # let _ = builder;
-    /// # }
-    /// ```
-    pub fn background(mut self, spawner: FireAndForget) -> Self {
-        self.background = Some(spawner);
-        self
-    }
-
-    /// Bounds on reading a transcript file and on appending to one (defaults 1 s, 2 s).
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use stayfast::transcripts::{TranscriptConfig, TranscriptStore};
-    /// let b = TranscriptStore::builder(&TranscriptConfig::default())
-    ///     .timeouts(Duration::from_secs(1), Duration::from_secs(2));
-    /// # let _ = b;
-    /// ```
-    pub fn timeouts(mut self, read: Duration, write: Duration) -> Self {
-        self.read_timeout = read;
-        self.write_timeout = write;
-        self
-    }
-
-    /// The breaker for the transcript directory (`target` = `fs.transcripts`): a disk
-    /// that keeps failing or hanging makes file calls fail fast.
-    ///
-    /// ```
-    /// # use stayfast::{config::BreakerConfig, transcripts::{TranscriptConfig, TranscriptStore}};
-    /// let b = TranscriptStore::builder(&TranscriptConfig::default()).breaker(&BreakerConfig::default());
-    /// # let _ = b;
-    /// ```
-    pub fn breaker(mut self, config: &BreakerConfig) -> Self {
-        self.breaker = config.clone();
-        self
-    }
-
-    /// Prefix of the store's metric names (default `stayfast`).
-    ///
-    /// ```
-    /// # use stayfast::transcripts::{TranscriptConfig, TranscriptStore};
-    /// let b = TranscriptStore::builder(&TranscriptConfig::default()).metrics_prefix("myapp");
-    /// # let _ = b;
-    /// ```
-    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.metrics_prefix = prefix.into();
-        self
-    }
-
-    /// Validates the settings, creates the directory (0700) if needed, and builds the
-    /// store.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Config`] for invalid settings; [`StoreError::File`] when the
-    /// directory cannot be created or is not a directory.
-    ///
-    /// # Cancellation
-    ///
-    /// Dropping the future may leave the directory created; nothing else happens.
-    ///
-    /// ```
-    /// # use stayfast::{StoreError, transcripts::{TranscriptConfig, TranscriptStore}};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let mut config = TranscriptConfig::default();
-    /// config.cache_messages = 0;
-    /// let err = TranscriptStore::builder(&config).open().await.unwrap_err();
-    /// assert!(matches!(err, StoreError::Config(e) if e.field() == "transcripts.cache_messages"));
-    /// # }
-    /// ```
-    pub async fn open(self) -> Result<TranscriptStore, StoreError> {
-        let config = self.config;
-        config.validate().map_err(|e| e.prefixed("transcripts"))?;
-        let breaker = CircuitBreaker::builder("fs.transcripts")
-            .config(&self.breaker)
-            .metrics_prefix(&self.metrics_prefix)
-            .build()?;
-        let policy = |name: &'static str, timeout: Duration, idempotent: bool| {
-            Policy::builder(name)
-                .target("fs.transcripts")
-                .timeout(timeout)
-                .idempotent(idempotent)
-                .breaker(breaker.clone())
-                .metrics_prefix(&self.metrics_prefix)
-                .build()
-        };
-        let appender =
-            DurableAppend::new(policy("transcripts.append", self.write_timeout, false)?).fsync(config.fsync);
-        // A record is at most the content JSON-escaped (6 bytes per char at worst) plus
-        // the other fields.
-        let reader = LogReader::new(policy("transcripts.read", self.read_timeout, true)?)
-            .max_record(config.max_message_bytes.saturating_mul(6).saturating_add(4096));
-        let background = match self.background {
-            Some(b) => b,
-            None => {
-                FireAndForget::with_prefix("transcripts", &BackgroundConfig::default(), &self.metrics_prefix)?
-            }
-        };
-        create_private_dir(&config.dir).await?;
-        let window = self.redis.map(|redis| Window {
-            // `history` is a call of its own: Redis, or the file when Redis fails (a
-            // fallback, counted against the Redis target).
-            history_metrics: CallMetrics::with_prefix(
-                &self.metrics_prefix,
-                &"transcripts.history".into(),
-                redis.breaker().target(),
-            ),
-            redis,
-            len: config.cache_messages,
-            ttl: config.cache_ttl,
-        });
-        Ok(TranscriptStore {
-            inner: Arc::new(Inner {
-                dir: config.dir.clone(),
-                max_message_bytes: config.max_message_bytes,
-                fsync: config.fsync,
-                window,
-                background,
-                appender,
-                reader,
-                sessions: Sessions::new(config.max_open_sessions),
-            }),
-        })
-    }
-}
-
-/// Creates `dir` and any missing parents with mode 0700 (whatever the umask).
-async fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    let owned = dir.to_path_buf();
-    let created = tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&owned)?;
-        if std::fs::metadata(&owned)?.is_dir() {
-            Ok(())
-        } else {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::NotADirectory,
-                "not a directory",
-            ))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-    created.map_err(|e| {
-        StoreError::File(Error::Inner {
-            operation: "transcripts.open".into(),
-            source: stayfast_core::fs::FsError::new(dir, stayfast_core::fs::Step::CreateDir, e),
-            attempts: 1,
-        })
-    })
-}
 
 /// Chat history per session: the file is the durable record, Redis the cache. See the
 /// [module docs](self). Cheap to clone.
@@ -389,15 +107,7 @@ impl TranscriptStore {
     /// # let _ = builder;
     /// ```
     pub fn builder(config: &TranscriptConfig) -> TranscriptStoreBuilder {
-        TranscriptStoreBuilder {
-            config: config.clone(),
-            redis: None,
-            background: None,
-            read_timeout: Duration::from_secs(1),
-            write_timeout: Duration::from_secs(2),
-            breaker: BreakerConfig::default(),
-            metrics_prefix: DEFAULT_PREFIX.to_owned(),
-        }
+        TranscriptStoreBuilder::new(config)
     }
 
     /// The transcript directory.
