@@ -16,6 +16,28 @@ use crate::{Classify, Verdict};
 /// let e: OffloadError = OffloadError::Panicked("index corrupted".to_owned());
 /// assert_eq!(e.to_string(), "the blocking closure panicked: index corrupted");
 /// ```
+///
+/// A closure error without a [`Classify`] impl is classified by the policy:
+///
+/// ```
+/// use stayfast_core::{Offload, OffloadConfig, OffloadError, Policy, Verdict};
+///
+/// #[derive(Debug)]
+/// struct NotAPdf;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let parse = Policy::builder("pdf.parse")
+///     .classify(|e: &OffloadError<NotAPdf>| match e {
+///         OffloadError::Failed(NotAPdf) => Verdict::caller_error(), // the input's fault
+///         _ => Verdict::permanent(),
+///     })
+///     .build()
+///     .unwrap();
+/// let parser = Offload::new("pdf", &OffloadConfig::default()).unwrap();
+/// let err = parser.run(&parse, || Err::<(), _>(NotAPdf)).await.unwrap_err();
+/// assert!(matches!(err.into_inner(), Some(OffloadError::Failed(NotAPdf))));
+/// # }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum OffloadError<E = Infallible> {

@@ -227,11 +227,12 @@ impl Offload {
     /// Runs `work` on the blocking pool under `policy`: each attempt takes a thread of
     /// the bound (waiting up to `max_wait`), passes the policy's breaker, and runs
     /// `work` once on the blocking pool, bounded by the policy's timeout. A retry runs
-    /// `work` again, on a thread of its own — hence `Fn`. The closure is spawned when
-    /// the attempt starts, not when the future is first polled.
+    /// `work` again, on a thread of its own — hence `Fn`. Like any future, nothing
+    /// happens until it is polled.
     ///
-    /// `policy` classifies `OffloadError<E>`: through [`Classify`](crate::Classify) when `E` implements
-    /// it, or a closure given to [`classify`](crate::PolicyBuilder::classify).
+    /// `policy` classifies `OffloadError<E>`: through [`Classify`](crate::Classify)
+    /// when `E` implements it, or a closure given to
+    /// [`classify`](crate::PolicyBuilder::classify).
     ///
     /// # Errors
     ///
