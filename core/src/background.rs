@@ -451,7 +451,7 @@ async fn bounded<F: Future>(task: F, limit: Option<Duration>) -> Option<F::Outpu
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()

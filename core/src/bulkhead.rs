@@ -3,7 +3,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use tokio::{
-    sync::{Semaphore, SemaphorePermit},
+    sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit},
     time::{Instant, timeout_at},
 };
 
@@ -42,7 +42,9 @@ pub struct Bulkhead(Arc<Inner>);
 
 struct Inner {
     target: Name,
-    slots: Semaphore,
+    /// Shared so that an offload can move a slot into a blocking closure that may
+    /// outlive the call (see [`acquire_owned_until`](Bulkhead::acquire_owned_until)).
+    slots: Arc<Semaphore>,
     capacity: u32,
     max_wait: Duration,
 }
@@ -165,7 +167,7 @@ impl Bulkhead {
         config.validate()?;
         Ok(Self(Arc::new(Inner {
             target: target.into(),
-            slots: Semaphore::new(config.max_concurrent as usize),
+            slots: Arc::new(Semaphore::new(config.max_concurrent as usize)),
             capacity: config.max_concurrent,
             max_wait: config.max_wait,
         })))
@@ -234,28 +236,18 @@ impl Bulkhead {
         &self,
         deadline: Option<Instant>,
     ) -> Result<BulkheadPermit<'_>, Refusal> {
-        let inner = &*self.0;
+        let slots = &*self.0.slots;
         // Fast path: a free slot costs no clock read and no timer.
-        if let Ok(permit) = inner.slots.try_acquire() {
+        if let Ok(permit) = slots.try_acquire() {
             return Ok(BulkheadPermit {
                 _slot: permit,
                 queued: false,
             });
         }
-        if inner.max_wait.is_zero() {
-            return Err(Refusal::Full);
-        }
-        let wait_until = clock::deadline_after(Instant::now(), inner.max_wait);
-        let (until, refusal) = match (wait_until, deadline) {
-            (Some(w), Some(d)) if d < w => (Some(d), Refusal::Deadline),
-            (None, Some(d)) => (Some(d), Refusal::Deadline),
-            (w, _) => (w, Refusal::Full),
-        };
+        let (until, refusal) = self.wait_bound(deadline)?;
         let acquired = match until {
-            Some(until) => timeout_at(until, inner.slots.acquire())
-                .await
-                .map_err(|_| refusal)?,
-            None => inner.slots.acquire().await,
+            Some(until) => timeout_at(until, slots.acquire()).await.map_err(|_| refusal)?,
+            None => slots.acquire().await,
         };
         // The semaphore is never closed, so `acquire` cannot fail; treat it as full.
         acquired
@@ -264,6 +256,43 @@ impl Bulkhead {
                 queued: true,
             })
             .map_err(|_| Refusal::Full)
+    }
+
+    /// As [`acquire_until`](Self::acquire_until), but the slot is not tied to a borrow
+    /// of the bulkhead: it can be moved into a blocking closure and is freed only when
+    /// that closure drops it. The `bool` says whether the call queued for it.
+    pub(crate) async fn acquire_owned_until(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<(OwnedSemaphorePermit, bool), Refusal> {
+        let slots = &self.0.slots;
+        if let Ok(permit) = Arc::clone(slots).try_acquire_owned() {
+            return Ok((permit, false));
+        }
+        let (until, refusal) = self.wait_bound(deadline)?;
+        let acquired = match until {
+            Some(until) => timeout_at(until, Arc::clone(slots).acquire_owned())
+                .await
+                .map_err(|_| refusal)?,
+            None => Arc::clone(slots).acquire_owned().await,
+        };
+        // Never closed, as above.
+        acquired.map(|permit| (permit, true)).map_err(|_| Refusal::Full)
+    }
+
+    /// When a call that found every slot taken stops waiting, and what it is refused
+    /// with then; `Err(Full)` at once when it may not wait at all.
+    fn wait_bound(&self, deadline: Option<Instant>) -> Result<(Option<Instant>, Refusal), Refusal> {
+        let max_wait = self.0.max_wait;
+        if max_wait.is_zero() {
+            return Err(Refusal::Full);
+        }
+        let wait_until = clock::deadline_after(Instant::now(), max_wait);
+        Ok(match (wait_until, deadline) {
+            (Some(w), Some(d)) if d < w => (Some(d), Refusal::Deadline),
+            (None, Some(d)) => (Some(d), Refusal::Deadline),
+            (w, _) => (w, Refusal::Full),
+        })
     }
 }
 

@@ -223,6 +223,13 @@ impl Classify for io::Error {
     }
 }
 
+/// An error that cannot happen (an offloaded closure that cannot fail).
+impl Classify for std::convert::Infallible {
+    fn classify(&self) -> Verdict {
+        match *self {}
+    }
+}
+
 /// A single [`Timeout`](crate::Timeout) elapsed: the attempt may have been applied.
 impl Classify for Elapsed {
     fn classify(&self) -> Verdict {

@@ -53,6 +53,7 @@ mod fallback;
 pub mod fs;
 mod metered;
 mod name;
+mod offload;
 mod outcome;
 mod policy;
 #[cfg(feature = "redis")]
@@ -75,6 +76,7 @@ pub use error::Error;
 pub use fallback::{FallbackReason, Served, Source};
 pub use metered::{CallMetrics, Metered};
 pub use name::Name;
+pub use offload::{Offload, OffloadConfig, OffloadError};
 pub use outcome::{Outcome, ToOutcome};
 pub use policy::{Attempt, Policy, PolicyBuilder};
 pub use retry::RetryBudget;

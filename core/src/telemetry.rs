@@ -18,6 +18,8 @@
 //! | `stayfast_circuit_transitions_total` | counter | `target`, `to`, `reason` |
 //! | `stayfast_background_in_flight` | gauge | `spawner` |
 //! | `stayfast_background_tasks_total` | counter | `spawner`, `outcome` |
+//! | `stayfast_offload_in_flight` | gauge | `target` (abandoned closures included until they finish) |
+//! | `stayfast_offload_abandoned_total` | counter | `target` |
 //! | `stayfast_runtime_lag_seconds` | histogram | — |
 //!
 //! # Examples
@@ -59,6 +61,11 @@ pub const CIRCUIT_TRANSITIONS_TOTAL: &str = "circuit_transitions_total";
 pub const BACKGROUND_IN_FLIGHT: &str = "background_in_flight";
 /// Suffix of the background tasks counter.
 pub const BACKGROUND_TASKS_TOTAL: &str = "background_tasks_total";
+/// Suffix of the offload in-flight gauge (`target`): closures holding a blocking
+/// thread, abandoned ones included until they finish.
+pub const OFFLOAD_IN_FLIGHT: &str = "offload_in_flight";
+/// Suffix of the offload abandoned-closures counter (`target`).
+pub const OFFLOAD_ABANDONED_TOTAL: &str = "offload_abandoned_total";
 /// Suffix of the scheduler lag histogram.
 pub const RUNTIME_LAG_SECONDS: &str = "runtime_lag_seconds";
 /// Suffix of the Redis connections gauge (`target`, `state`).
@@ -127,6 +134,16 @@ pub fn describe_metrics(prefix: &str) {
         name(BACKGROUND_TASKS_TOTAL),
         Unit::Count,
         "Background tasks by how they ended: success, failure, timeout, shed, panicked, aborted."
+    );
+    describe_gauge!(
+        name(OFFLOAD_IN_FLIGHT),
+        Unit::Count,
+        "Offloaded blocking closures holding a thread now, those whose caller gave up included."
+    );
+    describe_counter!(
+        name(OFFLOAD_ABANDONED_TOTAL),
+        Unit::Count,
+        "Offloaded blocking closures whose caller stopped waiting (timeout or drop) before they finished."
     );
     describe_histogram!(
         name(RUNTIME_LAG_SECONDS),

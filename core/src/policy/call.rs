@@ -3,25 +3,34 @@
 
 use std::{future::Future, time::Duration};
 
-use tokio::time::{Instant, sleep};
+use tokio::{
+    sync::OwnedSemaphorePermit,
+    time::{Instant, sleep},
+};
 
 use super::{Attempt, Inner};
 use crate::{
-    Classifier, Error, Health, Outcome, Retryable, Timeout, Verdict, breaker::Permit, bulkhead::Refusal,
-    clock, retry::RetryEvent,
+    Bulkhead, Classifier, Error, Health, Outcome, Retryable, Timeout, Verdict, breaker::Permit,
+    bulkhead::Refusal, clock, retry::RetryEvent,
 };
 
 /// Runs every attempt of one call. `started` is the call's start, read once by the
 /// caller and shared with the metrics, so a call that succeeds at once reads the clock
 /// twice in all.
+///
+/// `threads`, when given (an offload's bound), admits each attempt right after the
+/// policy's own bulkhead, with the same waiting and shedding rules, and hands the
+/// attempt its slot *owned*: the attempt moves it into a blocking closure, which frees
+/// it only when it really returns, even if the attempt was abandoned long before.
 pub(super) async fn run<C, Op, Fut, T, E>(
     inner: &Inner<C>,
+    threads: Option<&Bulkhead>,
     op: &mut Op,
     started: Instant,
 ) -> Result<T, Error<E>>
 where
     C: Classifier<E>,
-    Op: FnMut(Attempt) -> Fut,
+    Op: FnMut(Attempt, Option<OwnedSemaphorePermit>) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
     let overall = inner.deadline.and_then(|d| clock::deadline_after(started, d));
@@ -33,16 +42,24 @@ where
     loop {
         number += 1;
         let slot = match &inner.bulkhead {
-            Some(bulkhead) => Some(bulkhead.acquire_until(overall).await.map_err(
-                |refusal| match refusal {
-                    Refusal::Full => Error::Shed {
-                        target: bulkhead.target().clone(),
-                    },
-                    Refusal::Deadline => inner.deadline_passed(),
-                },
-            )?),
+            Some(bulkhead) => Some(
+                bulkhead
+                    .acquire_until(overall)
+                    .await
+                    .map_err(|refusal| inner.refused(bulkhead, refusal))?,
+            ),
             None => None,
         };
+        let thread = match threads {
+            Some(threads) => Some(
+                threads
+                    .acquire_owned_until(overall)
+                    .await
+                    .map_err(|refusal| inner.refused(threads, refusal))?,
+            ),
+            None => None,
+        };
+        let queued = slot.as_ref().is_some_and(|s| s.queued()) || thread.as_ref().is_some_and(|t| t.1);
         let permit = match &inner.breaker {
             Some(breaker) => Some(breaker.try_acquire().map_err(|rejected| Error::CircuitOpen {
                 target: rejected.target().clone(),
@@ -52,7 +69,7 @@ where
         };
         inner.metrics.attempt();
         // NOTE: the first attempt starts with the call unless it queued for a slot.
-        let attempt_start = if number == 1 && !slot.as_ref().is_some_and(|s| s.queued()) {
+        let attempt_start = if number == 1 && !queued {
             started
         } else {
             Instant::now()
@@ -61,7 +78,7 @@ where
             .timeout
             .and_then(|t| clock::deadline_after(attempt_start, t));
         let deadline = clock::earliest(per_attempt, overall);
-        let future = op(Attempt { number, deadline });
+        let future = op(Attempt { number, deadline }, thread.map(|t| t.0));
         let result = match deadline {
             Some(at) => {
                 let bound = if deadline == per_attempt {
@@ -187,6 +204,16 @@ pub(super) fn outcome_of<T, E>(result: &Result<T, Error<E>>) -> Outcome {
 }
 
 impl<C> Inner<C> {
+    /// The error of a call `bulkhead` did not admit.
+    fn refused<E>(&self, bulkhead: &Bulkhead, refusal: Refusal) -> Error<E> {
+        match refusal {
+            Refusal::Full => Error::Shed {
+                target: bulkhead.target().clone(),
+            },
+            Refusal::Deadline => self.deadline_passed(),
+        }
+    }
+
     fn deadline_passed<E>(&self) -> Error<E> {
         Error::Timeout {
             operation: self.operation.clone(),

@@ -5,7 +5,7 @@ mod call;
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
-use tokio::time::Instant;
+use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 
 pub use attempt::Attempt;
 
@@ -223,11 +223,27 @@ impl<C> Policy<C> {
         Op: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.call_on_threads(None, move |attempt, _| op(attempt))
+    }
+
+    /// [`call_with`](Self::call_with) whose attempts are also admitted by `threads` (an
+    /// [`Offload`](crate::Offload)'s bound), each attempt receiving its slot to move into
+    /// the blocking closure it starts.
+    pub(crate) fn call_on_threads<Op, Fut, T, E>(
+        &self,
+        threads: Option<Bulkhead>,
+        mut op: Op,
+    ) -> impl Future<Output = Result<T, Error<E>>> + use<C, Op, Fut, T, E>
+    where
+        C: Classifier<E>,
+        Op: FnMut(Attempt, Option<OwnedSemaphorePermit>) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         let inner = Arc::clone(&self.inner);
         async move {
             let started = Instant::now();
             let in_flight = InFlight::start(&inner.metrics, started);
-            let result = call::run(&inner, &mut op, started).await;
+            let result = call::run(&inner, threads.as_ref(), &mut op, started).await;
             in_flight.finish(call::outcome_of(&result));
             result
         }
@@ -275,7 +291,7 @@ impl<C> Policy<C> {
         async move {
             let started = Instant::now();
             let in_flight = InFlight::start(&inner.metrics, started);
-            let result = match call::run(&inner, &mut op, started).await {
+            let result = match call::run(&inner, None, &mut |attempt, _| op(attempt), started).await {
                 Ok(value) => Ok(Served {
                     value,
                     source: Source::Primary,
