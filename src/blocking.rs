@@ -33,6 +33,7 @@ use stayfast_core::ShutdownReport;
 
 use crate::{
     StartError, StoreError,
+    cache::CoalescedError,
     knowledge::{Fact, KnowledgeHealth},
     settings::Settings,
     transcripts::{History, Message, Record},
@@ -441,12 +442,15 @@ impl Cache {
 
     /// [`get_or_insert_with`](crate::cache::Cache::get_or_insert_with) with a blocking
     /// loader, which runs on the calling thread; the cache never makes the call fail,
-    /// only the loader can.
+    /// only the loader can. Concurrent calls (from other threads) that miss the same
+    /// entry run one loader, as with the async method.
     ///
     /// # Errors
     ///
     /// The loader's error; [`StoreError::InsideRuntime`] (converted into `E`) when called
-    /// from async code.
+    /// from async code; [`StoreError::Coalesced`] (converted into `E`) when this call
+    /// waited on another thread's load of the same entry and that load failed, panicked
+    /// or outlasted `max_wait`.
     ///
     /// ```no_run
     /// # fn f(cache: &stayfast::blocking::Cache) -> Result<(), stayfast::StoreError> {
@@ -463,13 +467,39 @@ impl Cache {
     ) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
-        E: From<StoreError>,
+        E: From<StoreError> + fmt::Display,
         F: FnOnce() -> Result<T, E>,
     {
         // `block_on` polls on this thread: the loader blocks only its own caller.
-        let loaded = self
-            .cache
-            .get_or_insert_with(context, ttl, || async move { load() });
-        self.runtime.block_on(loaded).map_err(E::from)?
+        let loaded =
+            self.cache
+                .get_or_insert_with(context, ttl, || async move { load().map_err(Loaded::Own) });
+        match self.runtime.block_on(loaded)? {
+            Ok(value) => Ok(value),
+            Err(Loaded::Own(e)) => Err(e),
+            Err(Loaded::Coalesced(e)) => Err(E::from(StoreError::from(e))),
+        }
+    }
+}
+
+/// The error of a blocking loader, or of the load this call waited on: so `E` needs
+/// `From<StoreError>` only, as every blocking method's error does.
+enum Loaded<E> {
+    Own(E),
+    Coalesced(CoalescedError),
+}
+
+impl<E> From<CoalescedError> for Loaded<E> {
+    fn from(e: CoalescedError) -> Self {
+        Self::Coalesced(e)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for Loaded<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Own(e) => e.fmt(f),
+            Self::Coalesced(e) => e.fmt(f),
+        }
     }
 }

@@ -26,22 +26,37 @@
 //! - Bump [`CacheConfig::version`] when a value's shape changes: old entries are then
 //!   simply never read again.
 //!
+//! # Single flight
+//!
+//! Concurrent [`get_or_insert_with`](Cache::get_or_insert_with) calls that miss one
+//! entry run one loader: the first *leads* (looks again, loads, stores), the others
+//! wait on it (each at most [`CacheConfig::max_wait`]) and decode their own `T` from the
+//! value it loaded. A loader error reaches every waiter as a [`CoalescedError`] and is
+//! never cached. If the leading call is dropped midway, one waiter takes over with its
+//! own loader; if its loader panics, every waiter gets a [`CoalescedError`] at once.
+//! Flights are per `Cache` (shared by its clones), not across processes; at most
+//! [`CacheConfig::max_in_flight`] at a time, see [`Cache::in_flight`].
+//!
 //! # Metrics
 //!
 //! `<prefix>_cache_requests_total{cache, result}` (prefix `stayfast` unless set with
 //! [`Cache::with_metrics_prefix`]). Every call to [`get`](Cache::get) or
 //! [`get_or_insert_with`](Cache::get_or_insert_with) that finishes counts exactly one
-//! `result`, so `hit / (hit + miss + error)` is the hit ratio:
+//! `result`, so `hit / (sum of all five)` is the hit ratio, and
+//! `(hit + coalesced) / (sum of all five)` the share of calls that ran no loader:
 //!
 //! | `result` | when |
 //! |---|---|
 //! | `hit` | the entry was there and decoded |
-//! | `miss` | no entry; for `get_or_insert_with`: the loaded value was stored, or was over the size cap and not stored, or the loader failed |
-//! | `error` | the cache failed the call: Redis failed, the entry did not decode, the context could not be encoded, or (`get_or_insert_with`) storing the loaded value failed |
+//! | `miss` | no entry; for `get_or_insert_with`: this call ran the loader, and its value was stored, or was over the size cap and not stored |
+//! | `coalesced` | no entry, and this call waited on another call's load instead of running its own: it got the value, the loader's error or panic, or timed out waiting (`max_wait`) |
+//! | `loader_error` | no entry, and this call ran the loader, which failed (a panicking loader counts nothing) |
+//! | `error` | the cache failed the call: Redis failed, the entry did not decode, the context could not be encoded, (`get_or_insert_with`) storing the loaded value failed, or too many other entries were loading to coalesce this one (`max_in_flight`) |
 //!
-//! [`set`](Cache::set) and [`delete`](Cache::delete) are not counted (the Redis handle's
-//! own metrics cover them). The handles are resolved in [`Cache::new`]: install the
-//! metrics recorder before building caches.
+//! `error` takes precedence: a call whose lookup failed counts `error` whatever comes
+//! next. [`set`](Cache::set) and [`delete`](Cache::delete) are not counted (the Redis
+//! handle's own metrics cover them). The handles are resolved in [`Cache::new`]: install
+//! the metrics recorder before building caches.
 //!
 //! # Examples
 //!
@@ -74,18 +89,25 @@
 //! # Ok(()) }
 //! ```
 
-use std::{fmt, future::Future, sync::Arc, time::Duration};
+mod coalesced;
+mod config;
+mod flight;
+mod load;
+
+use std::{fmt, sync::Arc, time::Duration};
 
 use metrics::{Counter, counter};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use stayfast_core::{
     Error,
-    config::{ConfigError, duration},
+    config::ConfigError,
     redis::Redis,
     telemetry::{DEFAULT_PREFIX, metric_name},
 };
 
+use self::flight::Flights;
+pub use self::{coalesced::CoalescedError, config::CacheConfig};
 use crate::StoreError;
 
 /// Suffix of the cache lookups counter: `<prefix>_cache_requests_total{cache, result}`.
@@ -103,8 +125,9 @@ const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// What every stored value and error message calls a cache entry.
 const VALUE: &str = "cache value";
 
-/// JSON values in Redis with a TTL. Cheap to clone: clones share the Redis handle and
-/// the metric handles. See the [module docs](self) for keys and metrics.
+/// JSON values in Redis with a TTL. Cheap to clone: clones share the Redis handle, the
+/// metric handles and the loads in flight. See the [module docs](self) for keys, single
+/// flight and metrics.
 ///
 /// # Examples
 ///
@@ -141,13 +164,18 @@ struct Inner {
     key_prefix: String,
     ttl: Duration,
     max_value_bytes: usize,
+    max_wait: Duration,
     results: Results,
+    /// The loads under way, by key (single flight).
+    flights: Arc<Flights>,
 }
 
-/// The three `result` series of one cache, resolved once.
+/// The five `result` series of one cache, resolved once.
 struct Results {
     hit: Counter,
     miss: Counter,
+    coalesced: Counter,
+    loader_error: Counter,
     error: Counter,
 }
 
@@ -156,6 +184,8 @@ struct Results {
 enum Outcome {
     Hit,
     Miss,
+    Coalesced,
+    LoaderError,
     Error,
 }
 
@@ -165,6 +195,8 @@ impl Results {
         Self {
             hit: counter!(name.clone(), "cache" => cache, "result" => "hit"),
             miss: counter!(name.clone(), "cache" => cache, "result" => "miss"),
+            coalesced: counter!(name.clone(), "cache" => cache, "result" => "coalesced"),
+            loader_error: counter!(name.clone(), "cache" => cache, "result" => "loader_error"),
             error: counter!(name, "cache" => cache, "result" => "error"),
         }
     }
@@ -173,6 +205,8 @@ impl Results {
         match outcome {
             Outcome::Hit => self.hit.increment(1),
             Outcome::Miss => self.miss.increment(1),
+            Outcome::Coalesced => self.coalesced.increment(1),
+            Outcome::LoaderError => self.loader_error.increment(1),
             Outcome::Error => self.error.increment(1),
         }
     }
@@ -232,7 +266,7 @@ impl Cache {
     /// })?;
     /// let series = recorder.snapshotter().snapshot().into_vec();
     /// assert!(series.iter().all(|(key, ..)| key.key().name() == "myapp_cache_requests_total"));
-    /// assert_eq!(series.len(), 3); // result = hit, miss, error
+    /// assert_eq!(series.len(), 5); // result = hit, miss, coalesced, loader_error, error
     /// # drop(cache);
     /// # Ok(()) }
     /// ```
@@ -253,7 +287,9 @@ impl Cache {
                 key_prefix: format!("{}:v{}:", config.prefix, config.version),
                 ttl: config.ttl,
                 max_value_bytes: config.max_value_bytes,
+                max_wait: config.max_wait,
                 results: Results::new(prefix, name),
+                flights: Arc::new(Flights::new(config.max_in_flight)),
             }),
         })
     }
@@ -413,148 +449,68 @@ impl Cache {
         Ok(self.inner.redis.del(key).await? > 0)
     }
 
-    /// The cached value of `context`, or else `load`'s, which is then cached for `ttl`
-    /// (`None`: [`CacheConfig::ttl`]). Counts one `hit`, `miss` or `error`.
+    /// The entries being loaded right now by a
+    /// [`get_or_insert_with`](Self::get_or_insert_with) call that concurrent calls for
+    /// the same entry can wait on: one per entry, at most
+    /// [`CacheConfig::max_in_flight`], shared by this cache's clones. 0 when no load is
+    /// under way: an entry is removed when the call that runs its loader finishes, fails,
+    /// panics or is dropped.
     ///
-    /// The cache never fails the call:
-    /// - Redis failing (down, slow, circuit open) counts `error` and runs the loader;
-    ///   the loaded value is then *not* stored, so a failing Redis adds at most one of
-    ///   its bounds to the call, never two.
-    /// - An entry that does not decode (an old shape of `T`, damaged, not a string)
-    ///   counts `error`, runs the loader, and the loaded value replaces the entry.
-    /// - A failed store counts `error` and the loaded value is still returned; a value
-    ///   over [`CacheConfig::max_value_bytes`] is returned and not stored (a warning is
-    ///   logged; it counts as a `miss`).
-    ///
-    /// A hit returns the decoded entry, a miss the loader's own value: they are equal as
-    /// long as `T`'s `Serialize` and `Deserialize` are inverses.
-    ///
-    /// Concurrent misses of one context each run their loader for now. Coalescing them
-    /// (single flight: one loader, the others share its encoded value and decode their
-    /// own `T`, counted as `coalesced`) will be added inside this method, with this same
-    /// signature.
-    ///
-    /// # Errors
-    ///
-    /// Only the loader's error, returned as is and never cached: the next call runs the
-    /// loader again.
-    ///
-    /// # Cancellation
-    ///
-    /// Dropping the future drops the loader's future with it and stores nothing not yet
-    /// sent (a store already sent may still be applied). A hit or a failed lookup is
-    /// counted at once; a miss only once its value is stored (or not): a call dropped
-    /// while loading after a miss counts nothing.
-    ///
-    /// ```no_run
+    /// ```
     /// # use stayfast::cache::{Cache, CacheConfig};
     /// # use stayfast::redis::{Redis, RedisConfig};
-    /// # async fn fetch_weather(city: &str) -> Result<String, std::io::Error> { Ok("sunny".into()) }
-    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(); // closed again
     /// # let mut redis_config = RedisConfig::default();
-    /// # redis_config.url = "redis://127.0.0.1:6390".into();
+    /// # redis_config.url = format!("redis://127.0.0.1:{port}");
+    /// # redis_config.connect_timeout = std::time::Duration::from_millis(50);
     /// # let redis = Redis::connect(&redis_config).await?;
-    /// let cache = Cache::new(redis, "weather", &CacheConfig::default())?;
-    /// let city = "Lyon";
-    /// // `fetch_weather` runs on a miss only; its error is returned, never cached.
-    /// let weather: String = cache.get_or_insert_with(city, None, || fetch_weather(city)).await?;
+    /// let cache = Cache::new(redis, "reports", &CacheConfig::default())?;
+    /// let slow = || async {
+    ///     tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    ///     Ok::<_, std::io::Error>("report".to_owned())
+    /// };
+    /// let load = tokio::spawn({
+    ///     let cache = cache.clone();
+    ///     async move { cache.get_or_insert_with("weekly", None, slow).await }
+    /// });
+    /// while cache.in_flight() == 0 {
+    ///     tokio::task::yield_now().await;
+    /// }
+    /// load.abort(); // the call running the loader is dropped: its flight goes with it
+    /// let _ = load.await;
+    /// assert_eq!(cache.in_flight(), 0);
     /// # Ok(()) }
     /// ```
-    pub async fn get_or_insert_with<T, E, F, Fut>(
-        &self,
-        context: &(impl Serialize + ?Sized),
-        ttl: Option<Duration>,
-        load: F,
-    ) -> Result<T, E>
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let results = &self.inner.results;
-        let key = match self.key(context) {
-            Ok(key) => key,
-            Err(e) => {
-                self.report("cannot derive the key; not cached", &e);
-                results.count(Outcome::Error);
-                return load().await;
-            }
-        };
-        // A miss is counted once its value is stored (or not); a failed lookup at once.
-        let miss = match self.lookup::<T>(&key).await {
-            Ok(Some(value)) => {
-                results.count(Outcome::Hit);
-                return Ok(value);
-            }
-            Ok(None) => true,
-            Err(e @ StoreError::Corrupt { .. }) => {
-                self.report("entry does not decode; loading and replacing it", &e);
-                results.count(Outcome::Error);
-                false
-            }
-            Err(e) => {
-                // NOTE: no store after a failed lookup: Redis just failed (or timed out),
-                // a write would most likely wait out a second bound for nothing.
-                self.report("lookup failed; loading without caching", &e);
-                results.count(Outcome::Error);
-                return load().await;
-            }
-        };
-        let value = match load().await {
-            Ok(value) => value,
-            Err(e) => {
-                if miss {
-                    results.count(Outcome::Miss);
-                }
-                return Err(e);
-            }
-        };
-        let stored = match self.store(&key, &value, ttl).await {
-            Ok(()) => Outcome::Miss,
-            Err(e @ StoreError::TooLarge { .. }) => {
-                self.report("loaded value not cached", &e);
-                Outcome::Miss
-            }
-            Err(e) => {
-                self.report("storing the loaded value failed", &e);
-                Outcome::Error
-            }
-        };
-        if miss {
-            results.count(stored);
-        }
-        Ok(value)
+    pub fn in_flight(&self) -> usize {
+        self.inner.flights.len()
     }
 
+    /// The value of `key`, if any: [`fetch`](Self::fetch) then [`decode`].
     async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        // Raw bytes, not `String`: an entry that is not UTF-8 is `Corrupt`, not a Redis
-        // error (which the breaker would see).
-        let bytes = match self.inner.redis.get::<Option<Vec<u8>>>(key).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return Ok(None),
+        match self.fetch(key).await? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The raw entry of `key`, if any.
+    async fn fetch(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        // Raw bytes, not `String`: an entry that is not UTF-8 is `Corrupt` (when decoded),
+        // not a Redis error (which the breaker would see).
+        match self.inner.redis.get::<Option<Vec<u8>>>(key).await {
+            Ok(bytes) => Ok(bytes),
             // NOTE: a hash or a list at our key (WRONGTYPE) is damaged data, not a failing
             // Redis: reported as `Corrupt`, so `get_or_insert_with` replaces it (SET
             // overwrites any type) instead of bypassing the entry forever.
             Err(Error::Inner { source, .. }) if source.details().starts_with("WRONGTYPE") => {
-                return Err(StoreError::Corrupt {
+                Err(StoreError::Corrupt {
                     what: VALUE,
                     problem: "not a string (WRONGTYPE)".into(),
-                });
+                })
             }
-            Err(e) => return Err(e.into()),
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                what: VALUE,
-                // Where and what kind, not serde_json's message: it may quote the entry.
-                problem: format!(
-                    "not the JSON of the expected type ({:?} error at line {}, column {})",
-                    e.classify(),
-                    e.line(),
-                    e.column()
-                ),
-            })
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn store<T: Serialize + ?Sized>(
@@ -563,9 +519,14 @@ impl Cache {
         value: &T,
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
+        // The TTL first: refused before the value is even encoded.
+        expire_seconds(ttl.unwrap_or(self.inner.ttl))?;
+        self.write(key, encode(value)?, ttl).await
+    }
+
+    /// Stores `json`, already encoded, under `key`.
+    async fn write(&self, key: &str, json: String, ttl: Option<Duration>) -> Result<(), StoreError> {
         let seconds = expire_seconds(ttl.unwrap_or(self.inner.ttl))?;
-        let json =
-            serde_json::to_string(value).map_err(|source| StoreError::Encode { what: VALUE, source })?;
         let max = self.inner.max_value_bytes;
         if json.len() > max {
             return Err(StoreError::TooLarge {
@@ -588,6 +549,23 @@ impl Cache {
     }
 }
 
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|source| StoreError::Encode { what: VALUE, source })
+}
+
+fn decode<T: DeserializeOwned>(json: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(json).map_err(|e| StoreError::Corrupt {
+        what: VALUE,
+        // Where and what kind, not serde_json's message: it may quote the entry.
+        problem: format!(
+            "not the JSON of the expected type ({:?} error at line {}, column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ),
+    })
+}
+
 /// Redis expires in whole seconds: round up, so an entry never lives shorter than asked.
 fn expire_seconds(ttl: Duration) -> Result<i64, StoreError> {
     if ttl > MAX_TTL {
@@ -608,73 +586,10 @@ impl fmt::Debug for Cache {
             .field("key_prefix", &inner.key_prefix)
             .field("ttl", &inner.ttl)
             .field("max_value_bytes", &inner.max_value_bytes)
+            .field("max_wait", &inner.max_wait)
+            .field("max_in_flight", &inner.flights.max())
+            .field("in_flight", &inner.flights.len())
             .field("redis", &inner.redis)
             .finish()
-    }
-}
-
-/// The `[cache]` settings.
-///
-/// ```
-/// let c: stayfast::cache::CacheConfig = toml::from_str(r#"ttl = "10m""#).unwrap();
-/// assert_eq!(c.ttl, std::time::Duration::from_secs(600));
-/// assert!(c.validate().is_ok());
-/// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct CacheConfig {
-    /// Namespace of every key: `<prefix>:v<version>:<sha256 hex>`.
-    pub prefix: String,
-    /// Part of every key: bump it when the cached values' shape changes, and old entries
-    /// are simply never read again (they expire).
-    pub version: u32,
-    /// Time to live of an entry unless a call says otherwise.
-    #[serde(with = "duration")]
-    pub ttl: Duration,
-    /// Largest value stored, in bytes of its JSON; larger ones are not cached.
-    pub max_value_bytes: usize,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            prefix: "cache".into(),
-            version: 1,
-            ttl: Duration::from_secs(3600),
-            max_value_bytes: 1024 * 1024,
-        }
-    }
-}
-
-impl CacheConfig {
-    /// Checks every field.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming the first invalid field.
-    ///
-    /// ```
-    /// let mut c = stayfast::cache::CacheConfig::default();
-    /// c.ttl = std::time::Duration::ZERO;
-    /// assert_eq!(c.validate().unwrap_err().field(), "ttl");
-    /// ```
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.prefix.is_empty() || self.prefix.len() > 64 {
-            return Err(ConfigError::new("prefix", "must be 1 to 64 bytes"));
-        }
-        if self.ttl < Duration::from_secs(1) {
-            return Err(ConfigError::new(
-                "ttl",
-                "must be at least 1s (Redis expires in whole seconds)",
-            ));
-        }
-        if self.ttl > MAX_TTL {
-            return Err(ConfigError::new("ttl", "must be at most 100 years"));
-        }
-        if self.max_value_bytes == 0 {
-            return Err(ConfigError::new("max_value_bytes", "must be at least 1"));
-        }
-        Ok(())
     }
 }
