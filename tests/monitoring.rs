@@ -30,7 +30,7 @@ use std::{
 
 use serde_json::Value;
 use stayfast::{
-    Cache, KnowledgeStore, Stayfast, TranscriptStore,
+    Cache, KnowledgeStore, Offload, OffloadConfig, Policy, Stayfast, TranscriptStore,
     redis::Redis,
     settings::{RedisUrl, Settings},
     test_util::RedisServer,
@@ -44,11 +44,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// fails the test. Empty this list once the offload, Redis pool gauge and single-flight
 /// cache branches are merged (and extend [`workload_round`] so they get traffic).
 const NOT_YET_MERGED: &[&str] = &[
-    "stayfast_offload_in_flight",
-    "stayfast_offload_abandoned_total",
     "stayfast_redis_commands_in_flight",
     "stayfast_redis_commands_buffered",
-    r#"result="coalesced""#,
 ];
 
 /// What the dashboard's template variables become in the test: every value.
@@ -484,14 +481,18 @@ struct Stores {
     knowledge: KnowledgeStore,
     cache: Cache,
     redis: Redis,
+    /// A blocking "library" behind a 50 ms deadline, 4 threads at most.
+    offload: Offload,
+    index_query: Policy,
 }
 
 /// One round of the workload: appends, history, facts, the cache, and a Redis GET under
 /// its short bound. Errors are expected while Redis is stopped: they are what the
 /// metrics show.
 ///
-/// After the merge, extend it here: an offloaded blocking call (some past their
-/// deadline), and concurrent `get_or_insert_with` on one cold key (coalesced waits).
+/// Also an offloaded blocking call (every 40th one past its deadline: abandoned) and,
+/// every 20th round, five concurrent `get_or_insert_with` on one cold key (one load,
+/// four coalesced waits).
 async fn workload_round(s: &Stores, n: u64) {
     let session = format!("monitoring-{}", n % 8);
     let _ = s
@@ -517,6 +518,30 @@ async fn workload_round(s: &Stores, n: u64) {
         .await;
     let _ = s.cache.get::<u64>(&("square", n % 40)).await;
     let _ = s.redis.get::<Option<String>>("monitoring:k").await;
+    let work = if n.is_multiple_of(40) { 100 } else { 1 };
+    let _ = s
+        .offload
+        .run(&s.index_query, move || {
+            std::thread::sleep(Duration::from_millis(work));
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .await;
+    if n.is_multiple_of(20) {
+        let callers = (0..5).map(|_| {
+            let cache = s.cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_insert_with(&("cold", n), None, || async {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok::<_, std::io::Error>(n)
+                    })
+                    .await
+            })
+        });
+        for caller in callers.collect::<Vec<_>>() {
+            let _ = caller.await;
+        }
+    }
 }
 
 /// Runs [`workload_round`] in a loop on its own task until dropped.
@@ -574,6 +599,17 @@ async fn rules_and_dashboard_against_a_real_prometheus() {
         knowledge: app.knowledge().unwrap().clone(),
         cache: app.cache().unwrap().clone(),
         redis: app.redis().unwrap().clone(),
+        offload: {
+            let mut config = OffloadConfig::default();
+            config.max_threads = 4;
+            Offload::new("offload.index", &config).unwrap()
+        },
+        index_query: Policy::builder("index.query")
+            .target("offload.index")
+            .timeout(Duration::from_millis(50))
+            .idempotent(true)
+            .build()
+            .unwrap(),
     };
     let workload = Workload::start(stores);
 
