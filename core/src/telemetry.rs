@@ -18,6 +18,10 @@
 //! | `stayfast_circuit_transitions_total` | counter | `target`, `to`, `reason` |
 //! | `stayfast_background_in_flight` | gauge | `spawner` |
 //! | `stayfast_background_tasks_total` | counter | `spawner`, `outcome` |
+//! | `stayfast_redis_connections` | gauge | `target`, `state` (connected, disconnected) |
+//! | `stayfast_redis_pool_size` | gauge | `target` |
+//! | `stayfast_redis_commands_in_flight` | gauge | `target` |
+//! | `stayfast_redis_commands_buffered` | gauge | `target` |
 //! | `stayfast_offload_in_flight` | gauge | `target` (abandoned closures included until they finish) |
 //! | `stayfast_offload_abandoned_total` | counter | `target` |
 //! | `stayfast_runtime_lag_seconds` | histogram | — |
@@ -72,6 +76,21 @@ pub const RUNTIME_LAG_SECONDS: &str = "runtime_lag_seconds";
 pub const REDIS_CONNECTIONS: &str = "redis_connections";
 /// Suffix of the Redis pool size gauge (`target`).
 pub const REDIS_POOL_SIZE: &str = "redis_pool_size";
+/// Suffix of the gauge of Redis commands sent through the handle with no reply yet
+/// (`target`).
+///
+/// ```
+/// use stayfast_core::telemetry::{REDIS_COMMANDS_IN_FLIGHT, metric_name};
+/// assert_eq!(metric_name("stayfast", REDIS_COMMANDS_IN_FLIGHT), "stayfast_redis_commands_in_flight");
+/// ```
+pub const REDIS_COMMANDS_IN_FLIGHT: &str = "redis_commands_in_flight";
+/// Suffix of the gauge of Redis commands queued inside fred, not yet written (`target`).
+///
+/// ```
+/// use stayfast_core::telemetry::{REDIS_COMMANDS_BUFFERED, metric_name};
+/// assert_eq!(metric_name("stayfast", REDIS_COMMANDS_BUFFERED), "stayfast_redis_commands_buffered");
+/// ```
+pub const REDIS_COMMANDS_BUFFERED: &str = "redis_commands_buffered";
 
 /// `<prefix>_<suffix>`.
 ///
@@ -159,5 +178,15 @@ pub fn describe_metrics(prefix: &str) {
         name(REDIS_POOL_SIZE),
         Unit::Count,
         "Connections a Redis pool is configured to hold."
+    );
+    describe_gauge!(
+        name(REDIS_COMMANDS_IN_FLIGHT),
+        Unit::Count,
+        "Redis commands sent through the handle with no reply yet (a pipeline or a whole SCAN counts as one)."
+    );
+    describe_gauge!(
+        name(REDIS_COMMANDS_BUFFERED),
+        Unit::Count,
+        "Redis commands queued inside the client, not yet written to a connection."
     );
 }
