@@ -38,16 +38,6 @@ use stayfast::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Series (or label matchers) of DESIGN's metrics table that other branches are adding
-/// and this branch's `/metrics` cannot show yet. An expression that mentions one of them
-/// (or a recording rule built on one) may come back empty; any other empty expression
-/// fails the test. Empty this list once the offload, Redis pool gauge and single-flight
-/// cache branches are merged (and extend [`workload_round`] so they get traffic).
-const NOT_YET_MERGED: &[&str] = &[
-    "stayfast_redis_commands_in_flight",
-    "stayfast_redis_commands_buffered",
-];
-
 /// What the dashboard's template variables become in the test: every value.
 const SUBSTITUTIONS: &[(&str, &str)] = &[
     ("$__rate_interval", "1m"),
@@ -722,7 +712,7 @@ struct Expression {
 
 /// Every dashboard expression (variables substituted) and every recording rule (its
 /// expression and its recorded series) returns data; every rule Prometheus loaded is
-/// healthy; only expressions built on [`NOT_YET_MERGED`] series may be empty.
+/// healthy.
 async fn every_expression_returns_data(prometheus: &Prometheus) {
     let mut expressions = Vec::new();
     for (panel, expr) in dashboard_exprs(&load_dashboard()) {
@@ -742,7 +732,6 @@ async fn every_expression_returns_data(prometheus: &Prometheus) {
     let rules = prometheus.get_json("/api/v1/rules").await;
     let mut recorded = 0;
     let mut alerts = 0;
-    let mut pending: BTreeSet<String> = NOT_YET_MERGED.iter().map(|s| (*s).to_owned()).collect();
     for group in rules["data"]["groups"].as_array().unwrap() {
         for rule in group["rules"].as_array().unwrap() {
             let name = rule["name"].as_str().unwrap().to_owned();
@@ -755,10 +744,6 @@ async fn every_expression_returns_data(prometheus: &Prometheus) {
             );
             if rule["type"] == "recording" {
                 recorded += 1;
-                // A recording rule built on a pending series makes its own name pending.
-                if NOT_YET_MERGED.iter().any(|p| query.contains(p)) {
-                    pending.insert(name.clone());
-                }
                 expressions.push(Expression {
                     source: format!("rule {name}"),
                     expr: query,
@@ -773,7 +758,6 @@ async fn every_expression_returns_data(prometheus: &Prometheus) {
         }
     }
     assert!(recorded > 0 && alerts > 0, "no rules loaded: {rules}");
-    let depends_on_pending = |expr: &str| pending.iter().any(|p| expr.contains(p.as_str()));
 
     // Bounded poll: the 1-minute windows need two scrapes of every series.
     let started = Instant::now();
@@ -786,15 +770,12 @@ async fn every_expression_returns_data(prometheus: &Prometheus) {
                 Err(error) => panic!("{}: does not evaluate: {error}\n  {}", e.source, e.expr),
             }
         }
-        let unexpected = empty.iter().any(|e| !depends_on_pending(&e.expr));
-        if !unexpected || started.elapsed() > DATA_WITHIN {
+        if empty.is_empty() || started.elapsed() > DATA_WITHIN {
             break empty;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
 
-    let (allowed, missing): (Vec<&&Expression>, Vec<&&Expression>) =
-        empty.iter().partition(|e| depends_on_pending(&e.expr));
     eprintln!(
         "{} expressions ({} dashboard queries, {recorded} recording rules and their series), \
          {alerts} alerts healthy; data from {} in {:?}",
@@ -806,21 +787,10 @@ async fn every_expression_returns_data(prometheus: &Prometheus) {
         expressions.len() - empty.len(),
         started.elapsed()
     );
-    for e in &allowed {
-        eprintln!("  empty, allowed until the merge (NOT_YET_MERGED): {}", e.source);
-    }
-    for e in &expressions {
-        if depends_on_pending(&e.expr) && !empty.iter().any(|x| std::ptr::eq(*x, e)) {
-            eprintln!(
-                "  NOTE: {} returned data though it uses a NOT_YET_MERGED series",
-                e.source
-            );
-        }
-    }
     assert!(
-        missing.is_empty(),
+        empty.is_empty(),
         "expressions that returned no data:\n{}",
-        missing
+        empty
             .iter()
             .map(|e| format!("  {}: {}", e.source, e.expr))
             .collect::<Vec<_>>()

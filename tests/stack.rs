@@ -572,6 +572,8 @@ fn check_exposition(text: &str) {
     x.check("stayfast_cache_requests_total", "counter", &["cache", "result"]);
     x.check("stayfast_redis_connections", "gauge", &["target", "state"]);
     x.check("stayfast_redis_pool_size", "gauge", &["target"]);
+    x.check("stayfast_redis_commands_in_flight", "gauge", &["target"]);
+    x.check("stayfast_redis_commands_buffered", "gauge", &["target"]);
     x.check("stayfast_runtime_lag_seconds", "histogram", &[]);
 
     // The 12 buckets and +Inf, on every histogram series.
