@@ -259,7 +259,9 @@ impl Offload {
     /// assert!(hung.await.unwrap_err().is_timeout()); // after 50 ms…
     /// assert_eq!(offload.in_flight(), 1); // …while the closure still holds its thread
     ///
-    /// let crashed = offload.run(&query, || -> Result<(), std::io::Error> { panic!("index corrupted") });
+    /// // (A generous bound here: printing a panic's backtrace can take longer than 50 ms.)
+    /// let parse = Policy::builder("pdf.parse").timeout(Duration::from_secs(10)).build().unwrap();
+    /// let crashed = offload.run(&parse, || -> Result<(), std::io::Error> { panic!("index corrupted") });
     /// match crashed.await {
     ///     Err(Error::Inner { source: OffloadError::Panicked(message), .. }) => assert_eq!(message, "index corrupted"),
     ///     other => panic!("{other:?}"),
