@@ -9,15 +9,17 @@
 //! child processes of this binary.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{
-    path::PathBuf,
     process::Command,
     sync::{
         Arc, Barrier,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
+use support::TempDir;
 
 use stayfast::{
     StartError, StoreError,
@@ -26,29 +28,6 @@ use stayfast::{
     test_util::RedisServer,
     transcripts::{HistorySource, Message},
 };
-
-/// A fresh directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "stayfast-blocking-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `RedisServer::start` is async: a small runtime of its own starts it (and nothing
 /// else runs on it; the server is a child process and outlives the call).
@@ -75,7 +54,7 @@ fn settings(url: Option<String>, dir: &TempDir) -> Settings {
 #[test]
 fn every_blocking_store_method_works_without_a_runtime() {
     let server = start_server();
-    let dir = TempDir::new();
+    let dir = TempDir::new("blocking");
     let started = Instant::now();
     let app = Stayfast::from_settings(&settings(Some(server.url()), &dir)).unwrap();
     eprintln!("blocking from_settings: {:?}", started.elapsed());
@@ -166,7 +145,7 @@ fn every_blocking_store_method_works_without_a_runtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inside_a_runtime_every_entry_point_is_an_error_not_a_panic() {
     let server = RedisServer::start().await.unwrap();
-    let dir = TempDir::new();
+    let dir = TempDir::new("blocking");
     let settings = settings(Some(server.url()), &dir);
 
     let err = Stayfast::from_settings(&settings).unwrap_err();
@@ -237,7 +216,7 @@ async fn inside_a_runtime_every_entry_point_is_an_error_not_a_panic() {
 
 #[test]
 fn file_only_mode_has_transcripts_and_nothing_else() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("blocking");
     let app = Stayfast::from_settings(&settings(None, &dir)).unwrap();
     assert!(app.knowledge().is_none());
     assert!(app.cache().is_none());
@@ -307,7 +286,7 @@ fn race_first_starts() {
         .map(|_| {
             let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
-                let dir = TempDir::new();
+                let dir = TempDir::new("blocking");
                 let settings = settings(None, &dir);
                 barrier.wait();
                 let app = Stayfast::from_settings(&settings).map_err(|e| e.to_string())?;

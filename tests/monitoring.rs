@@ -15,10 +15,12 @@
 //! Every process started here is stopped by its pid. Figures print with `--nocapture`.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{
     collections::BTreeSet,
     io::Write,
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -27,6 +29,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use support::{TempDir, free_port};
 
 use serde_json::Value;
 use stayfast::{
@@ -110,32 +113,6 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A fresh directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("stayfast-{what}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -7,16 +7,19 @@
 //! and every panic message are captured: neither password appears anywhere.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{
     collections::HashMap,
     io,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
+use support::TempDir;
 
 use stayfast::{
     Stayfast, blocking,
@@ -66,24 +69,6 @@ impl io::Write for Buffer {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// A fresh directory for the facade's transcripts, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("stayfast-secrets-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -292,7 +277,7 @@ async fn no_secret_leak_at_runtime() {
     eprintln!("wrong password: refused in {:?}; {}", started.elapsed(), out[3]);
     shown.extend(out);
 
-    let dir = TempDir::new();
+    let dir = TempDir::new("secrets");
     shown.extend(exercise_facade(&server, &dir.0).await);
 
     for handle in [&redis, &in_url, &wrong] {

@@ -15,16 +15,18 @@
 //! Figures are printed with `--nocapture`.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{SocketAddr, TcpListener},
-    path::PathBuf,
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
+use support::{TempDir, free_port, scrape};
 
 use stayfast::{
     Stayfast,
@@ -34,7 +36,6 @@ use stayfast::{
     test_util::RedisServer,
     transcripts::{HistorySource, Message},
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The GET bound in this test: short, so the SIGSTOP step is quick.
 const GET_TIMEOUT: Duration = Duration::from_millis(300);
@@ -55,32 +56,6 @@ const BUCKETS: [&str; 13] = [
 // ---------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------
-
-/// A fresh directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("stayfast-stack-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn settings(server: &RedisServer, dir: &TempDir) -> Settings {
     let mut s = Settings::default();
@@ -103,25 +78,6 @@ fn settings(server: &RedisServer, dir: &TempDir) -> Settings {
 // ---------------------------------------------------------------------------------
 // The exposition format
 // ---------------------------------------------------------------------------------
-
-async fn scrape(addr: SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(
-        response.starts_with("HTTP/1.1 200"),
-        "{}",
-        &response[..response.len().min(200)]
-    );
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
-}
 
 /// One sample line: `name{k="v",…} value` or `name value`.
 #[derive(Debug)]
@@ -332,7 +288,7 @@ async fn whole_stack() {
     assert!(!defaults.metrics.http_listener, "the listener is opt-in");
 
     let server = RedisServer::start().await.unwrap();
-    let dir = TempDir::new();
+    let dir = TempDir::new("stack");
     let settings = settings(&server, &dir);
     let started = Instant::now();
     let app = Stayfast::from_settings(&settings).await.unwrap();

@@ -4,33 +4,16 @@
 //! install an error, not a panic. One test: the recorder is process-wide.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{collections::BTreeMap, net::TcpListener, time::Duration};
+use support::scrape;
 
 use stayfast::{
     BackgroundConfig, CircuitBreaker, FireAndForget, Policy,
     config::{BreakerConfig, RetryConfig},
     telemetry::{Telemetry, TelemetryConfig, TelemetryError},
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(
-        response.starts_with("HTTP/1.1 200"),
-        "{}",
-        &response[..response.len().min(200)]
-    );
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
-}
 
 /// `# TYPE name kind` lines, by name.
 fn types(text: &str) -> BTreeMap<String, String> {

@@ -8,13 +8,23 @@
 //! redis-server; figures are printed with `--nocapture`.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
+use support::TempDir;
+
+/// The store's directory inside a test's scratch directory.
+impl TempDir {
+    fn tx(&self) -> PathBuf {
+        self.0.join("tx")
+    }
+}
 use std::{
     collections::{BTreeMap, HashMap},
     os::unix::fs::FileTypeExt,
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -37,34 +47,6 @@ const SLACK: Duration = Duration::from_millis(750);
 // ---------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------
-
-/// A fresh directory, removed on drop. The store's directory is `tx` inside it, so a
-/// sentinel can sit next to it.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "stayfast-tx-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn tx(&self) -> PathBuf {
-        self.0.join("tx")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 async fn connect(server: &RedisServer) -> Redis {
     let mut c = RedisConfig::default();
@@ -197,7 +179,7 @@ fn line(seq: u64, id: &str, content: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn append_and_history_with_redis() {
     let server = RedisServer::start().await.unwrap();
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |c| c.cache_messages = 5).await;
 
     let started = Instant::now();
@@ -271,7 +253,7 @@ async fn append_and_history_with_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_session_removes_file_and_window() {
     let server = RedisServer::start().await.unwrap();
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |_| {}).await;
     for text in ["a", "b", "c"] {
         store.append("doomed", Message::new("user", text)).await.unwrap();
@@ -305,7 +287,7 @@ async fn delete_session_removes_file_and_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_with_fsync_never() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let (store, _bg) = open(&tmp.tx(), None, |c| c.fsync = FsyncPolicy::Never).await;
     for s in ["a", "b", "c"] {
         for i in 0..3 {
@@ -333,7 +315,7 @@ async fn flush_with_fsync_never() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_append_also_after_restart() {
     let server = RedisServer::start().await.unwrap();
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |_| {}).await;
     let first = store
         .append("s", Message::new("user", "hello").with_id("msg-1"))
@@ -382,7 +364,7 @@ async fn idempotent_append_also_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_appends_go_on_and_history_falls_back_to_the_file() {
     let mut server = RedisServer::start().await.unwrap();
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let (store, _bg) = open(&tmp.tx(), Some(connect(&server).await), |_| {}).await;
     for i in 0..3 {
         store
@@ -417,7 +399,7 @@ async fn redis_killed_appends_go_on_and_history_falls_back_to_the_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused_history_is_bounded_and_degraded() {
     let server = RedisServer::start().await.unwrap();
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |_| {}).await;
     for i in 0..3 {
         store
@@ -465,7 +447,7 @@ async fn redis_paused_history_is_bounded_and_degraded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_only_store_serves_the_file_not_degraded() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let (store, _bg) = open(&tmp.tx(), None, |_| {}).await;
     for i in 0..3 {
         store
@@ -493,7 +475,7 @@ async fn file_only_store_serves_the_file_not_degraded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_window_is_repopulated_from_the_file() {
     let server = RedisServer::start().await.unwrap();
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |c| c.cache_messages = 4).await;
     for i in 0..6 {
         store
@@ -522,7 +504,7 @@ async fn a_deleted_window_is_repopulated_from_the_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repopulation_never_replaces_a_newer_window() {
     let server = RedisServer::start().await.unwrap();
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |_| {}).await;
     for i in 1..=3 {
         store
@@ -564,7 +546,7 @@ async fn repopulation_never_replaces_a_newer_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_session_is_never_served_from_a_stale_window() {
     let server = RedisServer::start().await.unwrap();
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |_| {}).await;
     let old: Vec<Record> = {
         let mut v = Vec::new();
@@ -632,7 +614,7 @@ async fn append_check(fault: Fault) {
     const APPENDERS: usize = 4; // per session
     const WINDOW: u32 = 20;
     let mut server = RedisServer::start().await.unwrap();
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |c| {
         c.cache_messages = WINDOW
     })
@@ -810,7 +792,7 @@ async fn transcript_append_check_pause_resume() {
 async fn text_and_size() {
     const MAX: usize = 4096;
     let server = RedisServer::start().await.unwrap();
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |c| {
         c.max_message_bytes = MAX;
     })
@@ -925,7 +907,7 @@ async fn text_and_size() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_id_paths() {
     let server = RedisServer::start().await.unwrap();
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let sentinel = tmp.0.join("sentinel");
     std::fs::create_dir_all(&sentinel).unwrap();
     std::fs::write(sentinel.join("keep"), b"untouched").unwrap();
@@ -1052,7 +1034,7 @@ async fn timed<T>(what: &str, f: impl Future<Output = T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_transcript_load() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let dir = tmp.tx();
     let (store, _bg) = open(&dir, None, |_| {}).await;
     let good = format!("{}\n{}\n", line(1, "a", "one"), line(2, "b", "two"));
@@ -1170,7 +1152,7 @@ async fn corrupt_transcript_load() {
 async fn bounded_session_map_keeps_seqs_across_eviction() {
     const SESSIONS: usize = 20_000;
     const WORKERS: usize = 8;
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("tx");
     let (store, _bg) = open(&tmp.tx(), None, |c| {
         c.max_open_sessions = 100;
         c.fsync = FsyncPolicy::Never;
