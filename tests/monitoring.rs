@@ -29,15 +29,12 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use support::{TempDir, free_port};
+use support::{TempDir, free_port, service_settings};
 
 use serde_json::Value;
 use stayfast::{
-    Cache, KnowledgeStore, Offload, OffloadConfig, Policy, Stayfast, TranscriptStore,
-    redis::Redis,
-    settings::{RedisUrl, Settings},
-    test_util::RedisServer,
-    transcripts::Message,
+    Cache, KnowledgeStore, Offload, OffloadConfig, Policy, Stayfast, TranscriptStore, redis::Redis,
+    settings::Settings, test_util::RedisServer, transcripts::Message,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -426,19 +423,7 @@ async fn poll<T>(
 // ---------------------------------------------------------------------------------
 
 fn settings(server: &RedisServer, dir: &TempDir) -> Settings {
-    let mut s = Settings::default();
-    s.redis.url = RedisUrl::new(server.url());
-    s.redis.reconnect_max_delay = Duration::from_millis(200);
-    s.transcripts.dir = dir.0.join("tx");
-    s.metrics.http_listener = true;
-    s.metrics.listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    s.timeouts.redis.operations.get = Some(GET_TIMEOUT);
-    s.timeouts.redis.operations.default = Duration::from_secs(1);
-    // Two failed attempts open the circuit; a short open period keeps recovery quick.
-    s.breaker.consecutive_failures = Some(2);
-    s.breaker.open_for = Duration::from_millis(300);
-    s.breaker.max_open_for = Duration::from_secs(1);
-    s
+    service_settings(server, dir, GET_TIMEOUT)
 }
 
 /// What the workload calls, cloned out of the `Stayfast`.

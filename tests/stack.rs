@@ -26,13 +26,13 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use support::{TempDir, free_port, scrape};
+use support::{TempDir, scrape, service_settings};
 
 use stayfast::{
     Stayfast,
     breaker::State,
     fs::FsyncPolicy,
-    settings::{RedisUrl, Settings},
+    settings::Settings,
     test_util::RedisServer,
     transcripts::{HistorySource, Message},
 };
@@ -58,20 +58,9 @@ const BUCKETS: [&str; 13] = [
 // ---------------------------------------------------------------------------------
 
 fn settings(server: &RedisServer, dir: &TempDir) -> Settings {
-    let mut s = Settings::default();
-    s.redis.url = RedisUrl::new(server.url());
-    s.redis.reconnect_max_delay = Duration::from_millis(200);
-    s.transcripts.dir = dir.0.join("tx");
+    let mut s = service_settings(server, dir, GET_TIMEOUT);
     // Batched fsync: `shutdown` must flush what the appends left unsynced.
     s.transcripts.fsync = FsyncPolicy::EveryMs(60_000);
-    s.metrics.http_listener = true;
-    s.metrics.listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    s.timeouts.redis.operations.get = Some(GET_TIMEOUT);
-    s.timeouts.redis.operations.default = Duration::from_secs(1);
-    // Two failed attempts open the circuit; a short open period keeps recovery quick.
-    s.breaker.consecutive_failures = Some(2);
-    s.breaker.open_for = Duration::from_millis(300);
-    s.breaker.max_open_for = Duration::from_secs(1);
     s
 }
 

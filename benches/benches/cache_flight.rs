@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo bench -p stayfast-benches --bench cache_flight` (needs redis-server).
 
+mod support;
+
 use std::{
     future::Future,
     sync::{
@@ -91,15 +93,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` / `--list`: nothing to run
     }
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .expect("a recorder");
-    std::thread::spawn(move || {
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-            recorder.run_upkeep();
-        }
-    });
+    let _recorder = support::install_recorder();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

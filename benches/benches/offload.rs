@@ -18,15 +18,16 @@
 //!
 //! Run with `cargo bench -p stayfast-benches --bench offload`.
 
+mod support;
+
 use std::{
     convert::Infallible,
     hint::black_box,
-    thread,
     time::{Duration, Instant},
 };
+use support::install_recorder;
 
 use criterion::Criterion;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use stayfast_core::{
     CircuitBreaker, Offload, OffloadConfig, Policy,
     config::{BreakerConfig, RetryConfig},
@@ -36,25 +37,6 @@ use tokio::runtime::Runtime;
 /// The blocking work: as little as possible, so the hop and the wrapper are measured.
 fn trivial() -> u64 {
     black_box(1)
-}
-
-/// Installs the Prometheus recorder globally and drains its histograms every second.
-fn install_recorder() -> PrometheusHandle {
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .expect("install the Prometheus recorder");
-    stayfast_core::telemetry::describe_metrics("stayfast");
-    let upkeep = handle.clone();
-    thread::Builder::new()
-        .name("prometheus-upkeep".to_owned())
-        .spawn(move || {
-            loop {
-                thread::sleep(Duration::from_secs(1));
-                upkeep.run_upkeep();
-            }
-        })
-        .expect("spawn the upkeep thread");
-    handle
 }
 
 fn runtime() -> Runtime {

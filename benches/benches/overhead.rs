@@ -19,12 +19,14 @@
 //!
 //! Run with `cargo bench -p stayfast-benches --bench overhead`.
 
-use std::{hint::black_box, io, thread, time::Duration};
+mod support;
+
+use std::{hint::black_box, io, time::Duration};
+use support::install_recorder;
 
 use backon::{ExponentialBuilder, Retryable};
 use criterion::Criterion;
 use failsafe::futures::CircuitBreaker as _;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use stayfast_core::{
     Bulkhead, CallMetrics, CircuitBreaker, Health, Metered, Policy, TimeoutExt,
     config::{BreakerConfig, BulkheadConfig, RetryConfig},
@@ -34,26 +36,6 @@ use tokio::{runtime::Runtime, time::Instant};
 /// The operation every variant wraps: ready on its first poll.
 async fn ready() -> Result<u64, io::Error> {
     Ok(black_box(1))
-}
-
-/// Installs the Prometheus recorder globally and drains its histograms every second,
-/// as a service's scrape or upkeep task would.
-fn install_recorder() -> PrometheusHandle {
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .expect("install the Prometheus recorder");
-    stayfast_core::telemetry::describe_metrics("stayfast");
-    let upkeep = handle.clone();
-    thread::Builder::new()
-        .name("prometheus-upkeep".to_owned())
-        .spawn(move || {
-            loop {
-                thread::sleep(Duration::from_secs(1));
-                upkeep.run_upkeep();
-            }
-        })
-        .expect("spawn the upkeep thread");
-    handle
 }
 
 fn runtime() -> Runtime {

@@ -66,3 +66,27 @@ pub(crate) async fn scrape(addr: SocketAddr) -> String {
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default()
 }
+
+/// A whole service on `server`, its transcripts under `dir`, `/metrics` on a free
+/// loopback port: GETs bounded by `get_timeout`, other commands by 1 s, and a breaker
+/// that opens after two failed attempts and probes again soon, so faults and recovery
+/// are quick to watch.
+pub(crate) fn service_settings(
+    server: &stayfast::test_util::RedisServer,
+    dir: &TempDir,
+    get_timeout: std::time::Duration,
+) -> stayfast::Settings {
+    use std::time::Duration;
+    let mut s = stayfast::Settings::default();
+    s.redis.url = stayfast::settings::RedisUrl::new(server.url());
+    s.redis.reconnect_max_delay = Duration::from_millis(200);
+    s.transcripts.dir = dir.0.join("tx");
+    s.metrics.http_listener = true;
+    s.metrics.listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    s.timeouts.redis.operations.get = Some(get_timeout);
+    s.timeouts.redis.operations.default = Duration::from_secs(1);
+    s.breaker.consecutive_failures = Some(2);
+    s.breaker.open_for = Duration::from_millis(300);
+    s.breaker.max_open_for = Duration::from_secs(1);
+    s
+}
