@@ -1,9 +1,11 @@
 //! Raw fred against the same commands through stayfast's `Redis` handle, on one
 //! throwaway redis-server, in one run: sequential latency (p50, p99) and the throughput
 //! of 50 concurrent tasks, for GET, HSET and HGETALL. Three clients: raw fred as it comes
-//! (no deadline at all: the configuration that hangs), raw fred with the same per-command
-//! deadline stayfast hands it (`Options { timeout, fail_fast, max_attempts: 1 }`), and
-//! stayfast. Runs alternate (A/B/C, then B/C/A…) so drift hits all, and throughput is
+//! (no deadline at all: the configuration that hangs); raw fred given what stayfast gives
+//! it — the same per-command deadline (`Options { timeout, fail_fast, max_attempts: 1 }`)
+//! and the same connection settings (unresponsive-connection check, bounded command
+//! buffer, one attempt, connected clients preferred), so the gap to it is the wrapper's
+//! own cost; and stayfast. Runs alternate (A/B/C, then B/C/A…) so drift hits all, and throughput is
 //! judged by the median of per-round ratios; the Prometheus recorder is installed, as in
 //! production.
 //!
@@ -25,7 +27,7 @@ use fred::{
     clients::Pool,
     interfaces::{ClientLike, HashesInterface, KeysInterface},
     prelude::{Builder, Config, ReconnectPolicy},
-    types::config::Options,
+    types::config::{Options, UnresponsiveConfig},
 };
 use stayfast_core::{
     redis::{Redis, RedisConfig},
@@ -110,8 +112,28 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-/// Operations per second of `TASKS` tasks calling as fast as they can.
-async fn throughput<F, Fut>(call: F) -> f64
+/// CPU time used so far by this process's threads (the client side: redis-server is
+/// another process), from Linux's per-thread scheduler statistics in nanoseconds; `None`
+/// elsewhere.
+fn client_cpu() -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// What `TASKS` tasks calling as fast as they can achieved.
+#[derive(Clone, Copy)]
+struct Rate {
+    ops_per_sec: f64,
+    /// Client CPU per call (all threads of this process): what the client's code costs,
+    /// less swayed than throughput by how the two cores are shared with redis-server.
+    cpu_per_op: Option<Duration>,
+}
+
+async fn throughput<F, Fut>(call: F) -> Rate
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send,
@@ -129,15 +151,20 @@ where
             })
         })
         .collect();
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), client_cpu());
     tokio::time::sleep(THROUGHPUT_WINDOW).await;
     stop.store(true, Ordering::Relaxed);
     let n = done.load(Ordering::Relaxed);
-    let elapsed = started.elapsed();
+    let (elapsed, cpu_after) = (started.elapsed(), client_cpu());
     for t in tasks {
         t.await.expect("a bench task");
     }
-    n as f64 / elapsed.as_secs_f64()
+    Rate {
+        ops_per_sec: n as f64 / elapsed.as_secs_f64(),
+        cpu_per_op: cpu_before
+            .zip(cpu_after)
+            .map(|(before, after)| after.saturating_sub(before) / n.max(1) as u32),
+    }
 }
 
 #[derive(Default)]
@@ -145,6 +172,7 @@ struct Figures {
     p50: Vec<Duration>,
     p99: Vec<Duration>,
     ops: Vec<f64>,
+    cpu: Vec<Duration>,
 }
 
 fn median<T: Copy + PartialOrd>(v: &[T]) -> T {
@@ -163,7 +191,11 @@ fn selected_ops() -> Vec<Op> {
     match std::env::var("STAYFAST_BENCH_OPS") {
         Ok(names) => all
             .into_iter()
-            .filter(|op| names.split(',').any(|n| n.trim().eq_ignore_ascii_case(&format!("{op:?}"))))
+            .filter(|op| {
+                names
+                    .split(',')
+                    .any(|n| n.trim().eq_ignore_ascii_case(&format!("{op:?}")))
+            })
             .collect(),
         Err(_) => all.to_vec(),
     }
@@ -181,20 +213,34 @@ fn main() {
         .expect("a runtime");
     rt.block_on(async {
         let server = RedisServer::start().await.expect("redis-server (install it to run this bench)");
+        let mut config = RedisConfig::default();
+        config.url = server.url();
+        config.pool_size = POOL as u32;
         let raw = Builder::from_config(Config::from_url(&server.url()).expect("a url"))
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build_pool(POOL)
             .expect("a raw pool");
         raw.init().await.expect("raw connected");
-        let mut config = RedisConfig::default();
-        config.url = server.url();
-        config.pool_size = POOL as u32;
+        let tuned = Builder::from_config(Config::from_url(&server.url()).expect("a url"))
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .with_connection_config(|c| {
+                c.max_command_attempts = 1;
+                c.max_command_buffer_len = config.max_command_buffer as usize;
+                c.unresponsive = UnresponsiveConfig {
+                    max_timeout: Some(config.unresponsive_timeout),
+                    interval: config.health_check_interval,
+                };
+            })
+            .build_pool(POOL)
+            .expect("a tuned raw pool");
+        tuned.prefer_connected(true);
+        tuned.init().await.expect("tuned raw connected");
         let redis = Redis::connect(&config).await.expect("a handle");
         raw.set::<(), _, _>("k", "v", None, None, false).await.expect("seed k");
         raw.hset::<i64, _, _>("h", [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]).await.expect("seed h");
 
-        println!("| command | client | p50 | p99 | ops/s, 50 tasks (median) |");
-        println!("|---|---|---|---|---|");
+        println!("| command | client | p50 | p99 | ops/s, 50 tasks (median) | client CPU per call |");
+        println!("|---|---|---|---|---|---|");
         let mut summary = Vec::new();
         for op in selected_ops() {
             let mut figures: [Figures; 3] = Default::default();
@@ -202,7 +248,7 @@ fn main() {
                 for (client, f) in figures.iter_mut().enumerate() {
                     let l = match client {
                         RAW => sequential(SEQUENTIAL, || raw_op(&raw, op, false)).await,
-                        RAW_DEADLINE => sequential(SEQUENTIAL, || raw_op(&raw, op, true)).await,
+                        RAW_DEADLINE => sequential(SEQUENTIAL, || raw_op(&tuned, op, true)).await,
                         _ => sequential(SEQUENTIAL, || wrapped_op(&redis, op)).await,
                     };
                     f.p50.push(percentile(&l, 0.50));
@@ -215,12 +261,13 @@ fn main() {
             // verdict is the median of the per-round ratios.
             let (mut vs_raw, mut vs_deadline) = (Vec::new(), Vec::new());
             for round in 0..THROUGHPUT_ROUNDS {
-                let mut ops = [0.0; 3];
+                let mut rates = [Rate { ops_per_sec: 0.0, cpu_per_op: None }; 3];
                 for i in 0..3 {
                     let client = (round + i) % 3;
-                    ops[client] = match client {
+                    rates[client] = match client {
                         RAW | RAW_DEADLINE => {
-                            let (r, deadline) = (raw.clone(), client == RAW_DEADLINE);
+                            let deadline = client == RAW_DEADLINE;
+                            let r = if deadline { tuned.clone() } else { raw.clone() };
                             throughput(move || {
                                 let r = r.clone();
                                 async move { raw_op(&r, op, deadline).await }
@@ -236,17 +283,23 @@ fn main() {
                             .await
                         }
                     };
-                    figures[client].ops.push(ops[client]);
+                    figures[client].ops.push(rates[client].ops_per_sec);
+                    figures[client].cpu.extend(rates[client].cpu_per_op);
                 }
-                vs_raw.push(ops[STAYFAST] / ops[RAW]);
-                vs_deadline.push(ops[STAYFAST] / ops[RAW_DEADLINE]);
+                vs_raw.push(rates[STAYFAST].ops_per_sec / rates[RAW].ops_per_sec);
+                vs_deadline.push(rates[STAYFAST].ops_per_sec / rates[RAW_DEADLINE].ops_per_sec);
             }
-            for (client, f) in ["raw fred, no deadline", "raw fred, deadline in Options", "stayfast"]
+            for (client, f) in ["raw fred as it comes, no deadline", "raw fred, stayfast's settings and deadline", "stayfast"]
                 .iter()
                 .zip(&figures)
             {
+                let cpu = if f.cpu.is_empty() {
+                    "n/a".to_owned()
+                } else {
+                    format!("{:.2} µs", median(&f.cpu).as_secs_f64() * 1e6)
+                };
                 println!(
-                    "| {op:?} | {client} | {:.1} µs | {:.1} µs | {:.0} |",
+                    "| {op:?} | {client} | {:.1} µs | {:.1} µs | {:.0} | {cpu} |",
                     median(&f.p50).as_secs_f64() * 1e6,
                     median(&f.p99).as_secs_f64() * 1e6,
                     median(&f.ops)
@@ -256,8 +309,8 @@ fn main() {
                 (median(&figures[STAYFAST].p50).as_secs_f64() - median(&figures[baseline].p50).as_secs_f64()) * 1e6
             };
             summary.push(format!(
-                "{op:?}: p50 {:+.1} µs vs raw, {:+.1} µs vs raw with a deadline (target ≤ 3 µs); throughput, median of \
-                 {THROUGHPUT_ROUNDS} paired rounds (quartiles): {:.2}× raw ({:.2}–{:.2}), {:.2}× raw with a deadline \
+                "{op:?}: p50 {:+.1} µs vs raw, {:+.1} µs vs raw with stayfast's settings (target ≤ 3 µs); throughput, median of \
+                 {THROUGHPUT_ROUNDS} paired rounds (quartiles): {:.2}× raw ({:.2}–{:.2}), {:.2}× raw with stayfast's settings \
                  ({:.2}–{:.2}) (target ≥ 0.95)",
                 p50_gap(RAW),
                 p50_gap(RAW_DEADLINE),
@@ -274,5 +327,6 @@ fn main() {
             println!("{line}");
         }
         let _ = raw.quit().await;
+        let _ = tuned.quit().await;
     });
 }

@@ -42,6 +42,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod background;
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis handle uses it so far
+mod backstop;
 pub mod breaker;
 mod bulkhead;
 mod classify;

@@ -11,8 +11,27 @@ use tokio::{
 use super::{Attempt, Inner};
 use crate::{
     Bulkhead, Classifier, Error, Health, Outcome, Retryable, Timeout, Verdict, breaker::Permit,
-    bulkhead::Refusal, clock, retry::RetryEvent,
+    bulkhead::Refusal, clock, metered::InFlight, retry::RetryEvent,
 };
+
+/// One logical call, metered: its duration and final outcome (`cancelled` if dropped).
+#[inline]
+pub(super) async fn metered<C, Op, Fut, T, E>(
+    inner: &Inner<C>,
+    threads: Option<&Bulkhead>,
+    op: &mut Op,
+) -> Result<T, Error<E>>
+where
+    C: Classifier<E>,
+    Op: FnMut(Attempt, Option<OwnedSemaphorePermit>) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = Instant::now();
+    let in_flight = InFlight::start(&inner.metrics, started);
+    let result = run(inner, threads, op, started).await;
+    in_flight.finish(outcome_of(&result));
+    result
+}
 
 /// Runs every attempt of one call. `started` is the call's start, read once by the
 /// caller and shared with the metrics, so a call that succeeds at once reads the clock
@@ -86,7 +105,11 @@ where
                 } else {
                     inner.deadline
                 };
-                Timeout::at(future, at, bound.unwrap_or_default()).await
+                let bound = bound.unwrap_or_default();
+                match &inner.backstop {
+                    Some(backstop) => backstop.guard(future, at, bound).await,
+                    None => Timeout::at(future, at, bound).await,
+                }
             }
             None => Ok(future.await),
         };

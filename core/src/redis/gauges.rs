@@ -1,7 +1,8 @@
 //! The pool's saturation gauges: connections, pool size, commands in flight through the
 //! handle and commands buffered inside fred, sampled on a timer.
 //!
-//! The hot path only touches one relaxed atomic per command (an [`InFlight`] guard);
+//! The hot path only touches one relaxed atomic per command (an [`InFlight`] guard, on
+//! the calling thread's stripe);
 //! the metrics recorder is reached once per sampling period, never per call — the
 //! handle's throughput is the point of it.
 
@@ -19,8 +20,11 @@ use fred::{
 };
 use metrics::{Gauge, gauge};
 
-use crate::telemetry::{
-    REDIS_COMMANDS_BUFFERED, REDIS_COMMANDS_IN_FLIGHT, REDIS_CONNECTIONS, REDIS_POOL_SIZE, metric_name,
+use crate::{
+    sync::{SHARDS, this_threads_shard},
+    telemetry::{
+        REDIS_COMMANDS_BUFFERED, REDIS_COMMANDS_IN_FLIGHT, REDIS_CONNECTIONS, REDIS_POOL_SIZE, metric_name,
+    },
 };
 
 /// How often the gauges are sampled.
@@ -28,21 +32,34 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Commands sent through one handle (and its clones) with no reply yet. Shared by the
 /// handle and its sampler; cheap to clone.
+///
+/// Counted in one stripe per thread shard, each on its own cache line: one counter that
+/// every core increments and decrements on every command cost measurable throughput
+/// with fifty callers on two cores. The gauge is the sum of the stripes.
 #[derive(Clone, Default)]
-pub(super) struct InFlight(Arc<AtomicUsize>);
+pub(super) struct InFlight(Arc<[Stripe; SHARDS]>);
+
+/// One stripe of [`InFlight`], alone on its cache line (128 bytes: two lines on CPUs
+/// that fetch lines in pairs).
+#[derive(Default)]
+#[repr(align(128))]
+pub(super) struct Stripe(AtomicUsize);
 
 impl InFlight {
     /// Counts one command until the guard drops: on its reply, its error, its timeout,
     /// or when the caller drops the future — a cancelled call cannot leak the count.
+    #[inline]
     pub(super) fn enter(&self) -> InFlightGuard<'_> {
+        let stripe = &self.0[this_threads_shard()].0;
         // NOTE: Relaxed: the count orders nothing else, and a gauge read once a second
-        // needs no happens-before with the commands it counts.
-        self.0.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard(&self.0)
+        // needs no happens-before with the commands it counts. The guard leaves from
+        // the stripe it entered, wherever it is dropped, so no stripe goes below zero.
+        stripe.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(stripe)
     }
 
     pub(super) fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.0.iter().map(|stripe| stripe.0.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -50,6 +67,7 @@ impl InFlight {
 pub(super) struct InFlightGuard<'a>(&'a AtomicUsize);
 
 impl Drop for InFlightGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }

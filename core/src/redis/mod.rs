@@ -33,7 +33,10 @@ use futures_util::TryStreamExt;
 
 pub use self::config::{OperationTimeouts, RedisConfig};
 use self::gauges::InFlight;
-use crate::{Attempt, CircuitBreaker, Error, Name, Policy, config::ConfigError, telemetry::DEFAULT_PREFIX};
+use crate::{
+    Attempt, CircuitBreaker, Error, Name, Policy, backstop::Backstop, config::ConfigError,
+    telemetry::DEFAULT_PREFIX,
+};
 /// The fred version this handle is built on, for its types (`Value`, `Map`, the
 /// command traits a [`Redis::run`] closure calls) without a second dependency to keep
 /// in step.
@@ -189,6 +192,15 @@ impl Command {
         )
     }
 
+    /// Whether every attempt of the command hands its deadline to fred, which then ends
+    /// it in time by itself: stayfast's own bound is only a safety net, kept by the
+    /// handle's [`Backstop`] instead of a timer per attempt. Not for SCAN (its pages are
+    /// bounded by stayfast's timer alone), pipelines (the caller's build step runs
+    /// outside fred) and [`Redis::run`]'s other commands.
+    const fn deadline_in_fred(self) -> bool {
+        !matches!(self, Command::Scan | Command::Pipeline | Command::Other)
+    }
+
     fn timeout(self, config: &RedisConfig) -> Duration {
         let o = &config.operations;
         let specific = match self {
@@ -239,11 +251,13 @@ struct Inner {
     url: String,
     in_flight: InFlight,
     sampler: tokio::task::AbortHandle,
+    backstop: Backstop,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.sampler.abort();
+        self.backstop.stop();
     }
 }
 
@@ -347,6 +361,9 @@ impl Redis {
             .on_transition(reset_on_open(pool.clone(), config.connect_timeout))
             .build()
             .map_err(|e| e.prefixed("breaker"))?;
+        // One sweeper for the safety net of every command whose deadline fred holds,
+        // ending a call at most one margin after its deadline if fred did not.
+        let backstop = Backstop::start(config.deadline_margin);
         let policies = Command::ALL
             .iter()
             .map(|&command| {
@@ -362,6 +379,9 @@ impl Redis {
                     .metrics_prefix(prefix);
                 if command.is_idempotent() {
                     builder = builder.retry(&config.retry);
+                }
+                if command.deadline_in_fred() {
+                    builder = builder.backstop(backstop.clone());
                 }
                 builder.build()
             })
@@ -394,6 +414,7 @@ impl Redis {
                 url: config.redacted_url(),
                 in_flight,
                 sampler,
+                backstop,
             }),
         })
     }
@@ -566,7 +587,7 @@ impl Redis {
         // measurable.
         let _counted = self.inner.in_flight.enter();
         self.policy(command)
-            .call_with(|attempt| op(pool.with_options(&options(&attempt, margin))))
+            .call_borrowed(|attempt| op(pool.with_options(&options(&attempt, margin))))
             .await
     }
 
@@ -933,7 +954,7 @@ impl Redis {
         // One round trip: counted as one command in flight, however many it holds.
         let _counted = self.inner.in_flight.enter();
         self.policy(Command::Pipeline)
-            .call_with(|attempt| {
+            .call_borrowed(|attempt| {
                 // NOTE: `pipeline().with_options(..)`, not `with_options(..).pipeline()`:
                 // the latter derefs to the bare client and loses the deadline.
                 let pipeline = pool
