@@ -142,12 +142,19 @@ async fn sigstop_every_call_returns_within_its_deadline() {
     no_trip.breaker.failure_rate = None;
     let redis = Redis::connect(&no_trip).await.unwrap();
     let guarded = Redis::connect(&config(&server.url(), 300)).await.unwrap();
+    // A GET bounded at 300 ms by a handle whose fred-wide default is 3 s: when a call
+    // falls into a `WithOptions` trap (EVAL on the handed pool loses the options), only
+    // stayfast's backstop can end it near 300 ms.
+    let mut trapped = no_trip.clone();
+    trapped.command_timeout = Duration::from_secs(3);
+    trapped.operations.get = Some(Duration::from_millis(300));
+    let trapped = Redis::connect(&trapped).await.unwrap();
     redis.set("k", "v", None).await.unwrap();
     server.pause().unwrap();
     let mut latencies = Vec::new();
     let bound = Duration::from_millis(300) + SLACK;
     for round in 0..2 {
-        let calls: [(&str, Call<'_>); 5] = [
+        let calls: [(&str, Call<'_>); 6] = [
             (
                 "get",
                 Box::pin(async { redis.get::<Option<String>>("k").await.is_err() }),
@@ -175,6 +182,18 @@ async fn sigstop_every_call_returns_within_its_deadline() {
             (
                 "scan",
                 Box::pin(async { redis.scan_keys("*", 10, 100).await.is_err() }),
+            ),
+            (
+                "eval in a trap (backstop)",
+                Box::pin(async {
+                    trapped
+                        .run(Command::Get, |c| async move {
+                            use fred::interfaces::LuaInterface;
+                            c.eval::<i64, _, _, _>("return 1", (), ()).await
+                        })
+                        .await
+                        .is_err_and(|e| e.is_timeout())
+                }),
             ),
         ];
         for (name, call) in calls {
