@@ -71,6 +71,7 @@ fn defaults_agree_with_core() {
     assert_eq!(ours.reconnect_max_delay, core.reconnect_max_delay);
     assert_eq!(ours.deadline_margin, core.deadline_margin);
     assert_eq!(ours.tcp_nodelay, core.tcp_nodelay);
+    assert_eq!(ours.open_on_disconnect, core.open_on_disconnect);
     assert_eq!(ours.retry, core.retry);
     assert_eq!(ours.breaker, core.breaker);
     assert_eq!(ours, core, "a field not compared above");
@@ -103,6 +104,7 @@ fn layering_default_file_env() {
 
         jail.set_env("STAYFAST_TIMEOUTS__REDIS__OPERATIONS__GET", "1.5s");
         jail.set_env("STAYFAST_REDIS__TCP_NODELAY", "true");
+        jail.set_env("STAYFAST_REDIS__OPEN_ON_DISCONNECT", "true");
         let from_env = Settings::load().unwrap();
         assert_eq!(
             from_env.timeouts.redis.operations.get,
@@ -115,6 +117,7 @@ fn layering_default_file_env() {
         );
         assert_eq!(from_env.redis.pool_size, 8, "file");
         assert!(from_env.redis.tcp_nodelay, "env");
+        assert!(from_env.redis_config().open_on_disconnect, "env");
         assert_eq!(
             from_env.redis_config().operations.get,
             Some(Duration::from_millis(1500))

@@ -12,7 +12,7 @@ use std::{
 
 use State::{Closed, Disabled, ForcedOpen, HalfOpen, Open};
 use TransitionReason::{
-    BreakElapsed, FailureRate, FailureThreshold, Manual, ProbeFailed, ProbeSucceeded, SlowCalls,
+    BreakElapsed, FailureRate, FailureThreshold, Manual, ProbeFailed, ProbeSucceeded, SlowCalls, Tripped,
 };
 use metrics_util::{
     MetricKind,
@@ -1225,4 +1225,45 @@ async fn breaker_half_open_full_retry_after_is_time_left() {
     advance(ms(30)).await;
     assert_eq!(rejected_for(&breaker), ms(70));
     drop(probe);
+}
+
+/// `trip`: opens a closed breaker at once, which then recovers through half-open like
+/// any trip; a trip while probing waits longer (as a failed probe does); an open,
+/// forced-open or disabled breaker is left alone; permits taken before it no longer
+/// count.
+#[tokio::test(start_paused = true)]
+async fn breaker_trip_opens_now_and_recovers_through_half_open() {
+    let (b, log) = logged("tripped", &config(3, 1, 100));
+    let before = b.try_acquire().unwrap();
+    assert!(b.trip());
+    assert_eq!(last(&log), Some((Closed, Open, Tripped, 1)));
+    assert_eq!(rejected_for(&b), ms(100));
+    before.record(Health::Failure); // from the closed generation: changes nothing
+    assert!(!b.trip(), "already open");
+    assert_eq!(steps(&log).len(), 1);
+
+    advance(ms(100)).await;
+    let probe = b.try_acquire().unwrap();
+    assert_eq!(b.state(), HalfOpen);
+    assert!(b.trip(), "a trip while probing");
+    assert_eq!(last(&log), Some((HalfOpen, Open, Tripped, 3)));
+    assert_eq!(
+        rejected_for(&b),
+        ms(200),
+        "open for longer, as after a failed probe"
+    );
+    probe.record(Health::Success); // stale: changes nothing
+    assert_eq!(b.state(), Open);
+
+    advance(ms(200)).await;
+    assert!(call(&b, Health::Success));
+    assert_eq!(b.state(), Closed);
+    assert_eq!(last(&log).unwrap().2, ProbeSucceeded);
+
+    b.force_open();
+    assert!(!b.trip());
+    assert_eq!(b.state(), ForcedOpen);
+    b.disable();
+    assert!(!b.trip());
+    assert_eq!(b.state(), Disabled);
 }

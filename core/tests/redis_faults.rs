@@ -1111,3 +1111,76 @@ async fn silent_byte_loss_never_returns_another_keys_value() {
     assert_eq!(wrong, 0, "a value reached the wrong caller");
     assert!(right > 0, "never recovered");
 }
+
+/// `open_on_disconnect`: one lost connection out of two trips nothing; `kill -9` of the
+/// server trips the breaker of an idle handle from fred's error events, before any call;
+/// calls are then rejected at once, and after the restart a probe closes it. The same
+/// kill leaves an idle handle without the option closed.
+#[tokio::test]
+async fn open_on_disconnect_trips_an_idle_handle() {
+    let _serial = SERIAL.lock().await;
+    let mut server = RedisServer::start().await.unwrap();
+    let mut eager = config(&server.url(), 300);
+    eager.open_on_disconnect = true;
+    let redis = Redis::connect(&eager).await.unwrap();
+    redis.set("k", "v", None).await.unwrap();
+
+    // CLIENT LIST now shows the handle's two connections and the one asking.
+    let list = server
+        .command(&["CLIENT", "LIST"])
+        .await
+        .unwrap()
+        .as_text()
+        .unwrap();
+    let id = list
+        .lines()
+        .find(|line| !line.contains("cmd=client"))
+        .and_then(|line| line.split_whitespace().next())
+        .and_then(|field| field.strip_prefix("id="))
+        .unwrap_or_else(|| panic!("no connection of the handle in {list}"))
+        .to_owned();
+    let killed = server.command(&["CLIENT", "KILL", "ID", &id]).await.unwrap();
+    assert_eq!(killed.as_integer(), Some(1), "CLIENT KILL replied {killed:?}");
+    tokio::time::sleep(ms(200)).await;
+    assert_eq!(
+        redis.breaker().state(),
+        State::Closed,
+        "one connection of two lost"
+    );
+    assert_eq!(
+        redis.get::<Option<String>>("k").await.unwrap().as_deref(),
+        Some("v")
+    );
+
+    let plain = Redis::connect(&config(&server.url(), 300)).await.unwrap();
+    assert!(plain.get::<Option<String>>("k").await.is_ok());
+    server.kill().unwrap();
+    let opened = poll_until(ms(1000), || async { redis.breaker().state() == State::Open })
+        .await
+        .expect("the breaker of the idle handle opened");
+    println!("open_on_disconnect: breaker open {opened:?} after kill -9, no call made");
+    assert!(opened <= ms(100) + SLACK, "opened after {opened:?}");
+    tokio::time::sleep(ms(100)).await;
+    assert_eq!(
+        plain.breaker().state(),
+        State::Closed,
+        "without the option: closed while idle"
+    );
+    let t = Instant::now();
+    let rejected = redis.get::<Option<String>>("k").await.unwrap_err();
+    assert!(rejected.is_circuit_open(), "{rejected}");
+    assert!(t.elapsed() < ms(5), "rejected in {:?}", t.elapsed());
+
+    server.restart().await.unwrap();
+    let restarted = Instant::now();
+    let recovered = poll_until(ms(2000), || async {
+        redis.get::<Option<String>>("k").await.is_ok() && redis.breaker().state() == State::Closed
+    })
+    .await
+    .expect("recovered after the restart");
+    println!(
+        "open_on_disconnect: recovered {recovered:?} after the restart ({:?} open), breaker {}",
+        restarted.elapsed(),
+        redis.breaker().state()
+    );
+}

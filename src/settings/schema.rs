@@ -177,12 +177,17 @@ pub struct RedisSettings {
     /// Largest reconnect delay.
     #[serde(with = "duration")]
     pub reconnect_max_delay: Duration,
-    /// How much earlier than stayfast's own timer fred's deadline fires.
+    /// How much earlier than stayfast's own bound fred's deadline fires; also how late
+    /// after its bound stayfast's safety net ends a command fred failed to end.
     #[serde(with = "duration")]
     pub deadline_margin: Duration,
     /// Disable Nagle's algorithm (lowest latency with few callers; off gives more
     /// throughput with many).
     pub tcp_nodelay: bool,
+    /// Open the breaker as soon as every connection is lost, before any call fails
+    /// (an idle service rejects its first calls at once); off: a Redis that restarts
+    /// within milliseconds does not cost the breaker's open duration.
+    pub open_on_disconnect: bool,
 }
 
 impl Default for RedisSettings {
@@ -198,6 +203,7 @@ impl Default for RedisSettings {
             reconnect_max_delay: core.reconnect_max_delay,
             deadline_margin: core.deadline_margin,
             tcp_nodelay: core.tcp_nodelay,
+            open_on_disconnect: core.open_on_disconnect,
         }
     }
 }

@@ -147,6 +147,7 @@ impl Settings {
         config.reconnect_max_delay = redis.reconnect_max_delay;
         config.deadline_margin = redis.deadline_margin;
         config.tcp_nodelay = redis.tcp_nodelay;
+        config.open_on_disconnect = redis.open_on_disconnect;
         config.retry = self.retry.clone();
         config.breaker = self.breaker.clone();
         config

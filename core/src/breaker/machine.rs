@@ -69,7 +69,11 @@ impl Machine {
         self.probes_succeeded = 0;
         match to {
             State::Open => {
-                self.open_for = if reason == TransitionReason::ProbeFailed {
+                // A failed probe, or a trip while probing: the dependency is still
+                // down, so wait longer before the next probe.
+                let relapse = reason == TransitionReason::ProbeFailed
+                    || (reason == TransitionReason::Tripped && from == State::HalfOpen);
+                self.open_for = if relapse {
                     open.grow(self.open_for)
                 } else {
                     open.base

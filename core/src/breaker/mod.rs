@@ -522,7 +522,7 @@ impl CircuitBreaker {
             counts.and_then(|c| self.rate_rule(c))
         };
         if let Some(reason) = reason {
-            self.trip(permit_generation, reason);
+            self.open_once(permit_generation, reason);
         }
     }
 
@@ -549,7 +549,7 @@ impl CircuitBreaker {
     /// Closed → open, once per generation however many callers see the threshold.
     #[cold]
     #[inline(never)]
-    fn trip(&self, generation: u64, reason: TransitionReason) {
+    fn open_once(&self, generation: u64, reason: TransitionReason) {
         let mut m = lock(&self.shared.machine);
         if m.generation != generation || m.state != State::Closed {
             return;
@@ -614,6 +614,38 @@ impl CircuitBreaker {
     /// ```
     pub fn force_open(&self) {
         self.manual(State::ForcedOpen);
+    }
+
+    /// Opens the circuit now, as its failure rules would: calls are rejected, and after
+    /// the open duration a probe decides, as after any trip (unlike
+    /// [`force_open`](Self::force_open), which holds until [`reset`](Self::reset)). For
+    /// a signal that the dependency is down before any call has failed, such as a client
+    /// reporting that it lost every connection. Does nothing unless the circuit is
+    /// closed or half-open. Returns whether it opened the circuit.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::{CircuitBreaker, config::BreakerConfig, breaker::State};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut config = BreakerConfig::default();
+    /// config.open_for = Duration::from_secs(1);
+    /// let breaker = CircuitBreaker::new("redis.main", &config).unwrap();
+    /// assert!(breaker.trip()); // e.g. every Redis connection just closed
+    /// assert!(breaker.try_acquire().unwrap_err().retry_after() <= Duration::from_secs(1));
+    /// tokio::time::sleep(Duration::from_secs(1)).await;
+    /// assert!(breaker.try_acquire().is_ok()); // a probe: recovery as after any trip
+    /// assert_eq!(breaker.state(), State::HalfOpen);
+    /// # }
+    /// ```
+    pub fn trip(&self) -> bool {
+        let mut m = lock(&self.shared.machine);
+        if !matches!(m.state, State::Closed | State::HalfOpen) {
+            return false;
+        }
+        let t = self.enter(&mut m, State::Open, TransitionReason::Tripped, Instant::now());
+        drop(m);
+        self.announce(Some(t));
+        true
     }
 
     /// Closes the circuit and forgets every counted outcome.

@@ -144,6 +144,9 @@ pub enum TransitionReason {
     BreakElapsed,
     /// `force_open`, `reset` or `disable`.
     Manual,
+    /// Closed or half-open → open: [`trip`](super::CircuitBreaker::trip) was called — a
+    /// signal from outside the calls, such as a client reporting every connection lost.
+    Tripped,
 }
 
 impl TransitionReason {
@@ -163,6 +166,7 @@ impl TransitionReason {
             TransitionReason::ProbeSucceeded => "probe_succeeded",
             TransitionReason::BreakElapsed => "break_elapsed",
             TransitionReason::Manual => "manual",
+            TransitionReason::Tripped => "tripped",
         }
     }
 }

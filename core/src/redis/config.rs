@@ -66,8 +66,10 @@ pub struct RedisConfig {
     /// Largest reconnect delay.
     #[serde(with = "duration")]
     pub reconnect_max_delay: Duration,
-    /// How much earlier than stayfast's own timer fred's deadline fires, so fred — which
-    /// can drop a command it has not written yet — always decides first.
+    /// How much earlier than stayfast's own bound fred's deadline fires, so fred — which
+    /// can drop a command it has not written yet — always decides first. Also how often
+    /// the safety net sweeps for commands whose deadline fred holds: if fred failed to
+    /// end one, stayfast ends it at most this long after its bound.
     #[serde(with = "duration")]
     pub deadline_margin: Duration,
     /// Disable Nagle's algorithm on the connections. Off by default (fred's default): with
@@ -75,6 +77,12 @@ pub struct RedisConfig {
     /// throughput on the project's benchmark at no cost to sequential latency; turn it on
     /// for the lowest latency with few callers.
     pub tcp_nodelay: bool,
+    /// Open the breaker as soon as fred reports a lost connection and no connection of
+    /// the pool is left, before any call fails: a service idle during an outage then
+    /// rejects its first calls at once instead of spending them on failures. Off by
+    /// default: calls fail fast while disconnected anyway, and with it on a Redis that
+    /// restarts within milliseconds still costs the breaker's whole open duration.
+    pub open_on_disconnect: bool,
     /// Retries of idempotent commands.
     pub retry: RetryConfig,
     /// The breaker shared by every command to this Redis.
@@ -140,6 +148,7 @@ impl Default for RedisConfig {
             reconnect_max_delay: Duration::from_secs(2),
             deadline_margin: Duration::from_millis(25),
             tcp_nodelay: false,
+            open_on_disconnect: false,
             retry,
             breaker: BreakerConfig::default(),
         }
@@ -250,6 +259,7 @@ impl fmt::Debug for RedisConfig {
             .field("reconnect_max_delay", &self.reconnect_max_delay)
             .field("deadline_margin", &self.deadline_margin)
             .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("open_on_disconnect", &self.open_on_disconnect)
             .field("retry", &self.retry)
             .field("breaker", &self.breaker)
             .finish()

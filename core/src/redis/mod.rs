@@ -15,6 +15,7 @@
 
 mod classify;
 mod config;
+mod events;
 mod gauges;
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
@@ -250,13 +251,14 @@ struct Inner {
     margin: Duration,
     url: String,
     in_flight: InFlight,
-    sampler: tokio::task::AbortHandle,
+    /// The background tasks: the gauge sampler and the disconnect listeners.
+    tasks: Vec<tokio::task::AbortHandle>,
     backstop: Backstop,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.sampler.abort();
+        self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
         self.backstop.stop();
     }
 }
@@ -398,13 +400,18 @@ impl Redis {
             );
         }
         let in_flight = InFlight::default();
-        let sampler = tokio::spawn(gauges::sample(
-            pool.clone(),
-            in_flight.clone(),
-            target,
-            prefix.to_owned(),
-        ))
-        .abort_handle();
+        let mut tasks = vec![
+            tokio::spawn(gauges::sample(
+                pool.clone(),
+                in_flight.clone(),
+                target,
+                prefix.to_owned(),
+            ))
+            .abort_handle(),
+        ];
+        if config.open_on_disconnect {
+            tasks.extend(events::trip_on_disconnect(&pool, &breaker));
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -413,7 +420,7 @@ impl Redis {
                 margin: config.deadline_margin,
                 url: config.redacted_url(),
                 in_flight,
-                sampler,
+                tasks,
                 backstop,
             }),
         })
@@ -436,7 +443,8 @@ impl Redis {
     /// # Ok(()) }
     /// ```
     pub async fn close(&self) {
-        self.inner.sampler.abort();
+        // The listeners first: closing is not an outage.
+        self.inner.tasks.iter().for_each(tokio::task::AbortHandle::abort);
         if let Err(e) = self.inner.pool.quit().await {
             tracing::debug!(target: "stayfast::redis", error = %e, "QUIT failed while closing");
         }
