@@ -90,15 +90,9 @@ async fn executions(server: &RedisServer, command: &str) -> u64 {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` / `--list`: nothing to run
-    }
-    let _recorder = support::install_recorder();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let Some((_recorder, rt)) = support::real_server_bench() else {
+        return;
+    };
     rt.block_on(async {
         let server = RedisServer::start()
             .await
