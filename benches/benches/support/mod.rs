@@ -2,13 +2,19 @@
 
 use std::{thread, time::Duration};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use stayfast_core::telemetry::HISTOGRAM_BUCKETS;
 
-/// Installs the Prometheus recorder globally, describes stayfast's metrics, and drains
+/// Installs the Prometheus recorder globally (with the facade's histogram buckets),
+/// describes stayfast's metrics, and drains
 /// its histograms every second, as a service's scrape or upkeep task would: every
 /// variant of a bench pays for the same recorder.
 pub(crate) fn install_recorder() -> PrometheusHandle {
+    // DESIGN's buckets, as the facade's telemetry sets them: without buckets the exporter
+    // keeps summaries, whose upkeep (a DDSketch per series) costs CPU a service never pays.
     let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &HISTOGRAM_BUCKETS)
+        .expect("valid buckets")
         .install_recorder()
         .expect("install the Prometheus recorder");
     stayfast_core::telemetry::describe_metrics("stayfast");
