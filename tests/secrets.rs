@@ -1,6 +1,7 @@
 //! F3 no_secret_leak, runtime part: a redis-server requiring a sentinel password, a
-//! connection made from `Settings` (the password as its own key, and inside the URL)
-//! and one with a wrong password; then the facade built from the same settings — the
+//! connection made from `Settings` (the password as its own key, inside the URL, from
+//! `STAYFAST_REDIS__PASSWORD` and from a `stayfast.toml` loaded by `Settings::load()`)
+//! and one with a wrong password; a panic on an error built from those settings; then the facade built from the same settings — the
 //! `Stayfast` entry point, its stores, the blocking API, the errors a wrong password and
 //! a bad URL produce, and the rendered `/metrics`. Everything logged through `log`
 //! (fred) and `tracing` (stayfast) at TRACE, every Debug and error (with its sources),
@@ -219,6 +220,32 @@ async fn exercise_facade(server: &RedisServer, dir: &Path) -> Vec<String> {
     shown
 }
 
+/// `Settings::load()` with the URL and the sentinel password in `STAYFAST_REDIS__*`.
+fn loaded_from_env(url: &str) -> Settings {
+    let mut loaded = None;
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("STAYFAST_REDIS__URL", url);
+        jail.set_env("STAYFAST_REDIS__PASSWORD", SENTINEL);
+        loaded = Some(Settings::load().map_err(|e| e.to_string())?);
+        Ok(())
+    });
+    loaded.unwrap()
+}
+
+/// `Settings::load()` with a URL holding the sentinel password in `stayfast.toml`.
+fn loaded_from_file(url_with_password: &str) -> Settings {
+    let mut loaded = None;
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "stayfast.toml",
+            &format!("[redis]\nurl = \"{url_with_password}\"\n"),
+        )?;
+        loaded = Some(Settings::load().map_err(|e| e.to_string())?);
+        Ok(())
+    });
+    loaded.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_leak_at_runtime() {
     log::set_logger(&LOGGED).unwrap();
@@ -277,6 +304,32 @@ async fn no_secret_leak_at_runtime() {
     eprintln!("wrong password: refused in {:?}; {}", started.elapsed(), out[3]);
     shown.extend(out);
 
+    // Through `Settings::load()`: the password from the environment, then the URL
+    // holding it from the file `stayfast.toml`.
+    for (source, loaded) in [
+        ("env", loaded_from_env(&server.url())),
+        ("file", loaded_from_file(&url)),
+    ] {
+        shown.push(format!("{loaded:?} {:?}", loaded.redis_config()));
+        let handle = Redis::connect(&loaded.redis_config()).await.unwrap();
+        let out = exercise(&handle).await;
+        assert!(
+            out[2].contains("Some(\"v\")"),
+            "authenticated from {source}: {out:?}"
+        );
+        shown.extend(out);
+        let _ = handle.pool().quit().await;
+    }
+
+    // A panic on an error built from settings that hold the sentinel: the hook records
+    // its message.
+    let bad_url = url.replace("redis://", "http://");
+    let refused = Settings::from_toml(&format!(
+        "[redis]\nurl = \"{bad_url}\"\npassword = \"{SENTINEL}\"\n"
+    ));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| refused.map(drop).unwrap()));
+    assert!(panicked.is_err(), "a URL with the wrong scheme was accepted");
+
     let dir = TempDir::new("secrets");
     shown.extend(exercise_facade(&server, &dir.0).await);
 
@@ -302,6 +355,7 @@ async fn no_secret_leak_at_runtime() {
         records > 0,
         "fred logged nothing at TRACE: the check would be empty"
     );
+    assert!(!panics.is_empty(), "no panic recorded: the check would be empty");
     for secret in [SENTINEL, WRONG] {
         assert!(!logged.contains(secret), "log leaks {secret}");
         assert!(!traced.contains(secret), "tracing leaks {secret}");
