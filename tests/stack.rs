@@ -287,6 +287,7 @@ async fn whole_stack() {
 
     exercise_every_store_method(&app).await;
     fail_and_recover(&app, &server).await;
+    abandon_an_offloaded_call().await;
 
     let text = scrape(settings.metrics.listen).await;
     check_exposition(&text);
@@ -452,6 +453,23 @@ async fn fail_and_recover(app: &Stayfast, server: &RedisServer) {
 }
 
 /// Step 3: the scrape, parsed and checked against DESIGN's metrics table.
+/// A blocking call offloaded beside the stores, whose caller gives up before it ends:
+/// the offload series (`stayfast_offload_*`) are then in the scrape, with values.
+async fn abandon_an_offloaded_call() {
+    let offload = stayfast::Offload::new("offload.index", &stayfast::OffloadConfig::default()).unwrap();
+    let query = stayfast::Policy::builder("index.query")
+        .timeout(Duration::from_millis(20))
+        .idempotent(true) // a read: its timeout is a plain timeout, not an unknown outcome
+        .build()
+        .unwrap();
+    let hung = offload.run(&query, || {
+        std::thread::sleep(Duration::from_millis(200));
+        Ok::<_, std::convert::Infallible>(())
+    });
+    let error = hung.await.unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+}
+
 fn check_exposition(text: &str) {
     let x = Exposition::parse(text);
     eprintln!(
@@ -520,6 +538,12 @@ fn check_exposition(text: &str) {
     x.check("stayfast_redis_commands_in_flight", "gauge", &["target"]);
     x.check("stayfast_redis_commands_buffered", "gauge", &["target"]);
     x.check("stayfast_runtime_lag_seconds", "histogram", &[]);
+    x.check("stayfast_offload_in_flight", "gauge", &["target"]);
+    x.check("stayfast_offload_abandoned_total", "counter", &["target"]);
+    assert_eq!(
+        x.value("stayfast_offload_abandoned_total", &[("target", "offload.index")]),
+        1.0
+    );
 
     // The 12 buckets and +Inf, on every histogram series.
     for with in [
