@@ -85,6 +85,20 @@ impl fmt::Debug for Runtime {
 
 /// The blocking [`crate::Stayfast`]: build it with [`from_settings`](Self::from_settings)
 /// from ordinary (non-async) code. See the [module docs](self).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use stayfast::{Settings, blocking::Stayfast, transcripts::Message};
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let app = Stayfast::from_settings(&Settings::load()?)?; // no async code needed
+///     app.transcripts().append("session-42", Message::new("user", "Where is my order?"))?;
+///     let history = app.transcripts().history("session-42", 20)?;
+///     println!("{} messages", history.records.len());
+///     app.shutdown(Duration::from_secs(5))?; // drains background work, closes the pool
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Stayfast {
     app: crate::Stayfast,
@@ -196,6 +210,17 @@ impl Stayfast {
 }
 
 /// The blocking [`crate::transcripts::TranscriptStore`]; cheap to clone.
+///
+/// ```no_run
+/// # fn f(app: &stayfast::blocking::Stayfast) -> Result<(), stayfast::StoreError> {
+/// use stayfast::transcripts::Message;
+/// let chat = app.transcripts();
+/// // A retried append with the same message id returns the stored record: no duplicate.
+/// chat.append("session-42", Message::new("user", "hi").with_id("msg-1"))?;
+/// chat.append("session-42", Message::new("user", "hi").with_id("msg-1"))?;
+/// assert_eq!(chat.history("session-42", 20)?.records.len(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct TranscriptStore {
     store: crate::transcripts::TranscriptStore,
@@ -266,6 +291,16 @@ impl TranscriptStore {
 }
 
 /// The blocking [`crate::knowledge::KnowledgeStore`]; cheap to clone.
+///
+/// ```no_run
+/// # fn f(app: &stayfast::blocking::Stayfast) -> Result<(), stayfast::StoreError> {
+/// if let Some(kb) = app.knowledge() {
+///     kb.store_fact("Parcels ship within two days.", serde_json::json!({"source": "faq"}))?;
+///     let hits = kb.search("parcels ship", 5)?; // every word must match
+///     println!("{} facts match", hits.len());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct KnowledgeStore {
     store: crate::knowledge::KnowledgeStore,
@@ -380,6 +415,18 @@ impl KnowledgeStore {
 }
 
 /// The blocking [`crate::cache::Cache`]; cheap to clone.
+///
+/// ```no_run
+/// # fn f(app: &stayfast::blocking::Stayfast) -> Result<(), stayfast::StoreError> {
+/// if let Some(cache) = app.cache() {
+///     // A Redis failure never fails this call: it just runs the loader.
+///     let rate: f64 = cache.get_or_insert_with(&("fx", "EUR", "USD"), None, || {
+///         Ok::<_, stayfast::StoreError>(1.08) // the slow remote call
+///     })?;
+///     println!("{rate}");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Cache {
     cache: crate::cache::Cache,

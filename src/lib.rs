@@ -10,8 +10,11 @@
 //! ```
 //!
 //! This crate is the facade: it re-exports [`stayfast-core`](stayfast_core)'s wrappers
-//! and adds the Prometheus exporter ([`telemetry`]). The ready-made Redis and file
-//! stores and the settings land here next (see the CHANGELOG).
+//! and assembles them into what a service adds: [`Stayfast::from_settings`] (telemetry,
+//! one Redis pool with its breaker, one background spawner, the stores), the
+//! [`settings`] (defaults, `stayfast.toml`, `STAYFAST_*`), the Prometheus exporter
+//! ([`telemetry`]), the [`knowledge`] and [`transcripts`] stores, the [`cache`], and a
+//! [`blocking`] API for code that is not async yet.
 //!
 //! # Examples
 //!

@@ -135,6 +135,15 @@ impl Telemetry {
     /// [`TelemetryError::AlreadyInstalled`] on a second call (never a panic),
     /// [`TelemetryError::NoRuntime`] outside tokio, an invalid setting, or an exporter
     /// that cannot start.
+    ///
+    /// ```standalone_crate
+    /// use stayfast::telemetry::{Telemetry, TelemetryConfig, TelemetryError};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let telemetry = Telemetry::install(&TelemetryConfig::default()).unwrap(); // first, in main
+    /// let again = Telemetry::install(&TelemetryConfig::default());
+    /// assert!(matches!(again, Err(TelemetryError::AlreadyInstalled))); // never a panic
+    /// # }
+    /// ```
     pub fn install(config: &TelemetryConfig) -> Result<Self, TelemetryError> {
         if config.upkeep_interval.is_zero() {
             return Err(ConfigError::new("upkeep_interval", "must be greater than zero").into());
@@ -201,7 +210,19 @@ impl Telemetry {
         GLOBAL.get().cloned()
     }
 
-    /// The current metrics in Prometheus's text exposition format.
+    /// The current metrics in Prometheus's text exposition format, for a service that
+    /// serves `/metrics` from its own HTTP routes.
+    ///
+    /// ```standalone_crate
+    /// use stayfast::{Policy, telemetry::{Telemetry, TelemetryConfig}};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let telemetry = Telemetry::install(&TelemetryConfig::default()).unwrap();
+    /// let query = Policy::builder("db.query").build().unwrap(); // after the install
+    /// query.call(|| async { Ok::<_, std::io::Error>(()) }).await.unwrap();
+    /// let body = telemetry.render(); // the body of your GET /metrics
+    /// assert!(body.contains(r#"stayfast_calls_total{operation="db.query""#));
+    /// # }
+    /// ```
     pub fn render(&self) -> String {
         self.handle.render()
     }

@@ -98,6 +98,12 @@ pub enum FallbackReason {
 
 impl FallbackReason {
     /// Every reason, in a fixed order (the order of metric handles).
+    ///
+    /// ```
+    /// use stayfast_core::FallbackReason;
+    /// let labels: Vec<_> = FallbackReason::ALL.iter().map(|r| r.as_str()).collect();
+    /// assert_eq!(labels, ["failure", "timeout", "rejected"]);
+    /// ```
     pub const ALL: [FallbackReason; 3] = [
         FallbackReason::Failure,
         FallbackReason::Timeout,

@@ -43,6 +43,12 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in a fixed order (the order of metric handles).
+    ///
+    /// ```
+    /// use stayfast_core::Outcome;
+    /// assert_eq!(Outcome::ALL.len(), 9); // one `outcome` label value each
+    /// assert_eq!(Outcome::ALL[0].as_str(), "success");
+    /// ```
     pub const ALL: [Outcome; 9] = [
         Outcome::Success,
         Outcome::Fallback,

@@ -39,42 +39,122 @@
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// The prefix of every metric name unless configured otherwise.
+///
+/// ```
+/// use stayfast_core::telemetry::{CALLS_TOTAL, DEFAULT_PREFIX, metric_name};
+/// assert_eq!(metric_name(DEFAULT_PREFIX, CALLS_TOTAL), "stayfast_calls_total");
+/// ```
 pub const DEFAULT_PREFIX: &str = "stayfast";
 
 /// Bucket bounds, in seconds, for every stayfast latency histogram.
+///
+/// ```
+/// use stayfast_core::telemetry::HISTOGRAM_BUCKETS;
+/// assert_eq!((HISTOGRAM_BUCKETS[0], HISTOGRAM_BUCKETS[11]), (0.001, 60.0)); // 1 ms to 1 min
+/// ```
 pub const HISTOGRAM_BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Suffix of the call latency histogram.
+///
+/// ```
+/// use stayfast_core::telemetry::{CALL_DURATION_SECONDS, metric_name};
+/// assert_eq!(metric_name("stayfast", CALL_DURATION_SECONDS), "stayfast_call_duration_seconds");
+/// ```
 pub const CALL_DURATION_SECONDS: &str = "call_duration_seconds";
 /// Suffix of the calls-by-outcome counter.
+///
+/// ```
+/// use stayfast_core::telemetry::{CALLS_TOTAL, metric_name};
+/// assert_eq!(metric_name("stayfast", CALLS_TOTAL), "stayfast_calls_total");
+/// ```
 pub const CALLS_TOTAL: &str = "calls_total";
 /// Suffix of the attempts counter.
+///
+/// ```
+/// use stayfast_core::telemetry::{ATTEMPTS_TOTAL, metric_name};
+/// assert_eq!(metric_name("stayfast", ATTEMPTS_TOTAL), "stayfast_attempts_total");
+/// ```
 pub const ATTEMPTS_TOTAL: &str = "attempts_total";
 /// Suffix of the retries counter.
+///
+/// ```
+/// use stayfast_core::telemetry::{RETRIES_TOTAL, metric_name};
+/// assert_eq!(metric_name("stayfast", RETRIES_TOTAL), "stayfast_retries_total");
+/// ```
 pub const RETRIES_TOTAL: &str = "retries_total";
 /// Suffix of the fallbacks counter.
+///
+/// ```
+/// use stayfast_core::telemetry::{FALLBACKS_TOTAL, metric_name};
+/// assert_eq!(metric_name("stayfast", FALLBACKS_TOTAL), "stayfast_fallbacks_total");
+/// ```
 pub const FALLBACKS_TOTAL: &str = "fallbacks_total";
 /// Suffix of the circuit state gauge.
+///
+/// ```
+/// use stayfast_core::telemetry::{CIRCUIT_STATE, metric_name};
+/// assert_eq!(metric_name("stayfast", CIRCUIT_STATE), "stayfast_circuit_state");
+/// ```
 pub const CIRCUIT_STATE: &str = "circuit_state";
 /// Suffix of the circuit transitions counter.
+///
+/// ```
+/// use stayfast_core::telemetry::{CIRCUIT_TRANSITIONS_TOTAL, metric_name};
+/// assert_eq!(metric_name("stayfast", CIRCUIT_TRANSITIONS_TOTAL), "stayfast_circuit_transitions_total");
+/// ```
 pub const CIRCUIT_TRANSITIONS_TOTAL: &str = "circuit_transitions_total";
 
 /// Suffix of the background in-flight gauge.
+///
+/// ```
+/// use stayfast_core::telemetry::{BACKGROUND_IN_FLIGHT, metric_name};
+/// assert_eq!(metric_name("stayfast", BACKGROUND_IN_FLIGHT), "stayfast_background_in_flight");
+/// ```
 pub const BACKGROUND_IN_FLIGHT: &str = "background_in_flight";
 /// Suffix of the background tasks counter.
+///
+/// ```
+/// use stayfast_core::telemetry::{BACKGROUND_TASKS_TOTAL, metric_name};
+/// assert_eq!(metric_name("stayfast", BACKGROUND_TASKS_TOTAL), "stayfast_background_tasks_total");
+/// ```
 pub const BACKGROUND_TASKS_TOTAL: &str = "background_tasks_total";
 /// Suffix of the offload in-flight gauge (`target`): closures holding a blocking
 /// thread, abandoned ones included until they finish.
+///
+/// ```
+/// use stayfast_core::telemetry::{OFFLOAD_IN_FLIGHT, metric_name};
+/// assert_eq!(metric_name("stayfast", OFFLOAD_IN_FLIGHT), "stayfast_offload_in_flight");
+/// ```
 pub const OFFLOAD_IN_FLIGHT: &str = "offload_in_flight";
 /// Suffix of the offload abandoned-closures counter (`target`).
+///
+/// ```
+/// use stayfast_core::telemetry::{OFFLOAD_ABANDONED_TOTAL, metric_name};
+/// assert_eq!(metric_name("stayfast", OFFLOAD_ABANDONED_TOTAL), "stayfast_offload_abandoned_total");
+/// ```
 pub const OFFLOAD_ABANDONED_TOTAL: &str = "offload_abandoned_total";
 /// Suffix of the scheduler lag histogram.
+///
+/// ```
+/// use stayfast_core::telemetry::{RUNTIME_LAG_SECONDS, metric_name};
+/// assert_eq!(metric_name("stayfast", RUNTIME_LAG_SECONDS), "stayfast_runtime_lag_seconds");
+/// ```
 pub const RUNTIME_LAG_SECONDS: &str = "runtime_lag_seconds";
 /// Suffix of the Redis connections gauge (`target`, `state`).
+///
+/// ```
+/// use stayfast_core::telemetry::{REDIS_CONNECTIONS, metric_name};
+/// assert_eq!(metric_name("stayfast", REDIS_CONNECTIONS), "stayfast_redis_connections");
+/// ```
 pub const REDIS_CONNECTIONS: &str = "redis_connections";
 /// Suffix of the Redis pool size gauge (`target`).
+///
+/// ```
+/// use stayfast_core::telemetry::{REDIS_POOL_SIZE, metric_name};
+/// assert_eq!(metric_name("stayfast", REDIS_POOL_SIZE), "stayfast_redis_pool_size");
+/// ```
 pub const REDIS_POOL_SIZE: &str = "redis_pool_size";
 /// Suffix of the gauge of Redis commands sent through the handle with no reply yet
 /// (`target`).

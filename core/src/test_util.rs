@@ -38,6 +38,10 @@ use tokio::{
 };
 
 /// The command that installs redis-server, for error messages.
+///
+/// ```
+/// assert!(stayfast_core::test_util::INSTALL_HINT.contains("apt-get install -y redis-server"));
+/// ```
 pub const INSTALL_HINT: &str = "install it with `sudo apt-get update && sudo apt-get install -y redis-server` \
      (Debian/Ubuntu) or `brew install redis` (macOS), or set STAYFAST_REDIS_SERVER to its path";
 

@@ -73,6 +73,21 @@ use crate::StoreError;
 /// appended or absent (never torn); as with any write whose answer was lost, append it
 /// again *with the same message id* to find out without duplicating it. Dropping a
 /// `history` future has no effect on the data.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f(app: &stayfast::Stayfast) -> Result<(), stayfast::StoreError> {
+/// use stayfast::transcripts::{HistorySource, Message};
+/// let chat = app.transcripts();
+/// chat.append("session-42", Message::new("user", "Where is my order?").with_id("msg-1")).await?;
+/// let history = chat.history("session-42", 20).await?;
+/// if history.degraded {
+///     // Redis was slow or down: these records came from the file (or none could be read).
+///     assert_ne!(history.source, HistorySource::Redis);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct TranscriptStore {
     inner: Arc<Inner>,

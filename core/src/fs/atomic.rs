@@ -14,6 +14,10 @@ use super::{FileOps, FsError, RealFs, Step, locks, temp};
 use crate::{Error, Policy};
 
 /// Mode of files this crate creates: owner read/write only.
+///
+/// ```
+/// assert_eq!(stayfast_core::fs::DEFAULT_FILE_MODE, 0o600); // rw-------
+/// ```
 pub const DEFAULT_FILE_MODE: u32 = 0o600;
 
 /// Replaces a file's whole content so that a reader — or the system after a crash —

@@ -176,6 +176,10 @@ struct ReaderInner {
 }
 
 /// Default cap on one record's length.
+///
+/// ```
+/// assert_eq!(stayfast_core::fs::DEFAULT_MAX_RECORD, 1024 * 1024); // 1 MiB
+/// ```
 pub const DEFAULT_MAX_RECORD: usize = 1 << 20;
 
 const CHUNK: usize = 64 * 1024;
