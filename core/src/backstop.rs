@@ -15,7 +15,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     task::{Context, Poll, Waker},
     time::Duration,
 };
@@ -29,8 +29,15 @@ use tokio::{
 
 use crate::{
     Elapsed, Name,
-    sync::{SHARDS, lock, this_threads_shard},
+    sync::{SHARDS, this_threads_shard},
 };
+
+/// Locks a shard, ignoring poisoning: no critical section here can panic half-way.
+/// (std's mutex, not [`crate::sync`]'s, which is loom's in model-checking builds: the
+/// backstop is not model-checked and runs on tokio.)
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Deadlines enforced by one sweeper task; cheap to clone. The sweeper runs until
 /// [`stop`](Self::stop) (or until the runtime it was started on shuts down).

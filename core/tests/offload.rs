@@ -82,6 +82,30 @@ fn runtime() -> Runtime {
         .unwrap()
 }
 
+/// Threads of this process named `name` (Linux's `/proc/self/task/*/comm`); `None` where
+/// that cannot be read.
+fn threads_named(name: &str) -> Option<usize> {
+    let mut count = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let comm = std::fs::read_to_string(task.ok()?.path().join("comm")).ok()?;
+        count += usize::from(comm.trim_end() == name);
+    }
+    Some(count)
+}
+
+/// Samples [`threads_named`] every millisecond on a thread of its own until `stop` is
+/// set; returns the largest count seen.
+fn sample_threads(name: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Option<usize>> {
+    std::thread::spawn(move || {
+        let mut most = threads_named(name)?;
+        while !stop.load(Ordering::Relaxed) {
+            most = most.max(threads_named(name)?);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Some(most)
+    })
+}
+
 fn offload(max_threads: u32, max_wait: Duration) -> Offload {
     let mut config = OffloadConfig::default();
     config.max_threads = max_threads;
@@ -225,7 +249,17 @@ fn a_hung_closure_times_out_at_the_deadline() {
 /// never more than 8 at once.
 #[test]
 fn a_thousand_calls_never_lag_the_runtime_nor_pass_the_bound() {
-    let rt = runtime();
+    // Its own thread name (15 bytes at most: Linux's limit), shared by the two workers
+    // and every blocking thread of this runtime only, so its threads can be counted.
+    const NAME: &str = "sf-offload-1k";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(NAME)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+    let sampler = sample_threads(NAME, Arc::clone(&stop_sampling));
     let offload = offload(8, Duration::from_millis(20));
     let policy = policy(Duration::from_millis(100));
     let latch = Latch::default();
@@ -270,8 +304,14 @@ fn a_thousand_calls_never_lag_the_runtime_nor_pass_the_bound() {
          live max {}; watchdog max lag {hung_lag:?} over {samples} samples",
         live.max()
     );
+    stop_sampling.store(true, Ordering::Relaxed);
+    let blocking_threads = sampler.join().unwrap().map(|most| most.saturating_sub(2));
+    eprintln!("1000 hung calls, bound 8: at most {blocking_threads:?} blocking threads alive (OS threads)");
     assert_eq!((timeouts, shed, other), (8, 992, 0));
     assert_eq!(live.max(), 8, "exactly the bound ran, never more");
+    if let Some(threads) = blocking_threads {
+        assert!(threads <= 8, "{threads} blocking threads for a bound of 8");
+    }
     assert_eq!(offload.in_flight(), 8);
     assert!(hung_lag < Duration::from_millis(20), "runtime lag {hung_lag:?}");
 
