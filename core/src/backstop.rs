@@ -40,8 +40,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Deadlines enforced by one sweeper task; cheap to clone. The sweeper runs until
-/// [`stop`](Self::stop) (or until the runtime it was started on shuts down).
+/// Deadlines enforced by one sweeper task; cheap to clone. The sweeper runs until its
+/// owner aborts it (or the runtime it was started on shuts down).
 #[derive(Clone)]
 pub(crate) struct Backstop {
     shared: Arc<Shared>,
@@ -53,7 +53,6 @@ struct Shared {
     /// Woken when a call registers into an empty shard, so an idle sweeper sleeps
     /// without ticking.
     work: Notify,
-    sweeper: Mutex<Option<AbortHandle>>,
 }
 
 /// The calls of one shard waiting on their deadline: a slab of slots, reused.
@@ -93,26 +92,17 @@ impl Registry {
 }
 
 impl Backstop {
-    /// Starts the sweeper, waking overdue calls every `tick` while any is registered.
-    /// Must be called inside a tokio runtime.
-    pub(crate) fn start(tick: Duration) -> Self {
+    /// Starts the sweeper, waking overdue calls every `tick` while any is registered;
+    /// its handle is for the owner to abort (the sweeper keeps the registry alive until
+    /// then). Must be called inside a tokio runtime.
+    pub(crate) fn start(tick: Duration) -> (Self, AbortHandle) {
         let shared = Arc::new(Shared {
             shards: Default::default(),
             tick: tick.max(Duration::from_millis(1)),
             work: Notify::new(),
-            sweeper: Mutex::new(None),
         });
         let sweeper = tokio::spawn(sweep(Arc::clone(&shared))).abort_handle();
-        *lock(&shared.sweeper) = Some(sweeper);
-        Self { shared }
-    }
-
-    /// Stops the sweeper: calls still registered are no longer ended by it. For the
-    /// owner's `Drop`; the sweeper holds the registry alive until then.
-    pub(crate) fn stop(&self) {
-        if let Some(sweeper) = lock(&self.shared.sweeper).take() {
-            sweeper.abort();
-        }
+        (Self { shared }, sweeper)
     }
 
     /// The time between two sweeps: how late after its deadline a call can end.
@@ -276,7 +266,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ends_a_hung_call_within_one_tick_of_its_deadline() {
-        let backstop = Backstop::start(Duration::from_millis(25));
+        let (backstop, sweeper) = Backstop::start(Duration::from_millis(25));
         let started = Instant::now();
         let deadline = started + Duration::from_millis(100);
         let err = backstop
@@ -288,12 +278,12 @@ mod tests {
         assert!(took >= Duration::from_millis(100), "{took:?}");
         assert!(took <= Duration::from_millis(125), "{took:?}");
         assert_eq!(registered(&backstop), 0);
-        backstop.stop();
+        sweeper.abort();
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_call_that_finishes_in_time_is_unregistered() {
-        let backstop = Backstop::start(Duration::from_millis(25));
+        let (backstop, _sweeper) = Backstop::start(Duration::from_millis(25));
         let deadline = Instant::now() + Duration::from_secs(1);
         let reply = async {
             sleep(Duration::from_millis(10)).await;
@@ -316,7 +306,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_dropped_call_is_unregistered_and_slots_are_reused() {
-        let backstop = Backstop::start(Duration::from_millis(25));
+        let (backstop, _sweeper) = Backstop::start(Duration::from_millis(25));
         let deadline = Instant::now() + Duration::from_secs(1);
         for _ in 0..100 {
             let call = backstop.guard(pending::<()>(), deadline, Duration::from_secs(1));
@@ -333,7 +323,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn many_calls_each_end_at_their_own_deadline() {
-        let backstop = Backstop::start(Duration::from_millis(10));
+        let (backstop, _sweeper) = Backstop::start(Duration::from_millis(10));
         let started = Instant::now();
         let calls = (1..=50u64).map(|i| {
             let backstop = backstop.clone();
@@ -355,7 +345,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_call_after_an_idle_spell_is_still_ended() {
-        let backstop = Backstop::start(Duration::from_millis(10));
+        let (backstop, _sweeper) = Backstop::start(Duration::from_millis(10));
         let deadline = Instant::now() + Duration::from_millis(30);
         assert!(
             backstop

@@ -28,6 +28,7 @@ pub(crate) const SHARDS: usize = 8;
 /// does not bounce between cores on every call.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn this_threads_shard() -> usize {
+    // std's atomics by full path: this module's own names are loom's under model checking.
     use std::cell::Cell;
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     thread_local! {

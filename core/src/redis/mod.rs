@@ -253,13 +253,14 @@ struct Inner {
     in_flight: InFlight,
     /// The background tasks: the gauge sampler and the disconnect listeners.
     tasks: Vec<tokio::task::AbortHandle>,
-    backstop: Backstop,
+    /// The safety net's sweeper: kept after `close` too, until the last clone drops.
+    sweeper: tokio::task::AbortHandle,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
-        self.backstop.stop();
+        self.sweeper.abort();
     }
 }
 
@@ -365,7 +366,7 @@ impl Redis {
             .map_err(|e| e.prefixed("breaker"))?;
         // One sweeper for the safety net of every command whose deadline fred holds,
         // ending a call at most one margin after its deadline if fred did not.
-        let backstop = Backstop::start(config.deadline_margin);
+        let (backstop, sweeper) = Backstop::start(config.deadline_margin);
         let policies = Command::ALL
             .iter()
             .map(|&command| {
@@ -421,7 +422,7 @@ impl Redis {
                 url: config.redacted_url(),
                 in_flight,
                 tasks,
-                backstop,
+                sweeper,
             }),
         })
     }
