@@ -22,6 +22,9 @@ use stayfast_core::{
     telemetry::{DEFAULT_PREFIX, HISTOGRAM_BUCKETS, describe_metrics, metric_name},
 };
 
+#[doc(inline)]
+pub use stayfast_core::telemetry::flush;
+
 /// Settings of the Prometheus exporter.
 ///
 /// # Examples
@@ -39,6 +42,8 @@ use stayfast_core::{
 #[non_exhaustive]
 pub struct TelemetryConfig {
     /// Serve `/metrics` over HTTP at `listen` (off: serve [`Telemetry::render`] yourself).
+    /// The listener renders without a [`flush`]: the Redis commands' call records reach
+    /// it within a second of the call.
     pub http_listener: bool,
     /// Where the listener binds: loopback by default. Binding another address exposes
     /// the metrics to whoever can reach it.
@@ -224,6 +229,8 @@ impl Telemetry {
     /// # }
     /// ```
     pub fn render(&self) -> String {
+        // Batched call records (the Redis handle's) first, so the page is current.
+        stayfast_core::telemetry::flush();
         self.handle.render()
     }
 

@@ -20,13 +20,11 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// How many ways [`this_threads_shard`] spreads threads: enough that a runtime's worker
 /// threads rarely share a shard.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) const SHARDS: usize = 8;
 
 /// The shard of the calling thread, in `0..SHARDS`: threads take shards in turn, so
 /// state split by shard is written by one thread at a time, mostly, and its cache line
 /// does not bounce between cores on every call.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn this_threads_shard() -> usize {
     // std's atomics by full path: this module's own names are loom's under model checking.
     use std::cell::Cell;

@@ -270,3 +270,5 @@ pub fn describe_metrics(prefix: &str) {
         "Redis commands queued inside the client, not yet written to a connection."
     );
 }
+
+pub use crate::metered::flush;

@@ -342,3 +342,73 @@ async fn cancel_then_reuse_gets_its_own_reply() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+/// The handle's call metrics are batched per thread (two cores writing one series per
+/// command cost throughput). They reach the recorder on `telemetry::flush()` exactly, and
+/// by themselves within the pool sampler's second once calls stop.
+#[tokio::test]
+async fn batched_call_metrics_reach_the_recorder() {
+    use metrics_util::{
+        MetricKind,
+        debugging::{DebugValue, DebuggingRecorder, Snapshotter},
+    };
+    /// Calls, attempts and durations recorded for `operation` since the last snapshot
+    /// (a snapshot drains what it reads).
+    fn recorded(snapshotter: &Snapshotter, operation: &str) -> (u64, u64, u64) {
+        let (mut calls, mut attempts, mut durations) = (0, 0, 0);
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let (kind, key) = key.into_parts();
+            if !key
+                .labels()
+                .any(|l| l.key() == "operation" && l.value() == operation)
+            {
+                continue;
+            }
+            match (kind, key.name(), value) {
+                (MetricKind::Counter, "stayfast_calls_total", DebugValue::Counter(n)) => calls += n,
+                (MetricKind::Counter, "stayfast_attempts_total", DebugValue::Counter(n)) => attempts += n,
+                (MetricKind::Histogram, "stayfast_call_duration_seconds", DebugValue::Histogram(v)) => {
+                    durations += v.len() as u64;
+                }
+                _ => {}
+            }
+        }
+        (calls, attempts, durations)
+    }
+
+    let _serial = SERIAL.lock().await;
+    // current_thread: the handles resolve against this thread's local recorder.
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let server = RedisServer::start().await.unwrap();
+    let redis = Redis::connect(&config(&server.url(), 1000)).await.unwrap();
+    for _ in 0..10 {
+        redis.get::<Option<String>>("k").await.unwrap();
+    }
+    stayfast_core::telemetry::flush();
+    assert_eq!(
+        recorded(&snapshotter, "redis.get"),
+        (10, 10, 10),
+        "calls, attempts, durations"
+    );
+
+    for _ in 0..3 {
+        redis.set("k", "v", None).await.unwrap();
+    }
+    let started = Instant::now();
+    let mut seen = (0, 0, 0);
+    while seen != (3, 3, 3) {
+        assert!(
+            started.elapsed() < Duration::from_secs(1) + SLACK,
+            "the sampler writes batches every second; seen {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (c, a, d) = recorded(&snapshotter, "redis.set");
+        seen = (seen.0 + c, seen.1 + a, seen.2 + d);
+    }
+    println!(
+        "3 SETs reached the recorder by themselves after {:?}",
+        started.elapsed()
+    );
+}

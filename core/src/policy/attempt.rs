@@ -35,6 +35,8 @@ pub struct Attempt {
     pub number: u32,
     /// When this attempt will be abandoned (`None`: no bound configured).
     pub deadline: Option<Instant>,
+    /// When this attempt began (after any wait for a bulkhead slot).
+    pub started: Instant,
 }
 
 impl Attempt {
@@ -57,6 +59,26 @@ impl Attempt {
     /// ```
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// The time this attempt was given: from its start to its deadline (`None`: no
+    /// deadline). Unlike [`remaining`](Self::remaining) it reads no clock, so it is the
+    /// cheap choice for handing a timeout to a client right as the attempt begins.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::Policy;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let policy = Policy::builder("redis.get").timeout(Duration::from_millis(250)).build().unwrap();
+    /// let given = policy
+    ///     .call_with(|attempt| async move { Ok::<_, std::io::Error>(attempt.allotted()) })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(given, Some(Duration::from_millis(250)));
+    /// # }
+    /// ```
+    pub fn allotted(&self) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(self.started))
     }
 
     /// True for a retry.

@@ -1,7 +1,7 @@
 //! One logical call: the retry loop with its bulkhead, breaker and per-attempt timeout,
 //! under one overall deadline.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, pin::pin, time::Duration};
 
 use tokio::{
     sync::OwnedSemaphorePermit,
@@ -86,32 +86,44 @@ where
             })?),
             None => None,
         };
-        inner.metrics.attempt();
         // NOTE: the first attempt starts with the call unless it queued for a slot.
         let attempt_start = if number == 1 && !queued {
             started
         } else {
             Instant::now()
         };
+        inner.metrics.attempt(attempt_start);
         let per_attempt = inner
             .timeout
             .and_then(|t| clock::deadline_after(attempt_start, t));
         let deadline = clock::earliest(per_attempt, overall);
-        let future = op(Attempt { number, deadline }, thread.map(|t| t.0));
-        let result = match deadline {
-            Some(at) => {
-                let bound = if deadline == per_attempt {
-                    inner.timeout
-                } else {
-                    inner.deadline
-                };
-                let bound = bound.unwrap_or_default();
-                match &inner.backstop {
-                    Some(backstop) => backstop.guard(future, at, bound).await,
-                    None => Timeout::at(future, at, bound).await,
+        // NOTE: the attempt's future is pinned where it is made and the bound only
+        // borrows it: futures of clients like fred run to kilobytes, and moving one
+        // into a wrapper by value cost a memcpy per call.
+        let result = {
+            let future = pin!(op(
+                Attempt {
+                    number,
+                    deadline,
+                    started: attempt_start,
+                },
+                thread.map(|t| t.0)
+            ));
+            match deadline {
+                Some(at) => {
+                    let bound = if deadline == per_attempt {
+                        inner.timeout
+                    } else {
+                        inner.deadline
+                    };
+                    let bound = bound.unwrap_or_default();
+                    match &inner.backstop {
+                        Some(backstop) => backstop.guard(future, at, bound).await,
+                        None => Timeout::at(future, at, bound).await,
+                    }
                 }
+                None => Ok(future.await),
             }
-            None => Ok(future.await),
         };
         let (error, verdict) = match result {
             Ok(Ok(value)) => {

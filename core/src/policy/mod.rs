@@ -124,6 +124,7 @@ impl Policy {
             classifier: ByTrait,
             on_retry: None,
             prefix: Some(DEFAULT_PREFIX.to_owned()),
+            batched: false,
             seed: None,
         }
     }
@@ -402,6 +403,8 @@ pub struct PolicyBuilder<C = ByTrait> {
     classifier: C,
     on_retry: Option<RetryHook>,
     prefix: Option<String>,
+    /// Whether the metrics are batched per thread (see [`CallMetrics::batched`]).
+    batched: bool,
     seed: Option<u64>,
 }
 
@@ -646,6 +649,14 @@ impl<C> PolicyBuilder<C> {
         self
     }
 
+    /// Batches the metrics per thread: for hot operations whose owner flushes them
+    /// (the Redis handle does, every second; see [`CallMetrics::batched`]).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn batch_metrics(mut self) -> Self {
+        self.batched = true;
+        self
+    }
+
     /// Records no metrics.
     ///
     /// ```
@@ -690,6 +701,7 @@ impl<C> PolicyBuilder<C> {
             bulkhead: self.bulkhead,
             breaker: self.breaker,
             backstop: self.backstop,
+            batched: self.batched,
             classifier,
             on_retry: self.on_retry,
             prefix: self.prefix,
@@ -734,6 +746,7 @@ impl<C> PolicyBuilder<C> {
             .or_else(|| self.bulkhead.as_ref().map(|b| b.target().clone()))
             .unwrap_or_else(|| self.operation.clone());
         let metrics = match &self.prefix {
+            Some(prefix) if self.batched => CallMetrics::batched(prefix, &self.operation, &target),
             Some(prefix) => CallMetrics::with_prefix(prefix, &self.operation, &target),
             None => CallMetrics::disabled(),
         };

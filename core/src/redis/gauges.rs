@@ -9,7 +9,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicIsize, Ordering},
     },
     time::Duration,
 };
@@ -40,36 +40,44 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 pub(super) struct InFlight(Arc<[Stripe; SHARDS]>);
 
 /// One stripe of [`InFlight`], alone on its cache line (128 bytes: two lines on CPUs
-/// that fetch lines in pairs).
+/// that fetch lines in pairs). Signed: a command counted in on one thread is counted
+/// out on whichever thread it ends, so one stripe may go below zero; the sum cannot.
 #[derive(Default)]
 #[repr(align(128))]
-pub(super) struct Stripe(AtomicUsize);
+pub(super) struct Stripe(AtomicIsize);
 
 impl InFlight {
     /// Counts one command until the guard drops: on its reply, its error, its timeout,
     /// or when the caller drops the future — a cancelled call cannot leak the count.
     #[inline]
     pub(super) fn enter(&self) -> InFlightGuard<'_> {
-        let stripe = &self.0[this_threads_shard()].0;
-        // NOTE: Relaxed: the count orders nothing else, and a gauge read once a second
-        // needs no happens-before with the commands it counts. The guard leaves from
-        // the stripe it entered, wherever it is dropped, so no stripe goes below zero.
-        stripe.fetch_add(1, Ordering::Relaxed);
-        InFlightGuard(stripe)
+        self.add(1);
+        InFlightGuard(self)
+    }
+
+    /// Adds to the calling thread's stripe. Relaxed: the count orders nothing else,
+    /// and a gauge read once a second needs no happens-before with the commands.
+    #[inline]
+    fn add(&self, n: isize) {
+        self.0[this_threads_shard()].0.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(super) fn get(&self) -> usize {
-        self.0.iter().map(|stripe| stripe.0.load(Ordering::Relaxed)).sum()
+        let sum: isize = self.0.iter().map(|stripe| stripe.0.load(Ordering::Relaxed)).sum();
+        // A read racing a command that moved threads may see its exit before its entry.
+        sum.max(0).unsigned_abs()
     }
 }
 
-/// One command counted in [`InFlight`]; uncounted on drop.
-pub(super) struct InFlightGuard<'a>(&'a AtomicUsize);
+/// One command counted in [`InFlight`]; counted out on drop, on the thread it ends on
+/// (a task resumes on whichever worker its reply woke it: counting out on the stripe
+/// it came in on would write another core's cache line on most calls).
+pub(super) struct InFlightGuard<'a>(&'a InFlight);
 
 impl Drop for InFlightGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.add(-1);
     }
 }
 
@@ -81,7 +89,9 @@ pub(super) fn buffered(pool: &Pool) -> usize {
 
 /// Samples the pool every second into `<prefix>_redis_connections{target,state}`,
 /// `<prefix>_redis_pool_size{target}`, `<prefix>_redis_commands_in_flight{target}` and
-/// `<prefix>_redis_commands_buffered{target}`. Runs until aborted.
+/// `<prefix>_redis_commands_buffered{target}`, and writes the commands' batched call
+/// metrics to the recorder (those of a burst that ended, which no later call would
+/// write). Runs until aborted.
 pub(super) async fn sample(pool: Pool, in_flight: InFlight, target: &'static str, prefix: String) {
     let name = metric_name(&prefix, REDIS_CONNECTIONS);
     let connected: Gauge = gauge!(name.clone(), "target" => target, "state" => "connected");
@@ -97,6 +107,7 @@ pub(super) async fn sample(pool: Pool, in_flight: InFlight, target: &'static str
         size.set(clients.len() as f64);
         sent.set(in_flight.get() as f64);
         queued.set(buffered(&pool) as f64);
+        crate::telemetry::flush();
         tokio::time::sleep(SAMPLE_EVERY).await;
     }
 }

@@ -1,10 +1,12 @@
 //! [`Metered`]: a future's duration and outcome, recorded through cached handles.
 
+mod batch;
+
 use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError, Weak},
     task::{Context, Poll},
     time::Duration,
 };
@@ -13,6 +15,7 @@ use metrics::{Counter, Histogram, counter, histogram};
 use pin_project::{pin_project, pinned_drop};
 use tokio::time::Instant;
 
+use self::batch::{Batch, Pending};
 use crate::{
     FallbackReason, Name, Outcome, ToOutcome,
     telemetry::{
@@ -45,6 +48,62 @@ struct Handles {
     attempts: Counter,
     retries: Counter,
     fallbacks: [Counter; FallbackReason::ALL.len()],
+    /// Where finished calls and attempts wait before they are written (`None`: written
+    /// at once). Retries and fallbacks, rare by nature, are always written at once.
+    batch: Option<Batch>,
+}
+
+/// Every batched [`CallMetrics`] alive, for [`flush`].
+static BATCHED: Mutex<Vec<Weak<Handles>>> = Mutex::new(Vec::new());
+
+/// Writes every record still waiting in a batch to the recorder.
+///
+/// Operations with batched metrics (the Redis handle's) write their records within
+/// 100 ms while calls flow, and every second once they stop. Call this before reading
+/// the recorder right after a few calls: a test's snapshot, or a render of your own.
+///
+/// ```
+/// stayfast_core::telemetry::flush(); // every batched record is now in the recorder
+/// ```
+pub fn flush() {
+    let mut batched = BATCHED.lock().unwrap_or_else(PoisonError::into_inner);
+    batched.retain(|handles| match handles.upgrade() {
+        Some(handles) => {
+            handles.flush();
+            true
+        }
+        None => false,
+    });
+}
+
+impl Handles {
+    fn write(&self, pending: Pending) {
+        for duration in pending.durations {
+            self.duration.record(duration);
+        }
+        for (counter, n) in self.calls.iter().zip(pending.calls) {
+            if n > 0 {
+                counter.increment(n);
+            }
+        }
+        if pending.attempts > 0 {
+            self.attempts.increment(pending.attempts);
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(batch) = &self.batch {
+            for pending in batch.drain() {
+                self.write(pending);
+            }
+        }
+    }
+}
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 impl CallMetrics {
@@ -71,6 +130,22 @@ impl CallMetrics {
     /// # let _ = m;
     /// ```
     pub fn with_prefix(prefix: &str, operation: &Name, target: &Name) -> Self {
+        Self::build(prefix, operation, target, None)
+    }
+
+    /// Handles whose finished calls and attempts wait in per-thread batches before
+    /// reaching the recorder (see [`flush`]): for operations hot enough that two cores
+    /// recording the same series at once cost more than the call.
+    pub(crate) fn batched(prefix: &str, operation: &Name, target: &Name) -> Self {
+        let metrics = Self::build(prefix, operation, target, Some(Batch::default()));
+        BATCHED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(&metrics.0));
+        metrics
+    }
+
+    fn build(prefix: &str, operation: &Name, target: &Name, batch: Option<Batch>) -> Self {
         let op = operation.to_label();
         let tg = target.to_label();
         let name = |suffix| metric_name(prefix, suffix);
@@ -85,6 +160,7 @@ impl CallMetrics {
             fallbacks: FallbackReason::ALL.map(|r| {
                 counter!(name(FALLBACKS_TOTAL), "operation" => op.clone(), "target" => tg.clone(), "reason" => r.as_str())
             }),
+            batch,
         }))
     }
 
@@ -108,6 +184,7 @@ impl CallMetrics {
             attempts: Counter::noop(),
             retries: Counter::noop(),
             fallbacks: FallbackReason::ALL.map(|_| Counter::noop()),
+            batch: None,
         }))
     }
 
@@ -127,9 +204,26 @@ impl CallMetrics {
         self.0.calls[outcome.index()].increment(1);
     }
 
+    /// Records a call a policy finished at `now`, batched or not.
     #[inline]
-    pub(crate) fn attempt(&self) {
-        self.0.attempts.increment(1);
+    fn finish(&self, outcome: Outcome, elapsed: Duration, now: Instant) {
+        match &self.0.batch {
+            Some(batch) => {
+                if let Some(due) = batch.call(outcome, elapsed, now) {
+                    self.0.write(due);
+                }
+            }
+            None => self.record(outcome, elapsed),
+        }
+    }
+
+    /// Counts an attempt a policy started at `now`.
+    #[inline]
+    pub(crate) fn attempt(&self, now: Instant) {
+        match &self.0.batch {
+            Some(batch) => batch.attempt(now),
+            None => self.0.attempts.increment(1),
+        }
     }
 
     #[inline]
@@ -177,14 +271,20 @@ impl<'a> InFlight<'a> {
     #[inline]
     pub(crate) fn finish(mut self, outcome: Outcome) {
         self.finished = true;
-        self.metrics.record(outcome, self.started.elapsed());
+        self.record(outcome);
+    }
+
+    #[inline]
+    fn record(&self, outcome: Outcome) {
+        let elapsed = self.started.elapsed();
+        self.metrics.finish(outcome, elapsed, self.started + elapsed);
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.metrics.record(Outcome::Cancelled, self.started.elapsed());
+            self.record(Outcome::Cancelled);
         }
     }
 }

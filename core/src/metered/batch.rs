@@ -1,0 +1,159 @@
+//! [`Batch`]: call records that wait in per-thread stripes before reaching the recorder.
+//!
+//! Every series of a `metrics` recorder is one set of atomics shared by all threads:
+//! with two cores calling the same operation, each record moves those cache lines from
+//! one core to the other. Measured on the project's 2-core machine with the Prometheus
+//! recorder, one call's record (its duration and outcome) took 45 ns from one thread and
+//! 518 ns per call from two. A batch keeps each thread's records in a stripe of its own
+//! and writes them in one burst, so the shared lines move once per burst instead of once
+//! per call. The price is a delay before the recorder sees them: at most [`MAX_DELAY`]
+//! while calls flow, and until the next flush when they stop.
+
+use std::{
+    mem,
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use crate::{
+    Outcome,
+    sync::{SHARDS, this_threads_shard},
+};
+
+/// Records a stripe holds before it is written.
+pub(crate) const CAPACITY: usize = 64;
+
+/// How long a record may wait in a stripe while calls keep coming.
+pub(crate) const MAX_DELAY: Duration = Duration::from_millis(100);
+
+/// Per-thread stripes of records not yet written.
+#[derive(Default)]
+pub(crate) struct Batch {
+    stripes: [Stripe; SHARDS],
+}
+
+/// One thread's records, on a cache line (pair) of its own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Stripe(Mutex<Pending>);
+
+/// Records waiting to be written to the recorder.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// Durations of finished calls, in seconds.
+    pub(crate) durations: Vec<f64>,
+    /// Finished calls by outcome (indexed like [`Outcome::ALL`]).
+    pub(crate) calls: [u64; Outcome::ALL.len()],
+    /// Attempts started.
+    pub(crate) attempts: u64,
+    /// When the oldest record here was made.
+    since: Option<Instant>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.since.is_none()
+    }
+
+    /// Takes the records, leaving room for the next batch.
+    fn take(&mut self) -> Pending {
+        mem::replace(
+            self,
+            Pending {
+                durations: Vec::with_capacity(CAPACITY),
+                ..Pending::default()
+            },
+        )
+    }
+}
+
+/// Locks a stripe, ignoring poisoning: no critical section here can panic half-way.
+/// (std's mutex, not [`crate::sync`]'s, which is loom's in model-checking builds.)
+fn lock(stripe: &Stripe) -> MutexGuard<'_, Pending> {
+    stripe.0.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Batch {
+    fn stripe(&self) -> MutexGuard<'_, Pending> {
+        lock(&self.stripes[this_threads_shard()])
+    }
+
+    /// Adds a call that finished at `now`; hands back the stripe's records when they
+    /// are due: [`CAPACITY`] of them, or the oldest [`MAX_DELAY`] old.
+    pub(crate) fn call(&self, outcome: Outcome, elapsed: Duration, now: Instant) -> Option<Pending> {
+        let mut pending = self.stripe();
+        pending.durations.push(elapsed.as_secs_f64());
+        pending.calls[outcome.index()] += 1;
+        let since = *pending.since.get_or_insert(now);
+        let due = pending.durations.len() >= CAPACITY || now.saturating_duration_since(since) >= MAX_DELAY;
+        due.then(|| pending.take())
+    }
+
+    /// Adds an attempt that started at `now` (written with the stripe's next calls).
+    pub(crate) fn attempt(&self, now: Instant) {
+        let mut pending = self.stripe();
+        pending.attempts += 1;
+        pending.since.get_or_insert(now);
+    }
+
+    /// Takes every stripe's records.
+    pub(crate) fn drain(&self) -> impl Iterator<Item = Pending> + '_ {
+        self.stripes.iter().filter_map(|stripe| {
+            let mut pending = lock(stripe);
+            (!pending.is_empty()).then(|| pending.take())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stripe_is_due_when_full() {
+        let batch = Batch::default();
+        let now = Instant::now();
+        for _ in 0..CAPACITY - 1 {
+            assert!(
+                batch
+                    .call(Outcome::Success, Duration::from_millis(1), now)
+                    .is_none()
+            );
+        }
+        let due = batch
+            .call(Outcome::Failure, Duration::from_millis(2), now)
+            .expect("full");
+        assert_eq!(due.durations.len(), CAPACITY);
+        assert_eq!(due.calls[Outcome::Success.index()], CAPACITY as u64 - 1);
+        assert_eq!(due.calls[Outcome::Failure.index()], 1);
+        assert_eq!(batch.drain().count(), 0, "nothing left behind");
+    }
+
+    #[test]
+    fn a_stripe_is_due_when_its_oldest_record_is_old() {
+        let batch = Batch::default();
+        let start = Instant::now();
+        batch.attempt(start);
+        assert!(
+            batch
+                .call(Outcome::Success, Duration::ZERO, start + MAX_DELAY / 2)
+                .is_none()
+        );
+        let due = batch
+            .call(Outcome::Success, Duration::ZERO, start + MAX_DELAY)
+            .expect("the attempt waited MAX_DELAY");
+        assert_eq!((due.attempts, due.durations.len()), (1, 2));
+    }
+
+    #[test]
+    fn drain_takes_what_waits() {
+        let batch = Batch::default();
+        batch.attempt(Instant::now());
+        let drained: Vec<_> = batch.drain().collect();
+        assert_eq!(drained.len(), 1);
+        assert_eq!(drained[0].attempts, 1);
+        assert_eq!(batch.drain().count(), 0);
+    }
+}
