@@ -37,9 +37,9 @@ use stayfast_core::{
 const POOL: usize = 4;
 const SEQUENTIAL: usize = 20_000;
 const LATENCY_ROUNDS: usize = 3;
-const THROUGHPUT_ROUNDS: usize = 9;
+const THROUGHPUT_ROUNDS: usize = 31;
 const TASKS: usize = 50;
-const THROUGHPUT_WINDOW: Duration = Duration::from_millis(500);
+const THROUGHPUT_WINDOW: Duration = Duration::from_millis(100);
 
 /// The three clients, as indexes into a round's figures.
 const RAW: usize = 0;
@@ -252,7 +252,10 @@ fn main() {
             // Throughput in paired rounds: the three clients back to back, in an order
             // that rotates each round, so a burst of load from elsewhere on the machine
             // hits one round of each rather than one client's whole measurement. The
-            // verdict is the median of the per-round ratios.
+            // verdict is the median of the per-round ratios. Short windows (100 ms, some
+            // 20k calls each) keep a pair's two halves close in time: on a shared 2-core
+            // VM the machine's speed drifts over seconds, and 500 ms windows let that
+            // drift into the ratio.
             let (mut vs_raw, mut vs_deadline) = (Vec::new(), Vec::new());
             for round in 0..THROUGHPUT_ROUNDS {
                 let mut rates = [Rate { ops_per_sec: 0.0, cpu_per_op: None }; 3];
