@@ -66,6 +66,21 @@ impl CountWindow {
     #[inline]
     pub(crate) fn push(&self, sample: Sample) -> Counts {
         let len = self.slots.len();
+        // NOTE: a success pushed into a full window of successes leaves it as it was,
+        // wherever the cursor stands: skip the cursor's store, the one write a healthy
+        // call made to a line every core shares. A racing push that has swapped its
+        // slot but not yet counted it is missed, as a racing push already may be.
+        if sample == Sample::Success
+            && self.full.load(Ordering::Relaxed)
+            && self.failures.load(Ordering::Acquire) == 0
+            && self.slow.load(Ordering::Acquire) == 0
+        {
+            return Counts {
+                calls: len as u64,
+                failures: 0,
+                slow: 0,
+            };
+        }
         let index = (self.next.load(Ordering::Relaxed) as usize).min(len - 1);
         let mut full = self.full.load(Ordering::Relaxed);
         if index + 1 == len {
@@ -118,6 +133,24 @@ impl CountWindow {
 #[cfg(all(test, not(stayfast_loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_success_into_a_window_of_successes_writes_nothing() {
+        let w = CountWindow::new(3);
+        for _ in 0..3 {
+            w.push(Sample::Success);
+        }
+        let cursor = w.next.load(Ordering::Relaxed);
+        let c = w.push(Sample::Success);
+        assert_eq!((c.calls, c.failures, c.slow), (3, 0, 0));
+        assert_eq!(w.next.load(Ordering::Relaxed), cursor, "the cursor did not move");
+        // The next failure still counts, and leaves its window of three.
+        assert_eq!(w.push(Sample::Failure).failures, 1);
+        for _ in 0..3 {
+            w.push(Sample::Success);
+        }
+        assert_eq!(w.push(Sample::Success).failures, 0);
+    }
 
     #[test]
     fn counts_only_the_last_len_samples() {

@@ -46,7 +46,8 @@ pub(crate) struct Pending {
     pub(crate) durations: Vec<f64>,
     /// Finished calls by outcome (indexed like [`Outcome::ALL`]).
     pub(crate) calls: [u64; Outcome::ALL.len()],
-    /// Attempts started.
+    /// Attempts made by those calls (a batched call's attempts are counted when it
+    /// ends, with it).
     pub(crate) attempts: u64,
     /// When the oldest record here was made.
     since: Option<Instant>,
@@ -80,22 +81,23 @@ impl Batch {
         lock(&self.stripes[this_threads_shard()])
     }
 
-    /// Adds a call that finished at `now`; hands back the stripe's records when they
-    /// are due: [`CAPACITY`] of them, or the oldest [`MAX_DELAY`] old.
-    pub(crate) fn call(&self, outcome: Outcome, elapsed: Duration, now: Instant) -> Option<Pending> {
+    /// Adds a call that finished at `now` after `attempts` attempts; hands back the
+    /// stripe's records when they are due: [`CAPACITY`] of them, or the oldest
+    /// [`MAX_DELAY`] old.
+    pub(crate) fn call(
+        &self,
+        outcome: Outcome,
+        elapsed: Duration,
+        attempts: u64,
+        now: Instant,
+    ) -> Option<Pending> {
         let mut pending = self.stripe();
         pending.durations.push(elapsed.as_secs_f64());
         pending.calls[outcome.index()] += 1;
+        pending.attempts += attempts;
         let since = *pending.since.get_or_insert(now);
         let due = pending.durations.len() >= CAPACITY || now.saturating_duration_since(since) >= MAX_DELAY;
         due.then(|| pending.take())
-    }
-
-    /// Adds an attempt that started at `now` (written with the stripe's next calls).
-    pub(crate) fn attempt(&self, now: Instant) {
-        let mut pending = self.stripe();
-        pending.attempts += 1;
-        pending.since.get_or_insert(now);
     }
 
     /// Takes every stripe's records.
@@ -118,14 +120,15 @@ mod tests {
         for _ in 0..CAPACITY - 1 {
             assert!(
                 batch
-                    .call(Outcome::Success, Duration::from_millis(1), now)
+                    .call(Outcome::Success, Duration::from_millis(1), 1, now)
                     .is_none()
             );
         }
         let due = batch
-            .call(Outcome::Failure, Duration::from_millis(2), now)
+            .call(Outcome::Failure, Duration::from_millis(2), 3, now)
             .expect("full");
         assert_eq!(due.durations.len(), CAPACITY);
+        assert_eq!(due.attempts, CAPACITY as u64 + 2);
         assert_eq!(due.calls[Outcome::Success.index()], CAPACITY as u64 - 1);
         assert_eq!(due.calls[Outcome::Failure.index()], 1);
         assert_eq!(batch.drain().count(), 0, "nothing left behind");
@@ -135,25 +138,29 @@ mod tests {
     fn a_stripe_is_due_when_its_oldest_record_is_old() {
         let batch = Batch::default();
         let start = Instant::now();
-        batch.attempt(start);
+        assert!(batch.call(Outcome::Success, Duration::ZERO, 1, start).is_none());
         assert!(
             batch
-                .call(Outcome::Success, Duration::ZERO, start + MAX_DELAY / 2)
+                .call(Outcome::Success, Duration::ZERO, 1, start + MAX_DELAY / 2)
                 .is_none()
         );
         let due = batch
-            .call(Outcome::Success, Duration::ZERO, start + MAX_DELAY)
-            .expect("the attempt waited MAX_DELAY");
-        assert_eq!((due.attempts, due.durations.len()), (1, 2));
+            .call(Outcome::Success, Duration::ZERO, 1, start + MAX_DELAY)
+            .expect("the first call waited MAX_DELAY");
+        assert_eq!((due.attempts, due.durations.len()), (3, 3));
     }
 
     #[test]
     fn drain_takes_what_waits() {
         let batch = Batch::default();
-        batch.attempt(Instant::now());
+        assert!(
+            batch
+                .call(Outcome::Cancelled, Duration::ZERO, 0, Instant::now())
+                .is_none()
+        );
         let drained: Vec<_> = batch.drain().collect();
         assert_eq!(drained.len(), 1);
-        assert_eq!(drained[0].attempts, 1);
+        assert_eq!(drained[0].calls[Outcome::Cancelled.index()], 1);
         assert_eq!(batch.drain().count(), 0);
     }
 }

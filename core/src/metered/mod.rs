@@ -204,25 +204,23 @@ impl CallMetrics {
         self.0.calls[outcome.index()].increment(1);
     }
 
-    /// Records a call a policy finished at `now`, batched or not.
+    /// Whether finished calls and attempts wait in a batch.
     #[inline]
-    fn finish(&self, outcome: Outcome, elapsed: Duration, now: Instant) {
+    fn is_batched(&self) -> bool {
+        self.0.batch.is_some()
+    }
+
+    /// Records a call a policy finished at `now`, with the `attempts` it made that are
+    /// not counted yet (a batched call counts its attempts when it ends).
+    #[inline]
+    fn finish(&self, outcome: Outcome, elapsed: Duration, attempts: u64, now: Instant) {
         match &self.0.batch {
             Some(batch) => {
-                if let Some(due) = batch.call(outcome, elapsed, now) {
+                if let Some(due) = batch.call(outcome, elapsed, attempts, now) {
                     self.0.write(due);
                 }
             }
             None => self.record(outcome, elapsed),
-        }
-    }
-
-    /// Counts an attempt a policy started at `now`.
-    #[inline]
-    pub(crate) fn attempt(&self, now: Instant) {
-        match &self.0.batch {
-            Some(batch) => batch.attempt(now),
-            None => self.0.attempts.increment(1),
         }
     }
 
@@ -250,11 +248,15 @@ impl fmt::Debug for CallMetrics {
     }
 }
 
-/// A call in progress: records its outcome when finished, or `cancelled` if dropped
-/// first. Used by [`Policy`](crate::Policy), whose future is one `async` block.
+/// A call in progress: counts its attempts, and records its outcome when finished, or
+/// `cancelled` if dropped first. Used by [`Policy`](crate::Policy), whose future is one
+/// `async` block.
 pub(crate) struct InFlight<'a> {
     metrics: &'a CallMetrics,
     started: Instant,
+    /// Attempts not yet counted: a batched call counts them as it ends, so an attempt
+    /// takes no lock of its own.
+    attempts: u64,
     finished: bool,
 }
 
@@ -264,7 +266,18 @@ impl<'a> InFlight<'a> {
         Self {
             metrics,
             started,
+            attempts: 0,
             finished: false,
+        }
+    }
+
+    /// Counts an attempt starting.
+    #[inline]
+    pub(crate) fn attempt(&mut self) {
+        if self.metrics.is_batched() {
+            self.attempts += 1;
+        } else {
+            self.metrics.0.attempts.increment(1);
         }
     }
 
@@ -277,7 +290,8 @@ impl<'a> InFlight<'a> {
     #[inline]
     fn record(&self, outcome: Outcome) {
         let elapsed = self.started.elapsed();
-        self.metrics.finish(outcome, elapsed, self.started + elapsed);
+        self.metrics
+            .finish(outcome, elapsed, self.attempts, self.started + elapsed);
     }
 }
 

@@ -27,15 +27,15 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let started = Instant::now();
-    let in_flight = InFlight::start(&inner.metrics, started);
-    let result = run(inner, threads, op, started).await;
+    let mut in_flight = InFlight::start(&inner.metrics, started);
+    let result = run(inner, threads, op, started, &mut in_flight).await;
     in_flight.finish(outcome_of(&result));
     result
 }
 
-/// Runs every attempt of one call. `started` is the call's start, read once by the
-/// caller and shared with the metrics, so a call that succeeds at once reads the clock
-/// twice in all.
+/// Runs every attempt of one call, counting each in `in_flight`. `started` is the
+/// call's start, read once by the caller and shared with the metrics, so a call that
+/// succeeds at once reads the clock twice in all.
 ///
 /// `threads`, when given (an offload's bound), admits each attempt right after the
 /// policy's own bulkhead, with the same waiting and shedding rules, and hands the
@@ -46,6 +46,7 @@ pub(super) async fn run<C, Op, Fut, T, E>(
     threads: Option<&Bulkhead>,
     op: &mut Op,
     started: Instant,
+    in_flight: &mut InFlight<'_>,
 ) -> Result<T, Error<E>>
 where
     C: Classifier<E>,
@@ -92,7 +93,7 @@ where
         } else {
             Instant::now()
         };
-        inner.metrics.attempt(attempt_start);
+        in_flight.attempt();
         let per_attempt = inner
             .timeout
             .and_then(|t| clock::deadline_after(attempt_start, t));

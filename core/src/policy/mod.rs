@@ -303,8 +303,16 @@ impl<C> Policy<C> {
         let inner = Arc::clone(&self.inner);
         async move {
             let started = Instant::now();
-            let in_flight = InFlight::start(&inner.metrics, started);
-            let result = match call::run(&inner, None, &mut |attempt, _| op(attempt), started).await {
+            let mut in_flight = InFlight::start(&inner.metrics, started);
+            let result = match call::run(
+                &inner,
+                None,
+                &mut |attempt, _| op(attempt),
+                started,
+                &mut in_flight,
+            )
+            .await
+            {
                 Ok(value) => Ok(Served {
                     value,
                     source: Source::Primary,
