@@ -308,6 +308,38 @@ async fn flush_with_fsync_never() {
     always.flush().await.unwrap();
 }
 
+/// A burst of appends to one session reaches Redis in seq order: one EVAL per append,
+/// no push finding a gap (a push ahead of its predecessor would, and would repopulate
+/// the window from a read of the whole file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_appends_is_pushed_in_order() {
+    const BURST: u64 = 300;
+    let server = RedisServer::start().await.unwrap();
+    let tmp = TempDir::new("tx");
+    let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |c| {
+        c.fsync = FsyncPolicy::Never; // appends as fast as they come
+        c.cache_messages = 50;
+    })
+    .await;
+    let evals = server.executions("eval").await.unwrap();
+    let started = Instant::now();
+    let mut appended = Vec::new();
+    for i in 0..BURST {
+        let text = format!("m{i}");
+        appended.push(store.append("burst", Message::new("user", text)).await.unwrap());
+    }
+    let appends = started.elapsed();
+    settle(&bg).await;
+    let drained = started.elapsed();
+    assert_eq!(
+        server.executions("eval").await.unwrap() - evals,
+        BURST,
+        "one EVAL per append: none repopulated"
+    );
+    assert_eq!(window(&server, "burst").await, tail(&appended, 50));
+    eprintln!("{BURST} appends in {appends:?}; every push landed in order after {drained:?}");
+}
+
 // ---------------------------------------------------------------------------------
 // Idempotent append
 // ---------------------------------------------------------------------------------

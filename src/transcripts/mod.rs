@@ -3,8 +3,9 @@
 //!
 //! - **append** assigns the session's next `seq` under its writer lock, appends the
 //!   record to the session's file durably (one `write()`, fsync per
-//!   [`TranscriptConfig::fsync`]), and only then updates Redis, in the background: a
-//!   Redis outage never fails or slows an append.
+//!   [`TranscriptConfig::fsync`]), and only then updates Redis, in the background and
+//!   in seq order (one drainer per session): a Redis outage never fails or slows an
+//!   append.
 //! - **history** reads the Redis window under its deadline; when Redis is slow, down,
 //!   cold or behind the file, it reads the file instead (under its own deadline) and
 //!   repopulates Redis in the background. Every [`History`] says where it came from and
@@ -37,6 +38,7 @@
 
 mod builder;
 mod config;
+mod pushes;
 mod record;
 mod session;
 mod window;
@@ -58,6 +60,7 @@ pub use self::{
     record::{History, HistorySource, Message, Record},
 };
 use self::{
+    pushes::Turn,
     record::{MAX_ID_BYTES, MAX_ROLE_BYTES},
     session::{End, Session, SessionKey, Sessions, Writer},
     window::{Pushed, Window},
@@ -212,13 +215,18 @@ impl TranscriptStore {
         let previous = std::mem::replace(&mut writer.last, End::of(Some(&record)));
         writer.ids.insert(record.id.clone());
         session.set_known_end(Some(writer.last.clone()));
+        // Queued under the writer lock, so in seq order; a running drainer sends it.
+        let turn = inner
+            .window
+            .as_ref()
+            .and_then(|_| session.pushes.enqueue((record.clone(), previous)));
         drop(writer);
-        if inner.window.is_some() {
-            let (task_inner, record) = (Arc::clone(&self.inner), record.clone());
-            // Shed when the spawner is full: the window is then behind the file, which
-            // `history` notices and repairs.
+        if let Some(turn) = turn {
+            let task_inner = Arc::clone(&self.inner);
+            // Shed when the spawner is full: the turn is dropped with the task, the
+            // window is then behind the file, which `history` notices and repairs.
             let _ = inner.background.spawn("transcripts.cache_push", async move {
-                task_inner.push(key, record, previous).await
+                task_inner.drain_pushes(key, turn).await
             });
         }
         Ok(record)
@@ -387,6 +395,7 @@ impl TranscriptStore {
         // Whatever happened, the next writer re-reads the file.
         *writer = Writer::default();
         session.set_known_end(None);
+        session.pushes.clear();
         let existed = removed?;
         if let Some(window) = &inner.window {
             window.delete(&key.redis_key()).await?;
@@ -529,14 +538,23 @@ impl Inner {
             })
     }
 
+    /// Sends the session's queued pushes, one after another; the first error ends the
+    /// turn (and drops the rest: see [`Turn`]).
+    async fn drain_pushes(&self, key: SessionKey, mut turn: Turn) -> Result<(), StoreError> {
+        while let Some((record, previous)) = turn.next() {
+            self.push(&key, &record, &previous).await?;
+        }
+        Ok(())
+    }
+
     /// Extends the Redis window with `record` (appended after `previous`),
     /// repopulating it from the file when it has a gap.
-    async fn push(self: Arc<Self>, key: SessionKey, record: Record, previous: End) -> Result<(), StoreError> {
+    async fn push(&self, key: &SessionKey, record: &Record, previous: &End) -> Result<(), StoreError> {
         let Some(window) = &self.window else { return Ok(()) };
-        if window.push(&key.redis_key(), &record, &previous).await? == Pushed::Gap {
+        if window.push(&key.redis_key(), record, previous).await? == Pushed::Gap {
             let read = self.read_file(&key.file(&self.dir)).await?;
             if !read.damaged {
-                self.replace(&key, &read.records).await?;
+                self.replace(key, &read.records).await?;
             }
         }
         Ok(())

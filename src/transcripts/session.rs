@@ -12,7 +12,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-use super::record::Record;
+use super::{pushes::PushQueue, record::Record};
 use crate::StoreError;
 
 /// Longest accepted session id, in bytes.
@@ -101,14 +101,16 @@ pub(crate) struct Writer {
 }
 
 /// One session's state: the writer behind an async lock (appends of a session are
-/// serialised: seq order = file order), and the last record the file is known to end
-/// with, readable without that lock.
+/// serialised: seq order = file order), the last record the file is known to end
+/// with, readable without that lock, and the pushes to its Redis window not yet sent.
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) key: SessionKey,
     pub(crate) writer: tokio::sync::Mutex<Writer>,
     /// The file's last record; `None` until the writer loads it.
     known_end: Mutex<Option<End>>,
+    /// Filled under the writer lock, so in seq order.
+    pub(crate) pushes: Arc<PushQueue>,
     last_used: AtomicU64,
 }
 
@@ -118,6 +120,7 @@ impl Session {
             key,
             writer: tokio::sync::Mutex::new(Writer::default()),
             known_end: Mutex::new(None),
+            pushes: Arc::default(),
             last_used: AtomicU64::new(0),
         }
     }
