@@ -6,8 +6,9 @@
 //!   [`TranscriptConfig::fsync`]), and only then updates Redis, in the background and
 //!   in seq order (one drainer per session): a Redis outage never fails or slows an
 //!   append.
-//! - **history** reads the Redis window under its deadline; when Redis is slow, down,
-//!   cold or behind the file, it reads the file instead (under its own deadline) and
+//! - **history** reads the Redis window under its deadline, completed with the
+//!   records whose pushes are still on their way; when Redis is slow, down, cold or
+//!   behind the file, it reads the file instead (under its own deadline) and
 //!   repopulates Redis in the background. Every [`History`] says where it came from and
 //!   whether that was a fallback.
 //! - Session ids never reach the file system: a session's file is
@@ -60,7 +61,7 @@ pub use self::{
     record::{History, HistorySource, Message, Record},
 };
 use self::{
-    pushes::Turn,
+    pushes::{Push, Turn, bridge},
     record::{MAX_ID_BYTES, MAX_ROLE_BYTES},
     session::{End, Session, SessionKey, Sessions, Writer},
     window::{Pushed, Window},
@@ -216,10 +217,13 @@ impl TranscriptStore {
         writer.ids.insert(record.id.clone());
         session.set_known_end(Some(writer.last.clone()));
         // Queued under the writer lock, so in seq order; a running drainer sends it.
-        let turn = inner
-            .window
-            .as_ref()
-            .and_then(|_| session.pushes.enqueue((record.clone(), previous)));
+        let turn = inner.window.as_ref().and_then(|window| {
+            let push = Push {
+                record: record.clone(),
+                previous,
+            };
+            session.pushes.enqueue(push, window.len as usize)
+        });
         drop(writer);
         if let Some(turn) = turn {
             let task_inner = Arc::clone(&self.inner);
@@ -305,7 +309,12 @@ impl TranscriptStore {
             if want <= u64::from(window.len) {
                 // `want` ≤ the window length, a u32.
                 let n = u32::try_from(want).unwrap_or(window.len);
-                match window.read(&key.redis_key(), n).await {
+                // Taken before the read, it holds every record that read can lack.
+                let unacknowledged = session.pushes.unacknowledged();
+                let read = window.read(&key.redis_key(), n).await;
+                // Pushes still on their way bridge a window that is merely behind.
+                let read = read.map(|r| r.map(|r| bridge(r, &unacknowledged, end.seq, n as usize)));
+                match read {
                     Ok(Some(records)) if is_tail(&records, n, &end) => {
                         let served = History {
                             records,
@@ -538,23 +547,16 @@ impl Inner {
             })
     }
 
-    /// Sends the session's queued pushes, one after another; the first error ends the
-    /// turn (and drops the rest: see [`Turn`]).
+    /// Sends the session's queued pushes, in batches of all that waits; the first
+    /// error ends the turn (and drops the rest: see [`Turn`]).
     async fn drain_pushes(&self, key: SessionKey, mut turn: Turn) -> Result<(), StoreError> {
-        while let Some((record, previous)) = turn.next() {
-            self.push(&key, &record, &previous).await?;
-        }
-        Ok(())
-    }
-
-    /// Extends the Redis window with `record` (appended after `previous`),
-    /// repopulating it from the file when it has a gap.
-    async fn push(&self, key: &SessionKey, record: &Record, previous: &End) -> Result<(), StoreError> {
         let Some(window) = &self.window else { return Ok(()) };
-        if window.push(&key.redis_key(), record, previous).await? == Pushed::Gap {
-            let read = self.read_file(&key.file(&self.dir)).await?;
-            if !read.damaged {
-                self.replace(key, &read.records).await?;
+        while let Some(batch) = turn.next() {
+            if window.push(&key.redis_key(), &batch).await? == Pushed::Gap {
+                let read = self.read_file(&key.file(&self.dir)).await?;
+                if !read.damaged {
+                    self.replace(&key, &read.records).await?;
+                }
             }
         }
         Ok(())

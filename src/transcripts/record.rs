@@ -104,7 +104,9 @@ impl Record {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum HistorySource {
-    /// The session's Redis window.
+    /// The session's Redis window (its newest records possibly still on their way
+    /// there: an append's push is sent in the background, and until Redis acknowledges
+    /// it the store serves the record from memory, as the file holds it).
     Redis,
     /// The transcript file.
     File,

@@ -137,6 +137,13 @@ impl Session {
     pub(crate) fn set_known_end(&self, end: Option<End>) {
         *self.known_end.lock().unwrap_or_else(PoisonError::into_inner) = end;
     }
+
+    /// Whether only the map holds it: no caller, and no drainer of its pushes (forgot
+    /// while one runs, it would come back with a second queue, and two drainers of one
+    /// session could push out of order).
+    fn is_idle(self: &Arc<Self>) -> bool {
+        Arc::strong_count(self) == 1 && Arc::strong_count(&self.pushes) == 1
+    }
 }
 
 /// Sessions in use, at most `capacity` of them idle: past it, the least recently used
@@ -197,7 +204,7 @@ fn evict_idle(map: &mut HashMap<SessionKey, Arc<Session>>, capacity: usize) {
     let target = capacity - capacity / 8 - 1;
     let mut idle: Vec<(u64, SessionKey)> = map
         .iter()
-        .filter(|(_, s)| Arc::strong_count(s) == 1)
+        .filter(|(_, s)| s.is_idle())
         .map(|(k, s)| (s.last_used.load(Ordering::Relaxed), k.clone()))
         .collect();
     idle.sort_unstable_by_key(|(used, _)| *used);

@@ -3,35 +3,38 @@
 //! decided on the server by the records' seqs: a late or repeated write can never put
 //! an older record after a newer one.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use stayfast_core::{
     CallMetrics,
     redis::{Redis, RedisError},
 };
 
-use super::{record::Record, session::End};
+use super::{pushes::Push, record::Record};
 
-/// Appends one record if it extends the window by exactly one seq, right after the
-/// record it was appended after (same seq, id and timestamp: ARGV[5], ARGV[6]).
+/// Appends a batch of consecutive records (ARGV[6..], oldest first, the first of seq
+/// ARGV[2]) if it extends the window right after the record the first was appended
+/// after (same seq, id and timestamp: ARGV[4], ARGV[5]).
 ///
-/// Returns 1 when pushed, 0 when the window already reaches its seq (a repeated push),
-/// -1 when it would leave a gap (an earlier push failed or the window is cold) or
-/// follow a record that is not its predecessor (a deleted session's, left by a late
+/// Returns 1 when pushed, 0 when the window already reaches the batch's last seq (a
+/// repeated push), -1 when it would leave a gap (an earlier push failed or the window
+/// is cold), overlap part of the batch (a repopulation raced it), or follow a record
+/// that is not the first one's predecessor (a deleted session's, left by a late
 /// write): the window is then left alone, and must be repopulated from the file.
 const PUSH: &str = r"
+local first = tonumber(ARGV[2])
+local newest = first + #ARGV - 6
 local last = redis.call('LINDEX', KEYS[1], -1)
-local seq = tonumber(ARGV[2])
 if last then
   local ok, rec = pcall(cjson.decode, last)
   if not ok or type(rec) ~= 'table' or type(rec.seq) ~= 'number' then return -1 end
-  if rec.seq >= seq then return 0 end
-  if rec.seq ~= seq - 1 or rec.id ~= ARGV[5] or rec.at ~= ARGV[6] then return -1 end
-elseif seq ~= 1 then
+  if rec.seq >= newest then return 0 end
+  if rec.seq ~= first - 1 or rec.id ~= ARGV[4] or rec.at ~= ARGV[5] then return -1 end
+elseif first ~= 1 then
   return -1
 end
-redis.call('RPUSH', KEYS[1], ARGV[3])
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 6))
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 ";
@@ -54,6 +57,11 @@ if #ARGV > 2 then
 end
 return 1
 ";
+
+/// `record`'s JSON line, as a Redis argument.
+fn encode(record: &Record) -> String {
+    String::from_utf8_lossy(&record.encode()).into_owned()
+}
 
 /// What a push did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,22 +89,21 @@ impl Window {
         self.ttl.as_secs().max(1).to_string()
     }
 
-    /// Pushes `record`, appended to the file right after `previous`.
-    pub(crate) async fn push(
-        &self,
-        key: &str,
-        record: &Record,
-        previous: &End,
-    ) -> Result<Pushed, RedisError> {
-        let encoded = String::from_utf8_lossy(&record.encode()).into_owned();
-        let args = vec![
+    /// Pushes `batch` (consecutive records, oldest first, as appended), or nothing
+    /// when it is empty.
+    pub(crate) async fn push(&self, key: &str, batch: &[Arc<Push>]) -> Result<Pushed, RedisError> {
+        let Some(first) = batch.first() else {
+            return Ok(Pushed::AlreadyThere);
+        };
+        let mut args = Vec::with_capacity(batch.len() + 5);
+        args.extend([
             self.ttl_secs(),
-            record.seq.to_string(),
-            encoded,
+            first.record.seq.to_string(),
             self.len.to_string(),
-            previous.id.clone(),
-            previous.at.clone(),
-        ];
+            first.previous.id.clone(),
+            first.previous.at.clone(),
+        ]);
+        args.extend(batch.iter().map(|p| encode(&p.record)));
         let code: i64 = self.redis.eval(PUSH, vec![key.to_owned()], args).await?;
         Ok(match code {
             1 => Pushed::Extended,
@@ -116,10 +123,7 @@ impl Window {
         let mut args = Vec::with_capacity(tail.len() + 2);
         args.push(self.ttl_secs());
         args.push(last_seq.to_string());
-        args.extend(
-            tail.iter()
-                .map(|r| String::from_utf8_lossy(&r.encode()).into_owned()),
-        );
+        args.extend(tail.iter().map(encode));
         let code: i64 = self.redis.eval(REPLACE, vec![key.to_owned()], args).await?;
         Ok(code == 1)
     }
