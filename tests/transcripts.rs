@@ -308,6 +308,29 @@ async fn flush_with_fsync_never() {
     always.flush().await.unwrap();
 }
 
+/// The server's EVAL and DEL counts, to tell pushes from repopulations.
+#[derive(Clone, Copy)]
+struct ScriptCalls {
+    evals: u64,
+    dels: u64,
+}
+
+impl ScriptCalls {
+    async fn of(server: &RedisServer) -> Self {
+        Self {
+            evals: server.executions("eval").await.unwrap(),
+            dels: server.executions("del").await.unwrap(),
+        }
+    }
+
+    /// The EVALs since `before`, asserting none was a repopulation (its script starts
+    /// with DEL; a push's never calls it).
+    fn pushes_since(self, before: Self) -> u64 {
+        assert_eq!(self.dels - before.dels, 0, "no repopulation");
+        self.evals - before.evals
+    }
+}
+
 /// A burst of appends to one session reaches Redis in seq order, in batches: no push
 /// finds a gap (a push ahead of its predecessor would, and would repopulate the window
 /// from a read of the whole file).
@@ -321,10 +344,7 @@ async fn a_burst_of_appends_is_pushed_in_order() {
         c.cache_messages = 50;
     })
     .await;
-    let (evals, dels) = (
-        server.executions("eval").await.unwrap(),
-        server.executions("del").await.unwrap(),
-    );
+    let before = ScriptCalls::of(&server).await;
     let started = Instant::now();
     let mut appended = Vec::new();
     for i in 0..BURST {
@@ -334,13 +354,8 @@ async fn a_burst_of_appends_is_pushed_in_order() {
     let appends = started.elapsed();
     settle(&bg).await;
     let drained = started.elapsed();
-    let batches = server.executions("eval").await.unwrap() - evals;
+    let batches = ScriptCalls::of(&server).await.pushes_since(before);
     assert!(batches <= BURST, "{batches} EVALs");
-    assert_eq!(
-        server.executions("del").await.unwrap() - dels,
-        0,
-        "no repopulation (its script starts with DEL)"
-    );
     assert_eq!(window(&server, "burst").await, tail(&appended, 50));
     eprintln!(
         "{BURST} appends in {appends:?}; pushed in order in {batches} batches, all landed after {drained:?}"
@@ -359,10 +374,7 @@ async fn history_right_after_an_append_needs_no_file_read() {
         c.cache_messages = 20;
     })
     .await;
-    let (evals, dels) = (
-        server.executions("eval").await.unwrap(),
-        server.executions("del").await.unwrap(),
-    );
+    let before = ScriptCalls::of(&server).await;
     let mut appended = Vec::new();
     let mut latencies = Vec::new();
     for i in 0..TURNS {
@@ -375,12 +387,7 @@ async fn history_right_after_an_append_needs_no_file_read() {
         assert_eq!((h.source, h.degraded), (HistorySource::Redis, false), "turn {i}");
     }
     settle(&bg).await;
-    assert!(server.executions("eval").await.unwrap() - evals <= TURNS);
-    assert_eq!(
-        server.executions("del").await.unwrap() - dels,
-        0,
-        "no repopulation (its script starts with DEL)"
-    );
+    assert!(ScriptCalls::of(&server).await.pushes_since(before) <= TURNS);
     assert_eq!(window(&server, "turns").await, tail(&appended, 20));
     latencies.sort_unstable();
     eprintln!(
