@@ -19,10 +19,18 @@ use std::{borrow::Cow, fmt, sync::Arc};
 /// assert_eq!(op.as_str(), "redis.get");
 /// assert_eq!(target.to_string(), "redis.main");
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Equality, ordering and hashing go by content: a static and an owned name with the
+/// same text are the same name.
+///
+/// ```
+/// use stayfast_core::Name;
+/// assert_eq!(Name::from("redis.get"), Name::from(String::from("redis.get")));
+/// ```
+#[derive(Clone)]
 pub struct Name(Repr);
 
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone)]
 enum Repr {
     Static(&'static str),
     Shared(Arc<str>),
@@ -60,6 +68,34 @@ impl Name {
     }
 }
 
+// By content, never by representation: `Name::from("x")` and `Name::from(String::from("x"))`
+// must be one key in a map and one label value.
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
 impl From<&'static str> for Name {
     fn from(name: &'static str) -> Self {
         Self::new_static(name)
@@ -93,5 +129,22 @@ impl fmt::Display for Name {
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::Name;
+
+    #[test]
+    fn static_and_owned_names_are_one_name() {
+        let (a, b) = (Name::from("redis.get"), Name::from(String::from("redis.get")));
+        assert_eq!(a, b);
+        assert_eq!(a.cmp(&b), std::cmp::Ordering::Equal);
+        let set: HashSet<Name> = [a, b].into_iter().collect();
+        assert_eq!(set.len(), 1, "one name, one map key");
+        assert!(Name::from("a") < Name::from(String::from("b")));
     }
 }
