@@ -1194,11 +1194,20 @@ async fn corrupt_transcript_load() {
             "{name}: file untouched"
         );
     }
-    // A huge last line: what a crash cannot leave a record as, cut like a torn tail.
+    // A huge last line, complete with its newline: written whole, so never cut as if a
+    // crash had torn it; damage for `repair` to take out (kept in its quarantine).
     let session = "huge last line";
-    std::fs::write(file_of(&dir, session), format!("{good}{}\n", "h".repeat(8 << 20))).unwrap();
+    let bytes = format!("{good}{}\n", "h".repeat(8 << 20));
+    std::fs::write(file_of(&dir, session), &bytes).unwrap();
     let h = timed("huge last line", store.history(session, 10)).await.unwrap();
-    assert_eq!(seqs(&h.records), [1, 2]);
+    assert_eq!((seqs(&h.records), h.degraded), (vec![1, 2], true));
+    assert_eq!(
+        std::fs::read_to_string(file_of(&dir, session)).unwrap(),
+        bytes,
+        "not cut"
+    );
+    let repaired = timed("repair", store.repair(session)).await.unwrap();
+    assert_eq!((repaired.kept, repaired.quarantined), (2, 1));
     assert_eq!(std::fs::read_to_string(file_of(&dir, session)).unwrap(), good);
 
     // Not a regular file: a typed error, no hang, nothing followed.

@@ -438,3 +438,181 @@ async fn fifo_planted_at_a_used_path_is_refused_not_blocking() {
     eprintln!("fifo refused by append, sync and read in {elapsed:?}");
     assert!(elapsed < Duration::from_secs(1));
 }
+
+/// #12.1: a crash left half a record (or a zero fill) at the end; the next append must
+/// not glue its record onto it. Every acknowledged record reads back.
+#[tokio::test]
+async fn an_append_after_a_torn_tail_keeps_every_acknowledged_record() {
+    let dir = Dir::new("torn-append");
+    for (case, fragment) in [
+        ("fragment", b"{\"seq\":4, \"half".to_vec()),
+        ("zeros", vec![0u8; 70_000]), // longer than one backward read
+        ("fragment+zeros", [b"{\"se".as_slice(), &[0u8; 10]].concat()),
+    ] {
+        let path = dir.path(&format!("{}.jsonl", case.replace('+', "_")));
+        write_log(&path, 3).await;
+        let good = fs::read(&path).unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&fragment)
+            .unwrap();
+        let appended = appender().append(&path, record(4)).await.unwrap();
+        assert_eq!(
+            appended.offset,
+            good.len() as u64,
+            "{case}: written where the fragment began"
+        );
+        assert_eq!(appended.torn_cut, fragment.len() as u64, "{case}");
+        let read = reader().read(&path, valid).await.unwrap();
+        assert_eq!(read.records, (1..=4).map(record).collect::<Vec<_>>(), "{case}");
+        assert!(read.torn.is_none(), "{case}");
+        let backup = dir.path(&format!("{}.jsonl.torn-{}", case.replace('+', "_"), good.len()));
+        assert_eq!(
+            fs::read(&backup).unwrap(),
+            fragment,
+            "{case}: the fragment is kept"
+        );
+        assert_eq!(fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
+
+/// A seam whose writes are short and whose truncation fails: the rollback cannot happen.
+#[derive(Debug)]
+struct NoRollback;
+
+impl FileOps for NoRollback {
+    fn write(&self, file: &fs::File, path: &Path, buf: &[u8]) -> io::Result<usize> {
+        RealFs.write(file, path, &buf[..buf.len() / 2])
+    }
+
+    fn set_len(&self, _file: &fs::File, _path: &Path, _len: u64) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(5))
+    }
+}
+
+/// #12.1: a rollback that fails is reported (never silently ignored), and the half record
+/// it leaves is cut by the next append: nothing acknowledged is lost.
+#[tokio::test]
+async fn a_failed_rollback_is_reported_and_the_next_append_cuts_its_leftover() {
+    let dir = Dir::new("no-rollback");
+    let path = dir.path("t.jsonl");
+    write_log(&path, 2).await;
+    let log = appender().with_ops(NoRollback);
+    let err = log.append(&path, record(3)).await.unwrap_err();
+    let fs_err = err.inner().unwrap();
+    assert_eq!(fs_err.step(), Step::Rollback, "{err}");
+    assert!(
+        fs_err.to_string().contains("short write"),
+        "names the first failure: {fs_err}"
+    );
+    assert_ne!(
+        fs::read(&path).unwrap().last(),
+        Some(&b'\n'),
+        "half a record is left"
+    );
+    let appended = appender().append(&path, record(3)).await.unwrap();
+    assert!(appended.torn_cut > 0);
+    let read = reader().read(&path, valid).await.unwrap();
+    assert_eq!(read.records, (1..=3).map(record).collect::<Vec<_>>());
+}
+
+/// #12.2: a line that ends in a newline was written whole. Failing validation (a newer
+/// writer's format, a lowered size cap) makes it corruption to report, never a torn tail
+/// to cut: the file is left exactly as it was.
+#[tokio::test]
+async fn a_complete_invalid_last_line_is_never_cut() {
+    let dir = Dir::new("complete-invalid");
+    let path = dir.path("t.jsonl");
+    write_log(&path, 3).await;
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"{\"future\":true}\n")
+        .unwrap();
+    let before = fs::read(&path).unwrap();
+    let err = reader().read(&path, valid).await.unwrap_err();
+    let Some(ReadLogError::Corrupt(c)) = err.inner() else {
+        panic!("expected corruption, got {err:?}")
+    };
+    assert_eq!((c.line, c.valid.len()), (4, 3));
+    assert_eq!(fs::read(&path).unwrap(), before, "nothing cut");
+    assert_eq!(dir.names(), ["t.jsonl"]);
+}
+
+/// #12.2: damage in the middle is taken out by `repair`: every valid record stays, in
+/// order, every removed byte is in the quarantine, and appends and reads work again.
+#[tokio::test]
+async fn repair_quarantines_bad_lines_and_keeps_every_valid_record_in_order() {
+    let dir = Dir::new("repair");
+    let path = dir.path("t.jsonl");
+    write_log(&path, 2).await;
+    let mut huge = b"{\"seq\":".to_vec();
+    huge.resize(200 * 1024, b'9'); // over the reader's cap below: streamed, not held
+    huge.push(b'\n');
+    let bad = [b"garbage\n".as_slice(), &huge, b"\0\0\0\n"].concat();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&bad)
+        .unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+    write_log(&path, 0).await;
+    for seq in 3..=4 {
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&[record(seq), b"\n".to_vec()].concat())
+            .unwrap();
+    }
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"{\"se")
+        .unwrap();
+    let small = reader().max_record(64 * 1024);
+    assert!(
+        small.read(&path, valid).await.is_err(),
+        "corrupt before the repair"
+    );
+
+    let repaired = small.repair(&path, valid).await.unwrap();
+    assert_eq!(
+        (repaired.kept, repaired.quarantined),
+        (4, 4),
+        "3 bad lines and a torn tail"
+    );
+    let quarantine = repaired.quarantine.unwrap();
+    assert_eq!(
+        fs::read(&quarantine).unwrap(),
+        [bad.as_slice(), b"{\"se"].concat()
+    );
+    assert_eq!(
+        fs::metadata(&quarantine).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o640,
+        "mode kept"
+    );
+    let read = small.read(&path, valid).await.unwrap();
+    assert_eq!(read.records, (1..=4).map(record).collect::<Vec<_>>());
+    appender().append(&path, record(5)).await.unwrap();
+    assert_eq!(small.read(&path, valid).await.unwrap().records.len(), 5);
+
+    // A whole log is left untouched, and no stray file is left behind.
+    let again = small.repair(&path, valid).await.unwrap();
+    assert_eq!((again.kept, again.quarantined, again.quarantine), (5, 0, None));
+    assert_eq!(
+        dir.names().len(),
+        2,
+        "the log and one quarantine: {:?}",
+        dir.names()
+    );
+}

@@ -156,10 +156,8 @@ impl TranscriptStoreBuilder {
         };
         let appender =
             DurableAppend::new(policy("transcripts.append", self.write_timeout, false)?).fsync(config.fsync);
-        // A record is at most the content JSON-escaped (6 bytes per char at worst) plus
-        // the other fields.
         let reader = LogReader::new(policy("transcripts.read", self.read_timeout, true)?)
-            .max_record(config.max_message_bytes.saturating_mul(6).saturating_add(4096));
+            .max_record(max_record(config.max_message_bytes));
         let background = match self.background {
             Some(b) => b,
             None => {
@@ -193,6 +191,20 @@ impl TranscriptStoreBuilder {
         })
     }
 }
+
+/// The longest line the reader accepts: a record is at most the content JSON-escaped (6
+/// bytes per char at worst) plus the other fields. Never below [`MIN_READ_RECORD`], so
+/// records written before `max_message_bytes` was lowered are still served: the cap only
+/// bounds the memory a garbage line can take.
+fn max_record(max_message_bytes: usize) -> usize {
+    max_message_bytes
+        .saturating_mul(6)
+        .saturating_add(4096)
+        .max(MIN_READ_RECORD)
+}
+
+/// 16 MiB: the reader's cap whatever `max_message_bytes` says (see [`max_record`]).
+const MIN_READ_RECORD: usize = 16 << 20;
 
 /// Creates `dir` and any missing parents with mode 0700 (whatever the umask).
 async fn create_private_dir(dir: &Path) -> Result<(), StoreError> {

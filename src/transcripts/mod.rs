@@ -52,7 +52,7 @@ use std::{
 
 use stayfast_core::{
     Error, FallbackReason, FireAndForget, Outcome,
-    fs::{DurableAppend, FsyncPolicy, LogReader, ReadLogError},
+    fs::{DurableAppend, FsyncPolicy, LogReader, ReadLogError, Repaired},
 };
 
 pub use self::{
@@ -412,6 +412,66 @@ impl TranscriptStore {
         Ok(existed)
     }
 
+    /// Takes the damaged lines out of `session`'s file, which
+    /// [`append`](Self::append) refuses to extend (with [`StoreError::Corrupt`]) while
+    /// they are there: every valid record is kept with its seq, in order; every removed
+    /// byte is moved to a quarantine file next to the transcript
+    /// (`<file>.quarantine-<offset>`, mode 0600) for a human to look at. The seqs of
+    /// removed lines are not reused: the next append follows the last valid record.
+    /// Returns what was done; a whole file is left untouched.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidInput`] for a bad session id; [`StoreError::ReadLog`] when
+    /// the file cannot be read or replaced (it is then unchanged).
+    ///
+    /// # Cancellation
+    ///
+    /// The repair runs on the blocking pool and completes (or leaves the file as it
+    /// was) even if the future is dropped.
+    ///
+    /// ```
+    /// # use stayfast::transcripts::{Message, TranscriptConfig, TranscriptStore};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = TranscriptConfig::default();
+    /// # config.dir = std::env::temp_dir().join(format!("stayfast-doc-tx-repair-{}", std::process::id()));
+    /// let store = TranscriptStore::builder(&config).open().await?;
+    /// store.append("s", Message::new("user", "one")).await?;
+    /// # let file = std::fs::read_dir(&config.dir)?.next().unwrap()?.path();
+    /// # use std::io::Write;
+    /// # std::fs::OpenOptions::new().append(true).open(&file)?.write_all(b"not a record\n")?;
+    /// # let store = TranscriptStore::builder(&config).open().await?;
+    /// // A damaged line is in the file: appends are refused until it is taken out.
+    /// assert!(store.append("s", Message::new("user", "two")).await.is_err());
+    /// let repaired = store.repair("s").await?;
+    /// assert_eq!((repaired.kept, repaired.quarantined), (1, 1));
+    /// assert_eq!(store.append("s", Message::new("user", "two")).await?.seq, 2);
+    /// # std::fs::remove_dir_all(&config.dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn repair(&self, session: &str) -> Result<Repaired, StoreError> {
+        let key = SessionKey::new(session)?;
+        let inner = &self.inner;
+        let session = inner.sessions.get(&key);
+        let mut writer = session.writer.lock().await;
+        let repaired = inner
+            .reader
+            .repair(key.file(&inner.dir), |line| Record::decode(line).is_some())
+            .await;
+        // Whatever happened, the next writer re-reads the file; the window is rebuilt
+        // from it by the next `history`.
+        *writer = Writer::default();
+        session.set_known_end(None);
+        drop(writer);
+        let repaired = repaired?;
+        if let Some(quarantine) = &repaired.quarantine {
+            tracing::warn!(target: "stayfast::transcripts", quarantine = %quarantine.display(),
+                kept = repaired.kept, quarantined = repaired.quarantined,
+                "took damaged lines out of a transcript");
+        }
+        Ok(repaired)
+    }
+
     /// Makes every append so far durable (fsyncs the files of the sessions in memory);
     /// a no-op with `fsync = "always"`, where each append already is.
     ///
@@ -502,7 +562,8 @@ fn damaged(path: &Path) -> StoreError {
     StoreError::Corrupt {
         what: "transcript file",
         problem: format!(
-            "{} has a damaged record before its end; nothing is appended after damage",
+            "{} has a damaged line; nothing is appended after damage until \
+             TranscriptStore::repair takes it out",
             path.display()
         ),
     }

@@ -66,8 +66,18 @@ impl Message {
 /// let record: Record = serde_json::from_str(line).unwrap();
 /// assert_eq!((record.seq, record.content.as_str()), (1, "hi"));
 /// ```
+///
+/// Fields this version does not know are ignored when a record is read: a file (or a
+/// window) written by a newer version is still served.
+///
+/// ```
+/// # use stayfast::transcripts::Record;
+/// let newer = r#"{"seq":2,"id":"m2","role":"user","content":"hi","at":"2026-11-24T10:00:01.000000Z","lang":"en"}"#;
+/// assert_eq!(serde_json::from_str::<Record>(newer).unwrap().seq, 2);
+/// ```
+// No `deny_unknown_fields`: a record with an unknown field was written whole by a newer
+// writer, and refusing it would hide every record after it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Record {
     /// Position in the session, from 1, gap-free: assigned under the session's writer

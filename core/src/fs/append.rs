@@ -10,7 +10,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{FileOps, FsError, RealFs, Step, atomic, locks};
+use super::{FileOps, FsError, RealFs, Step, atomic, locks, tail};
 use crate::{Error, Policy, fs::DEFAULT_FILE_MODE};
 
 /// When an appended record is flushed to disk, as Redis's `appendfsync`.
@@ -66,15 +66,24 @@ pub struct Appended {
     pub len: u64,
     /// Durability reached.
     pub durability: Durability,
+    /// Bytes of a torn tail (the fragment of a record a crash left, with no newline)
+    /// found at the end of the file and cut off before this record was written, after
+    /// a copy was kept in `<name>.torn-<offset>` (logged at WARN); 0 when the file was
+    /// whole. Without the cut the record would have been glued to the fragment, and
+    /// every record from there on unreadable.
+    pub torn_cut: u64,
 }
 
 /// Appends newline-terminated records to log files (JSON Lines and the like).
 ///
 /// Each record is written with **one** `write()` on a file opened `O_APPEND`, under a
 /// process-wide per-file lock — one writer per file, so a crash can only tear the
-/// *last* record, which [`LogReader`](super::LogReader) then truncates. A failed or
-/// short write is rolled back with `ftruncate` to the length before it, so a failed
-/// append leaves nothing behind. A new file is created 0600 and its directory fsynced
+/// *last* record. Before each write the file's last byte is checked: a file that does
+/// not end in a newline ends in a torn record, which is copied aside and cut off first
+/// (reported in [`Appended::torn_cut`]), so an append never glues a record onto a
+/// fragment. A failed or short write is rolled back with `ftruncate` to the length
+/// before it, so a failed append leaves nothing behind; a rollback that fails too is
+/// reported ([`Step::Rollback`]) and its leftover is cut by the next append. A new file is created 0600 and its directory fsynced
 /// once. The record is then flushed per the [`FsyncPolicy`] (default `Always`), and the
 /// result says which [`Durability`] was reached. A record may not contain a newline.
 ///
@@ -360,9 +369,19 @@ impl Inner {
                 .map_err(|e| FsError::new(path, Step::SetMode, e))?;
             atomic::sync_dir(ops, dir)?;
         }
-        let before = ops
+        let len = ops
             .len(&file, path)
             .map_err(|e| FsError::new(path, Step::Inspect, e))?;
+        // Under the file's lock, so no append of ours is in progress: bytes after the
+        // last newline are a record a crash tore. Writing after them would glue this
+        // record to the fragment, and a reader would then refuse every record after it.
+        let before = tail::complete_len(ops, &file, path, len)?;
+        if before < len {
+            let torn = tail::cut(ops, path, dir, name, before)?;
+            tracing::warn!(target: "stayfast::fs", path = %path.display(), offset = torn.offset,
+                bytes = torn.len, backup = %torn.backup.display(),
+                "cut a torn record off the end of a log before appending");
+        }
         // One write() per record: a record is never interleaved with another, and a
         // crash can only tear the last one.
         let outcome = match ops.write(&file, path, line) {
@@ -375,14 +394,14 @@ impl Inner {
         };
         if let Err(e) = outcome {
             // Roll back whatever part of the record reached the file.
-            let _ = ops.set_len(&file, path, before);
+            rollback(ops, &file, path, before, &e)?;
             return Err(FsError::new(path, Step::Write, e));
         }
         let durability = if self.due_for_sync(path) {
             if let Err(e) = ops.sync(&file, path) {
                 // Never retried (a retried fsync may falsely succeed); the record was not
                 // acknowledged, so take it back out.
-                let _ = ops.set_len(&file, path, before);
+                rollback(ops, &file, path, before, &e)?;
                 return Err(FsError::new(path, Step::SyncFile, e));
             }
             self.synced(path);
@@ -394,6 +413,7 @@ impl Inner {
             offset: before,
             len: line.len() as u64,
             durability,
+            torn_cut: len - before,
         })
     }
 
@@ -424,6 +444,24 @@ impl Inner {
         }
         map.insert(path.to_path_buf(), Instant::now());
     }
+}
+
+/// Truncates `file` back to `len` after `failed`; when that fails too, the error says
+/// both, at [`Step::Rollback`] (the file may then end in part of the record).
+fn rollback(
+    ops: &dyn FileOps,
+    file: &std::fs::File,
+    path: &Path,
+    len: u64,
+    failed: &io::Error,
+) -> Result<(), FsError> {
+    ops.set_len(file, path, len).map_err(|e| {
+        let both = io::Error::new(
+            e.kind(),
+            format!("after a failed append ({failed}), truncating back to {len} bytes failed: {e}"),
+        );
+        FsError::new(path, Step::Rollback, both)
+    })
 }
 
 impl fmt::Debug for DurableAppend {

@@ -44,6 +44,9 @@ pub enum Step {
     Remove,
     /// The blocking task that ran the operation ended abnormally.
     Task,
+    /// Taking a failed append back out of the file: the file may end in part of the
+    /// record, which the next append (or read) cuts off as a torn tail.
+    Rollback,
 }
 
 impl Step {
@@ -70,6 +73,7 @@ impl Step {
             Step::Sweep => "sweep",
             Step::Remove => "remove",
             Step::Task => "blocking task",
+            Step::Rollback => "roll back failed append",
         }
     }
 }
@@ -222,7 +226,7 @@ impl Classify for FsError {
         }
         if matches!(
             self.step,
-            Step::SyncTemp | Step::SyncDir | Step::SyncFile | Step::Task
+            Step::SyncTemp | Step::SyncDir | Step::SyncFile | Step::Task | Step::Rollback
         ) {
             return Verdict::permanent();
         }

@@ -9,8 +9,8 @@ use std::{
     sync::Arc,
 };
 
-use super::{FileOps, FsError, RealFs, Step, atomic, locks};
-use crate::{Classify, Error, Policy, Verdict, fs::DEFAULT_FILE_MODE};
+use super::{FileOps, FsError, RealFs, Step, atomic, locks, tail};
+use crate::{Classify, Error, Policy, Verdict};
 
 /// What was read from a log.
 ///
@@ -128,11 +128,12 @@ impl Classify for ReadLogError {
 /// (so a read has a deadline like every other call).
 ///
 /// Records are checked by the caller's `validate` closure. A *torn tail* — bytes after
-/// the last newline, or a trailing run of zero bytes (a file extended by the kernel
-/// whose data never reached the disk) — is copied to `<name>.torn-<offset>` and cut off
-/// the log, and reported in [`Recovered::torn`]. An invalid record followed by anything
-/// else is corruption in the middle: [`ReadLogError::Corrupt`] carries the valid
-/// records before it and nothing is changed. A missing file is an empty log. Only
+/// the last newline, or a trailing run of zero bytes and newlines (a file extended by
+/// the kernel whose data never reached the disk) — is copied to `<name>.torn-<offset>`
+/// and cut off the log, and reported in [`Recovered::torn`]. A complete line (one that
+/// ends in a newline and holds data) that fails validation was fully written, so it is
+/// never cut, even as the last line: it is corruption, and [`ReadLogError::Corrupt`]
+/// carries the valid records before it; nothing is changed. A missing file is an empty log. Only
 /// regular files are read (never through a symlink, never a FIFO or device), records
 /// longer than `max_record` are invalid, and memory stays bounded by the valid records.
 /// Holds the file's write lock while reading, so it never mistakes an append in
@@ -166,13 +167,13 @@ impl Classify for ReadLogError {
 /// Dropping the future does not stop the blocking task; a repair in progress finishes.
 #[derive(Clone)]
 pub struct LogReader {
-    inner: Arc<ReaderInner>,
+    pub(super) inner: Arc<ReaderInner>,
 }
 
-struct ReaderInner {
-    ops: Arc<dyn FileOps>,
-    policy: Policy,
-    max_record: usize,
+pub(super) struct ReaderInner {
+    pub(super) ops: Arc<dyn FileOps>,
+    pub(super) policy: Policy,
+    pub(super) max_record: usize,
 }
 
 /// Default cap on one record's length.
@@ -346,7 +347,7 @@ impl ReaderInner {
                 valid: records,
             }))),
             Tail::Torn => {
-                let torn = self.cut_tail(&file, path, dir, name, valid_end)?;
+                let torn = tail::cut(ops, path, dir, name, valid_end)?;
                 Ok(Recovered {
                     records,
                     torn: Some(torn),
@@ -366,10 +367,16 @@ impl ReaderInner {
         let mut records = Vec::new();
         let mut line = Vec::new();
         let mut line_oversized = false;
+        // Whether the line being assembled holds a byte other than zero: a crash's zero
+        // fill has none.
+        let mut line_has_data = false;
         let mut line_start = 0u64; // offset of the line being assembled
         let mut valid_end = 0u64; // end of the valid prefix
         let mut first_invalid: Option<(usize, u64, String)> = None;
-        let mut only_zeros_after_invalid = true;
+        // A complete line with data, at or after the first invalid one: it was written
+        // whole (its newline is there), so what follows the valid prefix is damage, not
+        // a crash's leftover.
+        let mut written_after_invalid = false;
         let mut chunk = vec![0u8; CHUNK];
         let mut offset = 0u64;
         loop {
@@ -381,115 +388,50 @@ impl ReaderInner {
             };
             for &byte in &chunk[..n] {
                 offset += 1;
-                if first_invalid.is_some() {
-                    // After an invalid record only a crash's leftovers may follow.
-                    only_zeros_after_invalid &= byte == 0 || byte == b'\n';
-                    continue;
-                }
                 if byte != b'\n' {
-                    if line.len() < self.max_record {
-                        line.push(byte);
-                    } else {
-                        line_oversized = true;
+                    line_has_data |= byte != 0;
+                    // After an invalid record nothing is kept, only looked at.
+                    if first_invalid.is_none() {
+                        if line.len() < self.max_record {
+                            line.push(byte);
+                        } else {
+                            line_oversized = true;
+                        }
                     }
                     continue;
                 }
                 let number = records.len() + 1;
-                if line_oversized {
+                if first_invalid.is_some() {
+                    written_after_invalid |= line_has_data;
+                } else if line_oversized {
                     first_invalid = Some((
                         number,
                         line_start,
                         format!("record longer than {} bytes", self.max_record),
                     ));
+                    written_after_invalid = line_has_data;
                 } else if validate(&line) {
                     records.push(std::mem::take(&mut line));
                     valid_end = offset;
                 } else {
                     first_invalid = Some((number, line_start, "invalid record".into()));
+                    written_after_invalid = line_has_data;
                 }
                 line.clear();
                 line_oversized = false;
+                line_has_data = false;
                 line_start = offset;
             }
         }
         let tail = match first_invalid {
-            // The invalid record is the last data in the file (only zeros and newlines
-            // follow): what a crash leaves, not corruption.
-            Some(_) if only_zeros_after_invalid => Tail::Torn,
-            Some((line, offset, reason)) => Tail::Corrupt { line, offset, reason },
-            None if offset > valid_end => Tail::Torn, // a last record without its newline
-            None => Tail::Clean,
+            // A complete line that fails validation was fully written: never cut it,
+            // wherever it is (the last line included). What a crash leaves — a record
+            // without its newline, zeros — is cut.
+            Some((line, offset, reason)) if written_after_invalid => Tail::Corrupt { line, offset, reason },
+            _ if offset > valid_end => Tail::Torn,
+            _ => Tail::Clean,
         };
         Ok((records, valid_end, tail))
-    }
-
-    /// Copies the bytes from `valid_end` on to a backup, then truncates the log there.
-    fn cut_tail(
-        &self,
-        file: &File,
-        path: &Path,
-        dir: &Path,
-        name: &std::ffi::OsStr,
-        valid_end: u64,
-    ) -> Result<TornTail, FsError> {
-        let ops = &*self.ops;
-        let total = ops
-            .len(file, path)
-            .map_err(|e| FsError::new(path, Step::Inspect, e))?;
-        let mut backup_name = name.to_os_string();
-        backup_name.push(format!(".torn-{valid_end}"));
-        let mut backup = dir.join(&backup_name);
-        let mut n = 1;
-        let out = loop {
-            match ops.create_new(&backup, DEFAULT_FILE_MODE) {
-                Ok(f) => break f,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 100 => {
-                    let mut next = backup_name.clone();
-                    next.push(format!(".{n}"));
-                    backup = dir.join(next);
-                    n += 1;
-                }
-                Err(e) => return Err(FsError::new(&backup, Step::Backup, e)),
-            }
-        };
-        copy_tail(ops, path, valid_end, &out, &backup)?;
-        ops.sync(&out, &backup)
-            .map_err(|e| FsError::new(&backup, Step::Backup, e))?;
-        atomic::sync_dir(ops, dir)?;
-        // Only once the copy is safe is the log cut.
-        let rw = ops
-            .open_read_write(path)
-            .map_err(|e| FsError::new(path, Step::Truncate, e))?;
-        ops.set_len(&rw, path, valid_end)
-            .map_err(|e| FsError::new(path, Step::Truncate, e))?;
-        ops.sync(&rw, path)
-            .map_err(|e| FsError::new(path, Step::SyncFile, e))?;
-        Ok(TornTail {
-            offset: valid_end,
-            len: total.saturating_sub(valid_end),
-            backup,
-        })
-    }
-}
-
-/// Copies every byte of `path` from `from` on into `out`, a chunk at a time (a torn
-/// tail may be a long run of zeros).
-fn copy_tail(ops: &dyn FileOps, path: &Path, from: u64, out: &File, out_path: &Path) -> Result<(), FsError> {
-    let file = ops
-        .open_read(path)
-        .map_err(|e| FsError::new(path, Step::Read, e))?;
-    let mut chunk = vec![0u8; CHUNK];
-    let mut offset = 0u64;
-    loop {
-        let n = match ops.read(&file, path, &mut chunk) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(FsError::new(path, Step::Read, e)),
-        };
-        let start = from.saturating_sub(offset).min(n as u64) as usize;
-        atomic::write_all(ops, out, out_path, &chunk[start..n])?;
-        offset += n as u64;
     }
 }
 

@@ -9,6 +9,8 @@ mod error;
 mod locks;
 mod log;
 mod ops;
+mod repair;
+mod tail;
 mod temp;
 
 pub use append::{Appended, Durability, DurableAppend, FsyncPolicy};
@@ -16,3 +18,4 @@ pub use atomic::{AtomicFileWrite, DEFAULT_FILE_MODE};
 pub use error::{FsError, Step};
 pub use log::{Corruption, DEFAULT_MAX_RECORD, LogReader, ReadLogError, Recovered, TornTail};
 pub use ops::{FileOps, RealFs};
+pub use repair::Repaired;

@@ -49,12 +49,14 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
             .open(path)
     }
 
-    /// `open(O_CREAT|O_APPEND|O_WRONLY|O_CLOEXEC|O_NOFOLLOW|O_NONBLOCK, mode)`, then
+    /// `open(O_CREAT|O_APPEND|O_RDWR|O_CLOEXEC|O_NOFOLLOW|O_NONBLOCK, mode)`, then
     /// anything but a regular file is refused (a FIFO or device planted at the path cannot
-    /// block the open).
+    /// block the open). Readable, so the appender can check the file's last byte (a torn
+    /// tail) through [`read_at`](Self::read_at) on the same handle.
     fn open_append(&self, path: &Path, mode: u32) -> io::Result<File> {
         regular(
             OpenOptions::new()
+                .read(true)
                 .append(true)
                 .create(true)
                 .mode(mode)
@@ -103,6 +105,12 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
     fn read(&self, mut file: &File, _path: &Path, buf: &mut [u8]) -> io::Result<usize> {
         use std::io::Read;
         file.read(buf)
+    }
+
+    /// `pread`: up to `buf.len()` bytes at `offset`, leaving the file position alone.
+    fn read_at(&self, file: &File, _path: &Path, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        file.read_at(buf, offset)
     }
 
     /// `open(O_RDWR|O_CLOEXEC|O_NOFOLLOW)`: an existing file, to repair it.
