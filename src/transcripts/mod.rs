@@ -42,6 +42,8 @@ mod config;
 mod pushes;
 mod record;
 mod session;
+#[cfg(test)]
+mod tests;
 mod window;
 
 use std::{
@@ -213,6 +215,10 @@ impl TranscriptStore {
             session.set_known_end(None);
             return Err(e.into());
         }
+        if writer.last.seq == 0 {
+            // The first record of a new (or deleted and restarted) file.
+            writer.first = End::of(Some(&record));
+        }
         let previous = std::mem::replace(&mut writer.last, End::of(Some(&record)));
         writer.ids.insert(record.id.clone());
         session.set_known_end(Some(writer.last.clone()));
@@ -221,6 +227,7 @@ impl TranscriptStore {
             let push = Push {
                 record: record.clone(),
                 previous,
+                first: writer.first.clone(),
             };
             session.pushes.enqueue(push, window.len as usize)
         });
@@ -311,7 +318,7 @@ impl TranscriptStore {
                 let n = u32::try_from(want).unwrap_or(window.len);
                 // Taken before the read, it holds every record that read can lack.
                 let unacknowledged = session.pushes.unacknowledged();
-                let read = window.read(&key.redis_key(), n).await;
+                let read = window.read(&key, n).await;
                 // Pushes still on their way bridge a window that is merely behind.
                 let read = read.map(|r| r.map(|r| bridge(r, &unacknowledged, end.seq, n as usize)));
                 match read {
@@ -372,6 +379,14 @@ impl TranscriptStore {
 
     /// Removes `session`'s file and its Redis window. Returns whether it had a file.
     ///
+    /// Once it returns `Ok`, no record of the deleted session is served or stored in
+    /// Redis again: the window's delete also records the deleted incarnation (the
+    /// file's first record) in a tombstone set (`{tx:<hex>}:deleted`, kept
+    /// `max(cache_ttl, 24 h)`), and every push and repopulation carries its
+    /// incarnation, so one still in flight — sent before the delete and applied after
+    /// it, or issued from a read made before it — is refused by Redis. A session
+    /// written again after the delete is a new incarnation, cached as usual.
+    ///
     /// # Errors
     ///
     /// [`StoreError::File`] when the file could not be removed; [`StoreError::Redis`]
@@ -400,14 +415,23 @@ impl TranscriptStore {
         let inner = &self.inner;
         let session = inner.sessions.get(&key);
         let mut writer = session.writer.lock().await;
-        let removed = inner.appender.remove(key.file(&inner.dir)).await;
+        let path = key.file(&inner.dir);
+        if !writer.loaded && inner.window.is_some() {
+            // The incarnation to tombstone is the file's first record: learn it before
+            // the file goes (a read that fails leaves everything as it was).
+            let read = inner.read_file(&path).await?;
+            load(&mut writer, &session, &read.records);
+        }
+        let incarnation = (writer.last.seq > 0).then(|| writer.first.incarnation());
+        let removed = inner.appender.remove(path).await;
         // Whatever happened, the next writer re-reads the file.
         *writer = Writer::default();
         session.set_known_end(None);
         session.pushes.clear();
+        drop(writer);
         let existed = removed?;
         if let Some(window) = &inner.window {
-            window.delete(&key.redis_key()).await?;
+            window.delete(&key, incarnation.as_deref()).await?;
         }
         Ok(existed)
     }
@@ -543,6 +567,7 @@ impl TranscriptStore {
 /// Fills `writer` from the file's records.
 fn load(writer: &mut Writer, session: &Session, records: &[Record]) {
     writer.last = End::of(records.last());
+    writer.first = End::of(records.first());
     writer.ids = records.iter().map(|r| r.id.clone()).collect();
     writer.loaded = true;
     session.set_known_end(Some(writer.last.clone()));
@@ -613,7 +638,11 @@ impl Inner {
     async fn drain_pushes(&self, key: SessionKey, mut turn: Turn) -> Result<(), StoreError> {
         let Some(window) = &self.window else { return Ok(()) };
         while let Some(batch) = turn.next() {
-            if window.push(&key.redis_key(), &batch).await? == Pushed::Gap {
+            let pushed = window.push(&key, &batch).await?;
+            if pushed == Pushed::Deleted {
+                return Ok(());
+            }
+            if pushed == Pushed::Gap {
                 let read = self.read_file(&key.file(&self.dir)).await?;
                 if !read.damaged {
                     self.replace(&key, &read.records).await?;
@@ -625,9 +654,8 @@ impl Inner {
 
     async fn replace(&self, key: &SessionKey, records: &[Record]) -> Result<(), StoreError> {
         let Some(window) = &self.window else { return Ok(()) };
-        let last = records.last().map_or(0, |r| r.seq);
         let tail = &records[records.len().saturating_sub(window.len as usize)..];
-        window.replace(&key.redis_key(), last, tail).await?;
+        window.replace(key, &End::of(records.first()), tail).await?;
         Ok(())
     }
 
@@ -637,9 +665,13 @@ impl Inner {
             return;
         }
         let tail = records[records.len().saturating_sub(window.len as usize)..].to_vec();
+        let first = End::of(records.first());
         let (inner, key) = (Arc::clone(self), key.clone());
         let _ = self.background.spawn("transcripts.cache_repopulate", async move {
-            inner.replace(&key, &tail).await
+            if let Some(window) = &inner.window {
+                window.replace(&key, &first, &tail).await?;
+            }
+            Ok::<(), StoreError>(())
         });
     }
 }

@@ -18,11 +18,13 @@ use std::{
 
 use super::{record::Record, session::End};
 
-/// One push: the record and the record it was appended after.
+/// One push: the record, the record it was appended after, and the file's first record
+/// (its incarnation: a push of a deleted incarnation is refused by Redis).
 #[derive(Debug)]
 pub(crate) struct Push {
     pub(crate) record: Record,
     pub(crate) previous: End,
+    pub(crate) first: End,
 }
 
 /// The pushes of one session not yet acknowledged by Redis.
@@ -164,6 +166,7 @@ mod tests {
         Push {
             record: record(seq),
             previous: End::of(previous.as_ref()),
+            first: End::of(Some(&record(1))),
         }
     }
 

@@ -58,6 +58,12 @@ impl SessionKey {
     pub(crate) fn redis_key(&self) -> String {
         format!("{{tx:{}}}:log", self.hex)
     }
+
+    /// `{tx:<hex>}:deleted`: the set of the session's deleted incarnations (see
+    /// [`End::incarnation`]), so a late write of one is refused.
+    pub(crate) fn tombstone_key(&self) -> String {
+        format!("{{tx:{}}}:deleted", self.hex)
+    }
 }
 
 /// The last record of a session's file: its seq, and its identity (message id and
@@ -82,6 +88,14 @@ impl End {
         })
     }
 
+    /// The incarnation a file whose first record is this one belongs to: a session
+    /// deleted and written again starts a new one (a new first record: a fresh
+    /// timestamp and id), so Redis can refuse a late write of a deleted incarnation
+    /// while accepting the new one's. An unambiguous encoding of the id and timestamp.
+    pub(crate) fn incarnation(&self) -> String {
+        serde_json::to_string(&(&self.id, &self.at)).unwrap_or_default()
+    }
+
     /// Whether `record` is this very record.
     pub(crate) fn is(&self, record: &Record) -> bool {
         record.seq == self.seq && record.id == self.id && record.at == self.at
@@ -96,6 +110,8 @@ pub(crate) struct Writer {
     pub(crate) loaded: bool,
     /// The file's last record.
     pub(crate) last: End,
+    /// The file's first record: its incarnation (see [`End::incarnation`]).
+    pub(crate) first: End,
     /// Every message id in the file, for idempotent appends.
     pub(crate) ids: HashSet<String>,
 }

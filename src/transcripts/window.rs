@@ -10,20 +10,26 @@ use stayfast_core::{
     redis::{Redis, RedisError},
 };
 
-use super::{pushes::Push, record::Record};
+use super::{
+    pushes::Push,
+    record::Record,
+    session::{End, SessionKey},
+};
 
-/// Appends a batch of consecutive records (ARGV[6..], oldest first, the first of seq
+/// Appends a batch of consecutive records (ARGV[7..], oldest first, the first of seq
 /// ARGV[2]) if it extends the window right after the record the first was appended
-/// after (same seq, id and timestamp: ARGV[4], ARGV[5]).
+/// after (same seq, id and timestamp: ARGV[4], ARGV[5]), unless the batch's
+/// incarnation (ARGV[6]) was deleted (a member of the tombstone set KEYS[2]).
 ///
-/// Returns 1 when pushed, 0 when the window already reaches the batch's last seq (a
+/// Returns -2 for a deleted incarnation, 1 when pushed, 0 when the window already reaches the batch's last seq (a
 /// repeated push), -1 when it would leave a gap (an earlier push failed or the window
 /// is cold), overlap part of the batch (a repopulation raced it), or follow a record
 /// that is not the first one's predecessor (a deleted session's, left by a late
 /// write): the window is then left alone, and must be repopulated from the file.
 const PUSH: &str = r"
+if redis.call('SISMEMBER', KEYS[2], ARGV[6]) == 1 then return -2 end
 local first = tonumber(ARGV[2])
-local newest = first + #ARGV - 6
+local newest = first + #ARGV - 7
 local last = redis.call('LINDEX', KEYS[1], -1)
 if last then
   local ok, rec = pcall(cjson.decode, last)
@@ -33,16 +39,18 @@ if last then
 elseif first ~= 1 then
   return -1
 end
-redis.call('RPUSH', KEYS[1], unpack(ARGV, 6))
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 7))
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 ";
 
-/// Replaces the window with the file's tail, unless the window already ends at a
-/// newer seq (a push that raced this repopulation won): never replaces newer records
-/// with older ones. Returns 1 when replaced, 0 when left alone.
+/// Replaces the window with the file's tail (ARGV[4..]), unless the window already
+/// ends at a newer seq than ARGV[2] (a push that raced this repopulation won): never
+/// replaces newer records with older ones; nor when the file's incarnation (ARGV[3])
+/// was deleted. Returns 1 when replaced, 0 when left alone.
 const REPLACE: &str = r"
+if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then return 0 end
 local last = redis.call('LINDEX', KEYS[1], -1)
 if last then
   local ok, rec = pcall(cjson.decode, last)
@@ -51,12 +59,29 @@ if last then
   end
 end
 redis.call('DEL', KEYS[1])
-if #ARGV > 2 then
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+if #ARGV > 3 then
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, 4))
   redis.call('EXPIRE', KEYS[1], ARGV[1])
 end
 return 1
 ";
+
+/// Deletes the window and, when the deleted file had records, adds its incarnation
+/// (ARGV[2]) to the tombstone set, kept ARGV[1] seconds: one atomic step, so no write
+/// of that incarnation can land between the two.
+const DELETE: &str = r"
+redis.call('DEL', KEYS[1])
+if ARGV[2] then
+  redis.call('SADD', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[1])
+end
+return 1
+";
+
+/// How long a deleted incarnation stays refused, at least: longer than any write can
+/// plausibly stay in flight (a paused or partitioned server applies it when it comes
+/// back), and never shorter than the window's own TTL.
+const MIN_TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// `record`'s JSON line, as a Redis argument.
 fn encode(record: &Record) -> String {
@@ -68,6 +93,8 @@ fn encode(record: &Record) -> String {
 pub(crate) enum Pushed {
     /// The window now ends with the record.
     Extended,
+    /// The session's incarnation was deleted: nothing to push, ever.
+    Deleted,
     /// The window already held it.
     AlreadyThere,
     /// The window has a gap before it (or is cold): repopulate.
@@ -91,52 +118,68 @@ impl Window {
 
     /// Pushes `batch` (consecutive records, oldest first, as appended), or nothing
     /// when it is empty.
-    pub(crate) async fn push(&self, key: &str, batch: &[Arc<Push>]) -> Result<Pushed, RedisError> {
+    pub(crate) async fn push(&self, key: &SessionKey, batch: &[Arc<Push>]) -> Result<Pushed, RedisError> {
         let Some(first) = batch.first() else {
             return Ok(Pushed::AlreadyThere);
         };
-        let mut args = Vec::with_capacity(batch.len() + 5);
+        let mut args = Vec::with_capacity(batch.len() + 6);
         args.extend([
             self.ttl_secs(),
             first.record.seq.to_string(),
             self.len.to_string(),
             first.previous.id.clone(),
             first.previous.at.clone(),
+            // A batch is queued under one writer lock, cleared by a delete: one incarnation.
+            first.first.incarnation(),
         ]);
         args.extend(batch.iter().map(|p| encode(&p.record)));
-        let code: i64 = self.redis.eval(PUSH, vec![key.to_owned()], args).await?;
+        let code: i64 = self.redis.eval(PUSH, keys(key), args).await?;
         Ok(match code {
             1 => Pushed::Extended,
             0 => Pushed::AlreadyThere,
+            -2 => Pushed::Deleted,
             _ => Pushed::Gap,
         })
     }
 
-    /// Replaces the window with `tail` (the file's last records, oldest first), which
-    /// ends at `last_seq` (0 for an empty session).
+    /// Replaces the window with `tail` (the last records of the file whose first record
+    /// is `first`, oldest first; empty for an empty session).
     pub(crate) async fn replace(
         &self,
-        key: &str,
-        last_seq: u64,
+        key: &SessionKey,
+        first: &End,
         tail: &[Record],
     ) -> Result<bool, RedisError> {
-        let mut args = Vec::with_capacity(tail.len() + 2);
-        args.push(self.ttl_secs());
-        args.push(last_seq.to_string());
+        let last_seq = tail.last().map_or(0, |r| r.seq);
+        let mut args = Vec::with_capacity(tail.len() + 3);
+        args.extend([self.ttl_secs(), last_seq.to_string(), first.incarnation()]);
         args.extend(tail.iter().map(encode));
-        let code: i64 = self.redis.eval(REPLACE, vec![key.to_owned()], args).await?;
+        let code: i64 = self.redis.eval(REPLACE, keys(key), args).await?;
         Ok(code == 1)
     }
 
     /// The window's last `n` records, oldest first; `None` when an element does not
     /// decode (the window is then treated as cold).
-    pub(crate) async fn read(&self, key: &str, n: u32) -> Result<Option<Vec<Record>>, RedisError> {
+    pub(crate) async fn read(&self, key: &SessionKey, n: u32) -> Result<Option<Vec<Record>>, RedisError> {
         let start = -i64::from(n.max(1));
-        let raw: Vec<String> = self.redis.lrange(key, start, -1).await?;
+        let raw: Vec<String> = self.redis.lrange(key.redis_key(), start, -1).await?;
         Ok(raw.iter().map(|r| Record::decode(r.as_bytes())).collect())
     }
 
-    pub(crate) async fn delete(&self, key: &str) -> Result<(), RedisError> {
-        self.redis.del(key).await.map(drop)
+    /// Deletes the window; with `incarnation` (the deleted file's, when it had
+    /// records), refuses every later write of that incarnation.
+    pub(crate) async fn delete(&self, key: &SessionKey, incarnation: Option<&str>) -> Result<(), RedisError> {
+        let keep = self.ttl.max(MIN_TOMBSTONE_TTL).as_secs().to_string();
+        let args = [Some(keep), incarnation.map(str::to_owned)]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
+        let _: i64 = self.redis.eval(DELETE, keys(key), args).await?;
+        Ok(())
     }
+}
+
+/// The window and the tombstone set: one hash tag, so one slot for the scripts.
+fn keys(key: &SessionKey) -> Vec<String> {
+    vec![key.redis_key(), key.tombstone_key()]
 }
