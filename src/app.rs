@@ -245,7 +245,9 @@ impl Stayfast {
     }
 
     /// Stops accepting background work and waits up to `grace` for what is in flight
-    /// (aborting the rest), flushes pending appends to disk, and closes the Redis pool.
+    /// (aborting the rest); meanwhile, within the same `grace`, fsyncs every transcript
+    /// file with appends not yet durable (`fsync = every_ms` / `never`, sessions the
+    /// store no longer holds in memory included); then closes the Redis pool.
     ///
     /// # Cancellation
     ///
@@ -265,10 +267,20 @@ impl Stayfast {
     /// # Ok(()) }
     /// ```
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
-        let report = self.background.shutdown(grace).await;
-        if let Err(e) = self.transcripts.flush().await {
-            tracing::warn!(target: "stayfast", error = %e, "could not flush transcripts at shutdown");
-        }
+        // Both within `grace`, side by side: making acknowledged appends durable must
+        // not wait for the background drain, nor outlive the grace.
+        let flush = async {
+            match tokio::time::timeout(grace, self.transcripts.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "stayfast", error = %e, "could not flush transcripts at shutdown");
+                }
+                Err(_) => {
+                    tracing::warn!(target: "stayfast", ?grace, "transcript flush did not finish within the grace");
+                }
+            }
+        };
+        let (report, ()) = tokio::join!(self.background.shutdown(grace), flush);
         if let Some(redis) = &self.redis {
             redis.close().await;
         }

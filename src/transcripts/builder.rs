@@ -181,7 +181,6 @@ impl TranscriptStoreBuilder {
             inner: Arc::new(Inner {
                 dir: config.dir.clone(),
                 max_message_bytes: config.max_message_bytes,
-                fsync: config.fsync,
                 window,
                 background,
                 appender,

@@ -54,7 +54,7 @@ use std::{
 
 use stayfast_core::{
     Error, FallbackReason, FireAndForget, Outcome,
-    fs::{DurableAppend, FsyncPolicy, LogReader, ReadLogError, Repaired},
+    fs::{DurableAppend, LogReader, ReadLogError, Repaired},
 };
 
 pub use self::{
@@ -103,7 +103,6 @@ pub struct TranscriptStore {
 struct Inner {
     dir: PathBuf,
     max_message_bytes: usize,
-    fsync: FsyncPolicy,
     window: Option<Window>,
     background: FireAndForget,
     appender: DurableAppend,
@@ -496,8 +495,10 @@ impl TranscriptStore {
         Ok(repaired)
     }
 
-    /// Makes every append so far durable (fsyncs the files of the sessions in memory);
-    /// a no-op with `fsync = "always"`, where each append already is.
+    /// Makes every append so far durable: fsyncs every file with appends not yet
+    /// synced, whether or not its session is still in memory; nothing to do with
+    /// `fsync = "always"`, where each append already is. With `every_ms` a timer does
+    /// this within the interval anyway; with `never` only this (and shutdown) does.
     ///
     /// # Errors
     ///
@@ -520,21 +521,9 @@ impl TranscriptStore {
     /// # Ok(()) }
     /// ```
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let inner = &self.inner;
-        if inner.fsync == FsyncPolicy::Always {
-            return Ok(());
-        }
-        let mut first = None;
-        for session in inner.sessions.all() {
-            // Only sessions known to have a file (a sync of a missing one is an error).
-            if session.known_end().is_none_or(|end| end.seq == 0) {
-                continue;
-            }
-            if let Err(e) = inner.appender.sync(session.key.file(&inner.dir)).await {
-                first.get_or_insert(StoreError::from(e));
-            }
-        }
-        first.map_or(Ok(()), Err)
+        // The appender knows every file it left unsynced, evicted sessions' included.
+        self.inner.appender.sync_all().await?;
+        Ok(())
     }
 
     fn check(&self, message: &Message) -> Result<(), StoreError> {

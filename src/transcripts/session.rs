@@ -121,7 +121,6 @@ pub(crate) struct Writer {
 /// with, readable without that lock, and the pushes to its Redis window not yet sent.
 #[derive(Debug)]
 pub(crate) struct Session {
-    pub(crate) key: SessionKey,
     pub(crate) writer: tokio::sync::Mutex<Writer>,
     /// The file's last record; `None` until the writer loads it.
     known_end: Mutex<Option<End>>,
@@ -131,9 +130,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    fn new(key: SessionKey) -> Self {
+    fn new() -> Self {
         Self {
-            key,
             writer: tokio::sync::Mutex::new(Writer::default()),
             known_end: Mutex::new(None),
             pushes: Arc::default(),
@@ -193,19 +191,13 @@ impl Sessions {
                 if map.len() >= self.capacity {
                     evict_idle(&mut map, self.capacity);
                 }
-                let s = Arc::new(Session::new(key.clone()));
+                let s = Arc::new(Session::new());
                 map.insert(key.clone(), Arc::clone(&s));
                 s
             }
         };
         session.last_used.store(tick, Ordering::Relaxed);
         session
-    }
-
-    /// Every session in memory.
-    pub(crate) fn all(&self) -> Vec<Arc<Session>> {
-        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        map.values().cloned().collect()
     }
 
     #[cfg(test)]

@@ -10,7 +10,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{FileOps, FsError, RealFs, Step, atomic, locks, tail};
+use super::{FileOps, FsError, RealFs, Step, atomic, locks, pending::PendingSyncs, tail};
 use crate::{Error, Policy, fs::DEFAULT_FILE_MODE};
 
 /// When an appended record is flushed to disk, as Redis's `appendfsync`.
@@ -31,9 +31,12 @@ pub enum FsyncPolicy {
     #[default]
     Always,
     /// fsync when at least this many milliseconds passed since the file's last fsync;
-    /// records in between are durable at the next fsync (or [`DurableAppend::sync`]).
+    /// a record appended in between is made durable by a timer within this interval
+    /// (plus the fsync's own time) even when no further append comes, or earlier by
+    /// [`DurableAppend::sync`] / [`DurableAppend::sync_all`].
     EveryMs(u64),
-    /// Never fsync: records survive a process crash, not a power loss.
+    /// Never fsync by itself: records survive a process crash, not a power loss, until
+    /// [`DurableAppend::sync`] / [`DurableAppend::sync_all`].
     Never,
 }
 
@@ -121,6 +124,8 @@ struct Inner {
     new_file_mode: u32,
     /// When each file was last fsynced (`EveryMs` only); bounded, see `due_for_sync`.
     last_sync: Mutex<HashMap<PathBuf, Instant>>,
+    /// Files with appended records not yet fsynced (`EveryMs` and `Never`).
+    pending: PendingSyncs,
 }
 
 /// `last_sync` is pruned of entries older than the interval once it holds this many
@@ -150,6 +155,7 @@ impl DurableAppend {
                 fsync: FsyncPolicy::Always,
                 new_file_mode: DEFAULT_FILE_MODE,
                 last_sync: Mutex::new(HashMap::new()),
+                pending: PendingSyncs::default(),
             }),
         }
     }
@@ -197,6 +203,7 @@ impl DurableAppend {
             fsync: self.inner.fsync,
             new_file_mode: self.inner.new_file_mode,
             last_sync: Mutex::new(HashMap::new()),
+            pending: PendingSyncs::default(),
         };
         change(&mut inner);
         Self {
@@ -249,7 +256,8 @@ impl DurableAppend {
         line.push(b'\n');
         let line: Arc<[u8]> = line.into();
         let inner = Arc::clone(&self.inner);
-        self.inner
+        let appended = self
+            .inner
             .policy
             .call(|| {
                 let (inner, path, line) = (Arc::clone(&inner), path.clone(), Arc::clone(&line));
@@ -258,7 +266,16 @@ impl DurableAppend {
                     inner.append_blocking(ops, path, &line)
                 })
             })
-            .await
+            .await?;
+        if appended.durability == Durability::Written && self.inner.pending.add(&path) {
+            if let FsyncPolicy::EveryMs(ms) = self.inner.fsync {
+                tokio::spawn(flush_every(
+                    Arc::downgrade(&self.inner),
+                    Duration::from_millis(ms),
+                ));
+            }
+        }
+        Ok(appended)
     }
 
     /// Flushes `path` to disk now (for `EveryMs` and `Never`).
@@ -296,11 +313,73 @@ impl DurableAppend {
                     ops.sync(&file, path)
                         .map_err(|e| FsError::new(path, Step::SyncFile, e))?;
                     inner.synced(path);
+                    inner.pending.remove(path);
                     Ok(())
                 })
             })
             .await
     }
+    /// Fsyncs every file this appender wrote records to that are not yet durable
+    /// (`EveryMs` and `Never`), concurrently; returns how many. A file removed since is
+    /// skipped. Use it at shutdown: with `Never` nothing else makes records durable.
+    ///
+    /// # Errors
+    ///
+    /// The first [`FsError`] or policy error met; the other files are still synced,
+    /// and the failed ones stay pending (a later call tries them again).
+    ///
+    /// # Cancellation
+    ///
+    /// Files whose sync started complete it on the blocking pool; the others stay
+    /// pending only if their sync had not begun — a dropped call may leave a file
+    /// unsynced and no longer pending, so give it a deadline, not a drop.
+    ///
+    /// ```
+    /// # use stayfast_core::{Policy, fs::{DurableAppend, FsyncPolicy}};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let dir = std::env::temp_dir().join(format!("stayfast-doc-append-sync-all-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let log = DurableAppend::new(Policy::builder("fs.append").build().unwrap()).fsync(FsyncPolicy::Never);
+    /// log.append(dir.join("a.log"), b"1".to_vec()).await.unwrap();
+    /// log.append(dir.join("b.log"), b"2".to_vec()).await.unwrap();
+    /// assert_eq!(log.sync_all().await.unwrap(), 2); // both on disk now
+    /// assert_eq!(log.sync_all().await.unwrap(), 0);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # }
+    /// ```
+    pub async fn sync_all(&self) -> Result<usize, Error<FsError>> {
+        let paths = self.inner.pending.take();
+        let count = paths.len();
+        let results = futures_util::future::join_all(paths.into_iter().map(|path| async move {
+            let result = self.sync(&path).await;
+            (path, result)
+        }))
+        .await;
+        let mut first = None;
+        for (path, result) in results {
+            match result {
+                Ok(()) => {}
+                Err(Error::Inner { source, .. }) if source.is_not_found() => {}
+                Err(e) => {
+                    self.inner.pending.put_back(path);
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(count), Err)
+    }
+
+    /// How many files hold appended records not yet fsynced.
+    ///
+    /// ```
+    /// # use stayfast_core::{Policy, fs::DurableAppend};
+    /// let log = DurableAppend::new(Policy::builder("fs.append").build().unwrap());
+    /// assert_eq!(log.unsynced(), 0); // `Always` syncs every record
+    /// ```
+    pub fn unsynced(&self) -> usize {
+        self.inner.pending.len()
+    }
+
     /// Removes `path` and makes the removal durable (the directory is fsynced), in
     /// order with every other operation on `path` issued before it: an append still
     /// running after its caller timed out cannot recreate the file afterwards.
@@ -405,6 +484,7 @@ impl Inner {
                 return Err(FsError::new(path, Step::SyncFile, e));
             }
             self.synced(path);
+            self.pending.remove(path);
             Durability::Synced
         } else {
             Durability::Written
@@ -443,6 +523,32 @@ impl Inner {
             map.retain(|_, t| t.elapsed() < interval);
         }
         map.insert(path.to_path_buf(), Instant::now());
+    }
+}
+
+/// The `EveryMs` timer: every `interval`, fsyncs the files appended to since the last
+/// round, so a record is durable within its interval even when no append follows it.
+/// Ends when nothing is pending (the next unsynced append starts a new one) or the
+/// appender is gone.
+async fn flush_every(inner: std::sync::Weak<Inner>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let Some(paths) = inner.pending.take_or_stop() else {
+            return;
+        };
+        let log = DurableAppend { inner };
+        for path in paths {
+            match log.sync(&path).await {
+                Ok(()) => {}
+                Err(Error::Inner { source, .. }) if source.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(target: "stayfast::fs", path = %path.display(), error = %e,
+                        "timed fsync failed; retrying next interval");
+                    log.inner.pending.put_back(path);
+                }
+            }
+        }
     }
 }
 

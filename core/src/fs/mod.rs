@@ -9,6 +9,7 @@ mod error;
 mod locks;
 mod log;
 mod ops;
+mod pending;
 mod repair;
 mod tail;
 mod temp;
