@@ -267,13 +267,14 @@ impl DurableAppend {
                 })
             })
             .await?;
-        if appended.durability == Durability::Written && self.inner.pending.add(&path) {
-            if let FsyncPolicy::EveryMs(ms) = self.inner.fsync {
-                tokio::spawn(flush_every(
-                    Arc::downgrade(&self.inner),
-                    Duration::from_millis(ms),
-                ));
-            }
+        if appended.durability == Durability::Written
+            && self.inner.pending.add(&path)
+            && let FsyncPolicy::EveryMs(ms) = self.inner.fsync
+        {
+            tokio::spawn(flush_every(
+                Arc::downgrade(&self.inner),
+                Duration::from_millis(ms),
+            ));
         }
         Ok(appended)
     }
