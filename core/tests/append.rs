@@ -688,3 +688,135 @@ async fn sync_all_syncs_every_unsynced_file() {
     assert_eq!(syncs.load(Ordering::SeqCst), 19);
     assert_eq!(log.unsynced(), 0);
 }
+
+/// `read_last` agrees with `read` for every `n`, across chunk boundaries, and declines
+/// (None) an end that `read` must repair or report.
+#[tokio::test]
+async fn read_last_is_the_tail_of_read() {
+    let dir = Dir::new("read-last");
+    let path = dir.path("t.jsonl");
+    let log = appender().fsync(FsyncPolicy::Never);
+    // Records of varied length, some longer than a 64 KiB chunk.
+    for seq in 1..=40usize {
+        let mut r = record(seq);
+        if seq % 7 == 0 {
+            r.truncate(r.len() - 1);
+            r.extend(std::iter::repeat_n(b' ', 70_000));
+            r.push(b'}');
+        }
+        log.append(&path, r).await.unwrap();
+    }
+    let all = reader().read(&path, valid).await.unwrap().records;
+    for n in [0, 1, 2, 6, 7, 8, 20, 39, 40, 41, 100] {
+        let last = reader().read_last(&path, n, valid).await.unwrap().unwrap();
+        assert_eq!(last, all[all.len().saturating_sub(n)..].to_vec(), "n = {n}");
+    }
+    assert_eq!(
+        reader().read_last(dir.path("absent"), 5, valid).await.unwrap(),
+        Some(vec![])
+    );
+    // A bad line before the last 3 is not read; within them it is declined.
+    let damaged = dir.path("damaged.jsonl");
+    fs::write(
+        &damaged,
+        [&record(1)[..], b"\nbad\n", &record(3), b"\n", &record(4), b"\n"].concat(),
+    )
+    .unwrap();
+    assert_eq!(
+        reader()
+            .read_last(&damaged, 2, valid)
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(reader().read_last(&damaged, 3, valid).await.unwrap(), None);
+    // A torn tail is declined, and left for `read` to cut.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&damaged)
+        .unwrap()
+        .write_all(b"{\"se")
+        .unwrap();
+    assert_eq!(reader().read_last(&damaged, 1, valid).await.unwrap(), None);
+    assert!(fs::read(&damaged).unwrap().ends_with(b"{\"se"));
+}
+
+/// A seam whose writes to `hung.jsonl` block until released: a stuck disk or a dead NFS
+/// server, for one file only.
+#[derive(Clone, Debug, Default)]
+struct HungFile(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl HungFile {
+    fn release(&self) {
+        *self.0.0.lock().unwrap() = true;
+        self.0.1.notify_all();
+    }
+}
+
+impl FileOps for HungFile {
+    fn write(&self, file: &fs::File, path: &Path, buf: &[u8]) -> io::Result<usize> {
+        if path.file_name().is_some_and(|n| n == "hung.jsonl") {
+            let mut released = self.0.0.lock().unwrap();
+            while !*released {
+                released = self.0.1.wait(released).unwrap();
+            }
+        }
+        RealFs.write(file, path, buf)
+    }
+}
+
+/// #12.9: one hung file delays only the operations on that file, each of which gives up
+/// waiting at its deadline (and is then never applied); unrelated files never wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_file_delays_no_other_file_and_waits_on_it_are_bounded() {
+    let dir = Dir::new("hung");
+    let hung = HungFile::default();
+    let log = DurableAppend::new(
+        Policy::builder("fs.append")
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    )
+    .with_ops(hung.clone());
+    let path = dir.path("hung.jsonl");
+    let stuck = tokio::spawn({
+        let (log, path) = (log.clone(), path.clone());
+        async move { log.append(&path, record(1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await; // the first append is stuck in write()
+
+    // Every other file is served at once (1000 files: with 128 shared lock stripes, one
+    // of them would share the hung file's stripe in all but 1 run of 2,500).
+    let started = std::time::Instant::now();
+    for i in 0..1000 {
+        log.append(dir.path(&format!("{i}.jsonl")), record(1))
+            .await
+            .unwrap();
+    }
+    let others = started.elapsed();
+    eprintln!("1000 appends to other files while one file hangs: {others:?}");
+    assert!(others < Duration::from_millis(200 + 250), "{others:?}");
+
+    // A second append to the hung file gives up at its deadline...
+    let started = std::time::Instant::now();
+    let err = log.append(&path, record(2)).await.unwrap_err();
+    assert!(err.is_outcome_unknown() || err.is_timeout(), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(200 + 250));
+    // ...and its blocking task stops waiting too: once the file is released, it is
+    // never applied, and the file takes new appends.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hung.release();
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "the first append outlived its deadline"
+    );
+    log.append(&path, record(3)).await.unwrap();
+    let read = reader().read(&path, valid).await.unwrap();
+    assert_eq!(
+        read.records,
+        vec![record(1), record(3)],
+        "record 2 was never written"
+    );
+}

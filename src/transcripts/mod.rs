@@ -40,6 +40,7 @@
 mod builder;
 mod config;
 mod pushes;
+mod read;
 mod record;
 mod session;
 #[cfg(test)]
@@ -53,17 +54,17 @@ use std::{
 };
 
 use stayfast_core::{
-    Error, FallbackReason, FireAndForget, Outcome,
+    Error, FireAndForget,
     fs::{DurableAppend, LogReader, ReadLogError, Repaired},
 };
 
 pub use self::{
     builder::TranscriptStoreBuilder,
     config::TranscriptConfig,
-    record::{History, HistorySource, Message, Record},
+    record::{Degradation, History, HistorySource, Message, Record},
 };
 use self::{
-    pushes::{Push, Turn, bridge},
+    pushes::{Push, Turn},
     record::{MAX_ID_BYTES, MAX_ROLE_BYTES},
     session::{End, Session, SessionKey, Sessions, Writer},
     window::{Pushed, Window},
@@ -211,7 +212,7 @@ impl TranscriptStore {
             // The write may still land (a timeout) or have half-happened: re-read the
             // file before the next append rather than guess its last seq.
             writer.loaded = false;
-            session.set_known_end(None);
+            session.set_known(None);
             return Err(e.into());
         }
         if writer.last.seq == 0 {
@@ -220,7 +221,7 @@ impl TranscriptStore {
         }
         let previous = std::mem::replace(&mut writer.last, End::of(Some(&record)));
         writer.ids.insert(record.id.clone());
-        session.set_known_end(Some(writer.last.clone()));
+        session.set_known(Some(&writer));
         // Queued under the writer lock, so in seq order; a running drainer sends it.
         let turn = inner.window.as_ref().and_then(|window| {
             let push = Push {
@@ -240,140 +241,6 @@ impl TranscriptStore {
             });
         }
         Ok(record)
-    }
-
-    /// The last `limit` messages of `session`, oldest first.
-    ///
-    /// Served from the Redis window when it is reachable within its deadline and
-    /// agrees with the file's end; otherwise from the file (Redis then repopulated in
-    /// the background). The result's `source` and `degraded` say which happened.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::InvalidInput`] for a bad session id; [`StoreError::ReadLog`] when
-    /// the file cannot be read either (a timeout, its breaker open, not a regular
-    /// file).
-    ///
-    /// # Cancellation
-    ///
-    /// Dropping the future changes nothing.
-    ///
-    /// ```
-    /// # use stayfast::transcripts::{HistorySource, Message, TranscriptConfig, TranscriptStore};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let mut config = TranscriptConfig::default();
-    /// # config.dir = std::env::temp_dir().join(format!("stayfast-doc-tx-history-{}", std::process::id()));
-    /// let store = TranscriptStore::builder(&config).open().await?;
-    /// for text in ["a", "b", "c"] {
-    ///     store.append("s", Message::new("user", text)).await?;
-    /// }
-    /// let last_two = store.history("s", 2).await?;
-    /// let texts: Vec<_> = last_two.records.iter().map(|r| r.content.as_str()).collect();
-    /// assert_eq!(texts, ["b", "c"]);
-    /// assert_eq!(store.history("never-used", 10).await?.source, HistorySource::None);
-    /// # std::fs::remove_dir_all(&config.dir)?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn history(&self, session: &str, limit: usize) -> Result<History, StoreError> {
-        let started = tokio::time::Instant::now();
-        let result = self.read_history(session, limit).await;
-        if let Some(window) = &self.inner.window {
-            let outcome = match &result {
-                Ok((_, Some(reason))) => {
-                    window.history_metrics.fallback(*reason);
-                    Outcome::Fallback
-                }
-                Ok((_, None)) => Outcome::Success,
-                Err(e) => e.outcome(),
-            };
-            window.history_metrics.record(outcome, started.elapsed());
-        }
-        result.map(|(history, _)| history)
-    }
-
-    /// [`history`](Self::history), and why Redis was not used when it failed.
-    async fn read_history(
-        &self,
-        session: &str,
-        limit: usize,
-    ) -> Result<(History, Option<FallbackReason>), StoreError> {
-        let key = SessionKey::new(session)?;
-        let inner = &self.inner;
-        let session = inner.sessions.get(&key);
-        let mut degraded = false;
-        let mut fell_back = None;
-        if let (Some(window), Some(end)) = (&inner.window, session.known_end()) {
-            let want = u64::try_from(limit).unwrap_or(u64::MAX).min(end.seq);
-            if want == 0 {
-                let empty = History {
-                    records: Vec::new(),
-                    source: HistorySource::None,
-                    degraded: false,
-                };
-                return Ok((empty, None));
-            }
-            if want <= u64::from(window.len) {
-                // `want` ≤ the window length, a u32.
-                let n = u32::try_from(want).unwrap_or(window.len);
-                // Taken before the read, it holds every record that read can lack.
-                let unacknowledged = session.pushes.unacknowledged();
-                let read = window.read(&key, n).await;
-                // Pushes still on their way bridge a window that is merely behind.
-                let read = read.map(|r| r.map(|r| bridge(r, &unacknowledged, end.seq, n as usize)));
-                match read {
-                    Ok(Some(records)) if is_tail(&records, n, &end) => {
-                        let served = History {
-                            records,
-                            source: HistorySource::Redis,
-                            degraded: false,
-                        };
-                        return Ok((served, None));
-                    }
-                    // Cold, expired, behind the file, or not this file's records (a
-                    // deleted session's, left by a late write): the file answers.
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!(target: "stayfast::transcripts", error = %e, "Redis window unavailable; reading the file");
-                        degraded = true;
-                        fell_back = Some(FallbackReason::of(&e));
-                    }
-                }
-            }
-        }
-        let path = key.file(&inner.dir);
-        // A cold session is loaded from this read. Its writer lock (when free) is held
-        // across the read, so no delete can run between the read and the load (the
-        // state of a deleted file would be loaded); an append holding it loads itself.
-        let mut cold = session.writer.try_lock().ok().filter(|w| !w.loaded);
-        let read = inner.read_file(&path).await?;
-        if read.damaged {
-            tracing::warn!(target: "stayfast::transcripts", path = %path.display(),
-                "transcript damaged in the middle; serving its valid part");
-            degraded = true;
-        } else if let Some(writer) = cold.as_mut() {
-            // Issued after every earlier operation on this path, this read saw all of
-            // them: it is the file's current state.
-            load(writer, &session, &read.records);
-        }
-        drop(cold);
-        if !degraded && !read.damaged {
-            // A Redis error already says Redis is unwell: do not add load to it.
-            inner.repopulate_in_background(&key, &read.records);
-        }
-        let mut records = read.records;
-        let source = if records.is_empty() {
-            HistorySource::None
-        } else {
-            HistorySource::File
-        };
-        let skip = records.len().saturating_sub(limit);
-        records.drain(..skip);
-        let served = History {
-            records,
-            source,
-            degraded,
-        };
-        Ok((served, fell_back))
     }
 
     /// Removes `session`'s file and its Redis window. Returns whether it had a file.
@@ -425,7 +292,7 @@ impl TranscriptStore {
         let removed = inner.appender.remove(path).await;
         // Whatever happened, the next writer re-reads the file.
         *writer = Writer::default();
-        session.set_known_end(None);
+        session.set_known(None);
         session.pushes.clear();
         drop(writer);
         let existed = removed?;
@@ -484,7 +351,7 @@ impl TranscriptStore {
         // Whatever happened, the next writer re-reads the file; the window is rebuilt
         // from it by the next `history`.
         *writer = Writer::default();
-        session.set_known_end(None);
+        session.set_known(None);
         drop(writer);
         let repaired = repaired?;
         if let Some(quarantine) = &repaired.quarantine {
@@ -559,17 +426,7 @@ fn load(writer: &mut Writer, session: &Session, records: &[Record]) {
     writer.first = End::of(records.first());
     writer.ids = records.iter().map(|r| r.id.clone()).collect();
     writer.loaded = true;
-    session.set_known_end(Some(writer.last.clone()));
-}
-
-/// Whether `records` are the `n` last of the file ending with `end`, gap-free. The
-/// window is written whole from one read of a file, then extended only by pushes that
-/// follow their very predecessor, so a window ending with the file's last *record* (not
-/// merely its seq: a deleted session's records may linger) holds this file's records.
-fn is_tail(records: &[Record], n: u32, end: &End) -> bool {
-    records.len() == n as usize
-        && records.last().is_some_and(|r| end.is(r))
-        && records.windows(2).all(|w| w[1].seq == w[0].seq + 1)
+    session.set_known(Some(writer));
 }
 
 fn damaged(path: &Path) -> StoreError {
@@ -648,18 +505,17 @@ impl Inner {
         Ok(())
     }
 
-    fn repopulate_in_background(self: &Arc<Self>, key: &SessionKey, records: &[Record]) {
+    /// Rebuilds the window from `records` (the file's last ones, oldest first, of the
+    /// file whose first record is `first`) in the background.
+    fn repopulate_in_background(&self, key: &SessionKey, first: &End, records: &[Record]) {
         let Some(window) = &self.window else { return };
         if records.is_empty() {
             return;
         }
         let tail = records[records.len().saturating_sub(window.len as usize)..].to_vec();
-        let first = End::of(records.first());
-        let (inner, key) = (Arc::clone(self), key.clone());
+        let (window, first, key) = (window.clone(), first.clone(), key.clone());
         let _ = self.background.spawn("transcripts.cache_repopulate", async move {
-            if let Some(window) = &inner.window {
-                window.replace(&key, &first, &tail).await?;
-            }
+            window.replace(&key, &first, &tail).await?;
             Ok::<(), StoreError>(())
         });
     }

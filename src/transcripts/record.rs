@@ -2,6 +2,7 @@
 //! the history read back.
 
 use serde::{Deserialize, Serialize};
+use stayfast_core::FallbackReason;
 
 /// Longest accepted role, in bytes.
 pub(crate) const MAX_ROLE_BYTES: usize = 64;
@@ -159,7 +160,51 @@ pub struct History {
     pub records: Vec<Record>,
     /// Where they came from.
     pub source: HistorySource,
-    /// Whether a failure made this a fallback: Redis down, slow or its circuit open, or
-    /// a damaged file whose valid part was served.
+    /// Whether a failure made this a fallback: Redis down, slow or its circuit open,
+    /// a damaged file whose valid part was served, or a file that could not be read
+    /// in time (nothing served). [`reason`](Self::reason) says which.
     pub degraded: bool,
+    /// Why it is degraded; `None` when it is not.
+    pub reason: Option<Degradation>,
+}
+
+impl History {
+    pub(crate) fn new(records: Vec<Record>, source: HistorySource, reason: Option<Degradation>) -> Self {
+        Self {
+            records,
+            source,
+            degraded: reason.is_some(),
+            reason,
+        }
+    }
+}
+
+/// Why a [`History`] is degraded. When several things failed, the one that shaped the
+/// answer: an unreadable file over a damaged one over Redis.
+///
+/// ```
+/// # use stayfast::{FallbackReason, transcripts::{Degradation, History}};
+/// fn explain(h: &History) -> &'static str {
+///     match h.reason {
+///         None => "complete",
+///         Some(Degradation::Redis(FallbackReason::Timeout)) => "Redis slow: served from the file",
+///         Some(Degradation::Redis(_)) => "Redis down: served from the file",
+///         Some(Degradation::FileUnavailable(_)) => "no history could be read in time",
+///         Some(Degradation::Damaged) => "the transcript is damaged: its valid part",
+///         Some(_) => "degraded",
+///     }
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Degradation {
+    /// Redis failed (timed out, refused, its circuit open): the file served the
+    /// records.
+    Redis(FallbackReason),
+    /// The file could not be read either (it timed out, or its circuit is open): no
+    /// records are served, and `source` is [`HistorySource::None`].
+    FileUnavailable(FallbackReason),
+    /// The file is damaged: its valid records before the damage are served
+    /// ([`TranscriptStore::repair`](super::TranscriptStore::repair) takes it out).
+    Damaged,
 }

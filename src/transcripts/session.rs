@@ -124,6 +124,8 @@ pub(crate) struct Session {
     pub(crate) writer: tokio::sync::Mutex<Writer>,
     /// The file's last record; `None` until the writer loads it.
     known_end: Mutex<Option<End>>,
+    /// The file's first record (its incarnation), known with `known_end`.
+    known_first: Mutex<Option<End>>,
     /// Filled under the writer lock, so in seq order.
     pub(crate) pushes: Arc<PushQueue>,
     last_used: AtomicU64,
@@ -134,6 +136,7 @@ impl Session {
         Self {
             writer: tokio::sync::Mutex::new(Writer::default()),
             known_end: Mutex::new(None),
+            known_first: Mutex::new(None),
             pushes: Arc::default(),
             last_used: AtomicU64::new(0),
         }
@@ -148,8 +151,20 @@ impl Session {
             .clone()
     }
 
-    pub(crate) fn set_known_end(&self, end: Option<End>) {
-        *self.known_end.lock().unwrap_or_else(PoisonError::into_inner) = end;
+    /// The file's first record, if known.
+    pub(crate) fn known_first(&self) -> Option<End> {
+        self.known_first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// What the writer knows of the file's ends (`None`: nothing, re-read it). The
+    /// first is set before the last: a reader that sees the last sees its first.
+    pub(crate) fn set_known(&self, writer: Option<&Writer>) {
+        let (first, last) = writer.map(|w| (w.first.clone(), w.last.clone())).unzip();
+        *self.known_first.lock().unwrap_or_else(PoisonError::into_inner) = first;
+        *self.known_end.lock().unwrap_or_else(PoisonError::into_inner) = last;
     }
 
     /// Whether only the map holds it: no caller, and no drainer of its pushes (forgot

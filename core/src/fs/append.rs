@@ -259,11 +259,11 @@ impl DurableAppend {
         let appended = self
             .inner
             .policy
-            .call(|| {
+            .call_with(|attempt| {
                 let (inner, path, line) = (Arc::clone(&inner), path.clone(), Arc::clone(&line));
                 let ops = Arc::clone(&inner.ops);
-                atomic::run_blocking(ops, path, move |ops, path| {
-                    inner.append_blocking(ops, path, &line)
+                atomic::run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
+                    inner.append_blocking(ops, path, &line, deadline)
                 })
             })
             .await?;
@@ -303,11 +303,11 @@ impl DurableAppend {
         let inner = Arc::clone(&self.inner);
         self.inner
             .policy
-            .call(|| {
+            .call_with(|attempt| {
                 let (inner, path) = (Arc::clone(&inner), path.clone());
                 let ops = Arc::clone(&inner.ops);
-                atomic::run_blocking(ops, path, move |ops, path| {
-                    let _serialised = locks::lock_path(ops, path)?;
+                atomic::run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
+                    let _serialised = locks::lock_path(ops, path, deadline)?;
                     let file = ops
                         .open_read(path)
                         .map_err(|e| FsError::new(path, Step::Open, e))?;
@@ -413,12 +413,12 @@ impl DurableAppend {
         let inner = Arc::clone(&self.inner);
         self.inner
             .policy
-            .call(|| {
+            .call_with(|attempt| {
                 let (inner, path) = (Arc::clone(&inner), path.clone());
                 let ops = Arc::clone(&inner.ops);
-                atomic::run_blocking(ops, path, move |ops, path| {
+                atomic::run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
                     let (dir, name) = atomic::split(path)?;
-                    let _serialised = locks::lock_file(ops, dir, name)?;
+                    let _serialised = locks::lock_file(ops, dir, name, deadline)?;
                     match ops.remove_file(path) {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -433,9 +433,15 @@ impl DurableAppend {
 }
 
 impl Inner {
-    fn append_blocking(&self, ops: &dyn FileOps, path: &Path, line: &[u8]) -> Result<Appended, FsError> {
+    fn append_blocking(
+        &self,
+        ops: &dyn FileOps,
+        path: &Path,
+        line: &[u8],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Appended, FsError> {
         let (dir, name) = atomic::split(path)?;
-        let _serialised = locks::lock_file(ops, dir, name)?;
+        let _serialised = locks::lock_file(ops, dir, name, deadline)?;
         let created = match ops.symlink_metadata(path) {
             Ok(_) => false,
             Err(e) if e.kind() == io::ErrorKind::NotFound => true,

@@ -174,12 +174,14 @@ impl AtomicFileWrite {
         let inner = Arc::clone(&self.inner);
         self.inner
             .policy
-            .call(|| {
+            .call_with(|attempt| {
                 let (ops, path, contents) = (Arc::clone(&inner.ops), path.clone(), Arc::clone(&contents));
                 // NOTE: the blocking task is spawned (its turn taken) right here, when the
                 // attempt is issued: see `locks::spawn_in_order`.
                 let mode = inner.new_file_mode;
-                run_blocking(ops, path, move |ops, path| replace(ops, path, &contents, mode))
+                run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
+                    replace(ops, path, &contents, mode, deadline)
+                })
             })
             .await
     }
@@ -213,22 +215,24 @@ impl AtomicFileWrite {
     ) -> Result<usize, FsError> {
         let dir = dir.into();
         let ops = Arc::clone(&self.inner.ops);
-        run_blocking(ops, dir, move |ops, dir| temp::sweep(ops, dir, min_age)).await
+        run_blocking(ops, dir, None, move |ops, dir, _| temp::sweep(ops, dir, min_age)).await
     }
 }
 
 /// Runs `work` on the blocking pool after every operation on `path` issued before it
 /// (see [`locks::spawn_in_order`]); the task is spawned now, not when the returned future
-/// is first polled. A task that panicked or was dropped unrun becomes an `FsError` at
-/// [`Step::Task`].
+/// is first polled. `budget` is the operation's time left: waiting for its turn gives up
+/// then (the work never runs), and `work` gets the deadline for its own waits. A task
+/// that panicked or was dropped unrun becomes an `FsError` at [`Step::Task`].
 pub(crate) fn run_blocking<T: Send + 'static>(
     ops: Arc<dyn FileOps>,
     path: PathBuf,
-    work: impl FnOnce(&dyn FileOps, &Path) -> Result<T, FsError> + Send + 'static,
+    budget: Option<std::time::Duration>,
+    work: impl FnOnce(&dyn FileOps, &Path, Option<std::time::Instant>) -> Result<T, FsError> + Send + 'static,
 ) -> impl std::future::Future<Output = Result<T, FsError>> + Send + 'static {
-    let task = locks::spawn_in_order(&path.clone(), move |turn| {
-        turn.wait(&*ops, &path);
-        work(&*ops, &path)
+    let task = locks::spawn_in_order(&path.clone(), budget, move |turn| {
+        turn.wait(&*ops, &path)?;
+        work(&*ops, &path, turn.deadline())
     });
     async move {
         task.await.unwrap_or_else(|e| {
@@ -263,9 +267,10 @@ pub(crate) fn replace(
     path: &Path,
     contents: &[u8],
     new_file_mode: u32,
+    deadline: Option<std::time::Instant>,
 ) -> Result<(), FsError> {
     let (dir, name) = split(path)?;
-    let _serialised = locks::lock_file(ops, dir, name)?;
+    let _serialised = locks::lock_file(ops, dir, name, deadline)?;
     let mode = match ops.symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_file() => meta.permissions().mode() & 0o7777,
         Ok(_) => new_file_mode, // a symlink (or other) at the target is replaced

@@ -224,6 +224,11 @@ impl Classify for FsError {
         if self.is_no_space() || self.source.kind() == io::ErrorKind::ReadOnlyFilesystem {
             return Verdict::permanent();
         }
+        if self.step == Step::Task && self.source.kind() == io::ErrorKind::TimedOut {
+            // It gave up waiting behind an operation on the same file that hangs: the
+            // deadline passed, as our own timer would have said.
+            return Verdict::timed_out();
+        }
         if matches!(
             self.step,
             Step::SyncTemp | Step::SyncDir | Step::SyncFile | Step::Task | Step::Rollback

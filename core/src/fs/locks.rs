@@ -1,5 +1,5 @@
 //! Process-wide ordering of file operations: issue order per path, and mutual
-//! exclusion per file.
+//! exclusion per file; each wait bounded by the operation's deadline.
 //!
 //! Two mechanisms, because a caller may give up while its blocking task is still
 //! queued:
@@ -11,85 +11,134 @@
 //! - **Locks** ([`lock_file`]): mutual exclusion per file identified by its directory's
 //!   device and inode, so two spellings of one path (relative, through a symlink) never
 //!   write at the same time.
+//!
+//! Both are kept per path or file, never per shared stripe: a file that hangs (a dead
+//! NFS server, a stuck disk) delays only the operations on that very file, and each of
+//! those gives up waiting when its deadline passes (its turn then passes on unused: an
+//! operation that never started is not applied). Entries live while an operation holds
+//! or awaits them; idle ones are swept as the maps grow, so memory follows the number
+//! of files in use, not the number ever used.
 
 use std::{
-    ffi::OsStr,
-    hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash},
+    collections::HashMap,
+    ffi::OsString,
+    hash::Hash,
+    io,
     os::unix::fs::MetadataExt,
-    path::Path,
-    sync::{Condvar, Mutex, MutexGuard, TryLockError},
+    path::{Path, PathBuf},
+    sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard},
+    time::Instant,
 };
 
 use tokio::task::JoinHandle;
 
 use super::{FileOps, FsError, Step};
 
-/// Striped locks: a fixed set, so memory never grows with the number of paths. Two
-/// paths sharing a stripe are merely serialised with each other.
-const STRIPES: usize = 128;
-
-static LOCKS: [Mutex<()>; STRIPES] = [const { Mutex::new(()) }; STRIPES];
-
-static TURNS: [Turns; STRIPES] = [const { Turns::new() }; STRIPES];
-
-/// A fixed hasher: the stripe of a key must not change between calls.
-fn stripe(key: impl Hash) -> usize {
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(key) as usize % STRIPES
-}
-
 fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The tickets of one stripe.
+/// Entries keyed by path or file, each shared by the operations using it. An entry is
+/// only created or handed out under the map's lock, and only removed there when no
+/// operation uses it (`Arc::strong_count == 1`), so two operations on one key always
+/// share one entry.
+struct Registry<K, V> {
+    map: Mutex<Entries<K, V>>,
+}
+
+struct Entries<K, V> {
+    entries: HashMap<K, Arc<V>>,
+    /// Sweep idle entries when the map reaches this size (doubles with the live count).
+    sweep_at: usize,
+}
+
+/// The smallest map size at which idle entries are swept.
+const MIN_SWEEP: usize = 1024;
+
+impl<K: Hash + Eq, V: Default> Registry<K, V> {
+    fn new() -> Self {
+        Self {
+            map: Mutex::new(Entries {
+                entries: HashMap::new(),
+                sweep_at: MIN_SWEEP,
+            }),
+        }
+    }
+
+    /// The entry for `key`, created if absent (handed out under the map's lock, so a
+    /// sweep never removes an entry being taken).
+    fn get(&self, key: K) -> Arc<V> {
+        let mut map = relock(&self.map);
+        if map.entries.len() >= map.sweep_at {
+            map.entries.retain(|_, v| Arc::strong_count(v) > 1);
+            map.sweep_at = (map.entries.len() * 2).max(MIN_SWEEP);
+        }
+        Arc::clone(map.entries.entry(key).or_default())
+    }
+}
+
+/// The tickets of one path.
+#[derive(Default)]
 struct Turns {
-    /// The next ticket to hand out. Held while spawning, so spawn order is ticket order.
+    /// Held while a ticket is taken and its task spawned, so spawn order is ticket order.
     issue: Mutex<u64>,
     state: Mutex<Serving>,
     turn_changed: Condvar,
 }
 
+#[derive(Default)]
 struct Serving {
     /// The ticket whose turn it is.
     now: u64,
-    /// Tickets whose task was dropped before its turn came (runtime shutdown).
+    /// Tickets dropped before their turn came (given up, or never run at shutdown).
     abandoned: Vec<u64>,
 }
 
-impl Turns {
-    const fn new() -> Self {
-        Self {
-            issue: Mutex::new(0),
-            state: Mutex::new(Serving {
-                now: 0,
-                abandoned: Vec::new(),
-            }),
-            turn_changed: Condvar::new(),
-        }
-    }
-}
+static TURNS: LazyLock<Registry<PathBuf, Turns>> = LazyLock::new(Registry::new);
 
 /// One operation's place in its path's queue. Dropping it — after the work, on a panic,
-/// or unrun at runtime shutdown — passes the turn on.
+/// after giving up waiting, or unrun at runtime shutdown — passes the turn on.
 pub(crate) struct Turn {
-    turns: &'static Turns,
+    turns: Arc<Turns>,
     ticket: u64,
+    /// When the operation stops waiting for its turn or its file lock.
+    deadline: Option<Instant>,
 }
 
 impl Turn {
-    /// Blocks until every operation on this path issued earlier has finished.
-    pub(crate) fn wait(&self, ops: &dyn FileOps, path: &Path) {
+    /// Blocks until every operation on this path issued earlier has finished; gives up
+    /// with a `TimedOut` error at the operation's deadline (the operation then never
+    /// runs, and its turn passes on).
+    pub(crate) fn wait(&self, ops: &dyn FileOps, path: &Path) -> Result<(), FsError> {
         let mut serving = relock(&self.turns.state);
         if serving.now != self.ticket {
             ops.will_wait(path);
         }
         while serving.now != self.ticket {
-            serving = self
-                .turns
-                .turn_changed
-                .wait(serving)
-                .unwrap_or_else(|p| p.into_inner());
+            serving = match self.deadline {
+                None => self
+                    .turns
+                    .turn_changed
+                    .wait(serving)
+                    .unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        return Err(gave_up(path, "its turn behind earlier operations on the file"));
+                    };
+                    self.turns
+                        .turn_changed
+                        .wait_timeout(serving, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
         }
+        Ok(())
+    }
+
+    /// When this operation stops waiting.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 }
 
@@ -111,60 +160,111 @@ impl Drop for Turn {
     }
 }
 
+fn gave_up(path: &Path, what: &str) -> FsError {
+    let e = io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("deadline passed waiting for {what}; not started"),
+    );
+    FsError::new(path, Step::Task, e)
+}
+
 /// Spawns `work` on the blocking pool with a ticket for `path`, taken now, at issue.
+/// `budget` is the operation's time left (its deadline), for the waits inside.
 ///
-/// NOTE: the ticket is taken and the task spawned under the stripe's issue lock, so
+/// NOTE: the ticket is taken and the task spawned under the path's issue lock, so its
 /// tasks are queued in ticket order; tokio's blocking pool starts queued tasks in FIFO
 /// order, so the lowest waiting ticket always gets a thread and turns cannot deadlock.
 pub(crate) fn spawn_in_order<T: Send + 'static>(
     path: &Path,
+    budget: Option<std::time::Duration>,
     work: impl FnOnce(Turn) -> T + Send + 'static,
 ) -> JoinHandle<T> {
-    let turns = &TURNS[stripe(path)];
+    let deadline = budget.and_then(|b| Instant::now().checked_add(b));
+    // The entry is taken under the registry's lock, the issue lock after it is
+    // released: `Turn::drop` (which may run right inside `spawn_blocking` when the
+    // runtime is shutting down) never takes the registry's lock, so no cycle.
+    let turns = TURNS.get(path.to_path_buf());
     let mut next = relock(&turns.issue);
-    let turn = Turn { turns, ticket: *next };
+    let turn = Turn {
+        turns: Arc::clone(&turns),
+        ticket: *next,
+        deadline,
+    };
     *next += 1;
-    // The closure may be dropped right here (a runtime shutting down); `Turn::drop` only
-    // takes `state`, never `issue`, so that cannot deadlock.
     let handle = tokio::task::spawn_blocking(move || work(turn));
     drop(next);
     handle
 }
 
+/// A file's write lock.
+#[derive(Default)]
+struct FileLock {
+    held: Mutex<bool>,
+    released: Condvar,
+}
+
+/// Holds a file's write lock; releases it on drop.
+pub(crate) struct FileGuard {
+    lock: Arc<FileLock>,
+}
+
+impl Drop for FileGuard {
+    fn drop(&mut self) {
+        *relock(&self.lock.held) = false;
+        self.lock.released.notify_one();
+    }
+}
+
+static FILE_LOCKS: LazyLock<Registry<(u64, u64, OsString), FileLock>> = LazyLock::new(Registry::new);
+
 /// Takes the write lock of the file `name` in directory `dir`, telling `ops` when it
-/// has to wait. Held inside the blocking closure until the file-system work is done, so
-/// a write abandoned by its caller still finishes before the next one starts.
+/// has to wait, giving up at `deadline`. Held inside the blocking closure until the
+/// file-system work is done, so a write abandoned by its caller still finishes before
+/// the next one starts.
 ///
 /// The directory is identified by device and inode (one `stat`), so every spelling of
 /// a path — relative, through a symlink — takes the same lock.
 pub(crate) fn lock_file(
     ops: &dyn FileOps,
     dir: &Path,
-    name: &OsStr,
-) -> Result<MutexGuard<'static, ()>, FsError> {
+    name: &std::ffi::OsStr,
+    deadline: Option<Instant>,
+) -> Result<FileGuard, FsError> {
     let meta = ops
         .metadata(dir)
         .map_err(|e| FsError::new(dir, Step::Inspect, e))?;
-    // A fixed hasher: the stripe of a file must not change between calls.
-    let key = (meta.dev(), meta.ino(), name);
-    Ok(lock_stripe(ops, &dir.join(name), key))
-}
-
-/// Takes the write lock of an already-open file's path (no `stat`: the caller holds the
-/// lock key's parts already).
-pub(crate) fn lock_path(ops: &dyn FileOps, path: &Path) -> Result<MutexGuard<'static, ()>, FsError> {
-    let (dir, name) = super::atomic::split(path)?;
-    lock_file(ops, dir, name)
-}
-
-fn lock_stripe(ops: &dyn FileOps, path: &Path, key: impl Hash) -> MutexGuard<'static, ()> {
-    let lock = &LOCKS[stripe(key)];
-    match lock.try_lock() {
-        Ok(guard) => guard,
-        Err(TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(TryLockError::WouldBlock) => {
-            ops.will_wait(path);
-            lock.lock().unwrap_or_else(|p| p.into_inner())
-        }
+    let key = (meta.dev(), meta.ino(), name.to_os_string());
+    let lock = FILE_LOCKS.get(key);
+    let path = dir.join(name);
+    let mut held = relock(&lock.held);
+    if *held {
+        ops.will_wait(&path);
     }
+    while *held {
+        held = match deadline {
+            None => lock.released.wait(held).unwrap_or_else(|p| p.into_inner()),
+            Some(deadline) => {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    return Err(gave_up(&path, "the file's lock"));
+                };
+                lock.released
+                    .wait_timeout(held, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+        };
+    }
+    *held = true;
+    drop(held);
+    Ok(FileGuard { lock })
+}
+
+/// Takes the write lock of `path`'s file (see [`lock_file`]).
+pub(crate) fn lock_path(
+    ops: &dyn FileOps,
+    path: &Path,
+    deadline: Option<Instant>,
+) -> Result<FileGuard, FsError> {
+    let (dir, name) = super::atomic::split(path)?;
+    lock_file(ops, dir, name, deadline)
 }

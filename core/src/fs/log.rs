@@ -280,12 +280,12 @@ impl LogReader {
         let inner = Arc::clone(&self.inner);
         self.inner
             .policy
-            .call(|| {
+            .call_with(|attempt| {
                 let (inner, path, validate) = (Arc::clone(&inner), path.clone(), Arc::clone(&validate));
                 let ops = Arc::clone(&inner.ops);
-                let task = locks::spawn_in_order(&path.clone(), move |turn| {
-                    turn.wait(&*ops, &path);
-                    inner.read_blocking(&path, &*validate)
+                let task = locks::spawn_in_order(&path.clone(), attempt.remaining(), move |turn| {
+                    turn.wait(&*ops, &path)?;
+                    inner.read_blocking(&path, &*validate, turn.deadline())
                 });
                 async move {
                     task.await.unwrap_or_else(|e| {
@@ -320,10 +320,11 @@ impl ReaderInner {
         &self,
         path: &Path,
         validate: &(dyn Fn(&[u8]) -> bool + Send + Sync),
+        deadline: Option<std::time::Instant>,
     ) -> Result<Recovered, ReadLogError> {
         let ops = &*self.ops;
         let (dir, name) = atomic::split(path)?;
-        let _serialised = locks::lock_file(ops, dir, name)?;
+        let _serialised = locks::lock_file(ops, dir, name, deadline)?;
         match ops.symlink_metadata(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recovered::default()),
             Err(e) => return Err(FsError::new(path, Step::Inspect, e).into()),

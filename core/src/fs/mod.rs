@@ -6,6 +6,7 @@
 mod append;
 mod atomic;
 mod error;
+mod last;
 mod locks;
 mod log;
 mod ops;

@@ -86,11 +86,15 @@ impl LogReader {
         let (ops, max_record) = (Arc::clone(&self.inner.ops), self.inner.max_record);
         self.inner
             .policy
-            .call(|| {
+            .call_with(|attempt| {
                 let validate = Arc::clone(&validate);
-                let work = atomic::run_blocking(Arc::clone(&ops), path.clone(), move |ops, path| {
-                    repair_blocking(ops, path, max_record, &*validate)
-                });
+                let budget = attempt.remaining();
+                let work = atomic::run_blocking(
+                    Arc::clone(&ops),
+                    path.clone(),
+                    budget,
+                    move |ops, path, deadline| repair_blocking(ops, path, max_record, &*validate, deadline),
+                );
                 async move { work.await.map_err(ReadLogError::Fs) }
             })
             .await
@@ -102,9 +106,10 @@ fn repair_blocking(
     path: &Path,
     max_record: usize,
     validate: &(dyn Fn(&[u8]) -> bool + Send + Sync),
+    deadline: Option<std::time::Instant>,
 ) -> Result<Repaired, FsError> {
     let (dir, name) = atomic::split(path)?;
-    let _serialised = locks::lock_file(ops, dir, name)?;
+    let _serialised = locks::lock_file(ops, dir, name, deadline)?;
     let meta = match ops.symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Repaired::default()),
         Err(e) => return Err(FsError::new(path, Step::Inspect, e)),

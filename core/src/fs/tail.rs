@@ -31,7 +31,7 @@ pub(crate) fn complete_len(ops: &dyn FileOps, file: &File, path: &Path, len: u64
     Ok(0)
 }
 
-fn read_exact_at<'b>(
+pub(super) fn read_exact_at<'b>(
     ops: &dyn FileOps,
     file: &File,
     path: &Path,
