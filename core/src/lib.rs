@@ -58,6 +58,7 @@ mod name;
 mod offload;
 mod outcome;
 mod policy;
+mod redact;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
@@ -81,6 +82,7 @@ pub use name::Name;
 pub use offload::{Offload, OffloadConfig, OffloadError};
 pub use outcome::{Outcome, ToOutcome};
 pub use policy::{Attempt, Policy, PolicyBuilder};
+pub use redact::redact_url;
 pub use retry::RetryBudget;
 pub use timeout::{Elapsed, Timeout, TimeoutExt};
 pub use watchdog::LagWatchdog;
