@@ -75,7 +75,7 @@ pub use background::{BackgroundConfig, FireAndForget, ShutdownReport, SpawnError
 pub use breaker::CircuitBreaker;
 pub use bulkhead::{Bulkhead, BulkheadFull, BulkheadPermit};
 pub use classify::{ByTrait, Classifier, Classify, Health, Retryable, Verdict};
-pub use error::Error;
+pub use error::{Error, ErrorChain};
 pub use fallback::{FallbackReason, Served, Source};
 pub use metered::{CallMetrics, Metered};
 pub use name::Name;

@@ -144,7 +144,13 @@ where
                     // the same outcome as our timer.
                     Error::Timeout {
                         operation,
-                        after: attempt_bound(inner, per_attempt, deadline),
+                        // With no deadline handed in, the client timed out by its own
+                        // setting, unknown here: report how long the attempt ran rather
+                        // than a bound of zero.
+                        after: match deadline {
+                            Some(_) => attempt_bound(inner, per_attempt, deadline),
+                            None => attempt_start.elapsed(),
+                        },
                     }
                 } else {
                     Error::Inner {
@@ -177,6 +183,8 @@ where
             Retryable::IfIdempotent if !inner.idempotent => {
                 return Err(Error::OutcomeUnknown {
                     operation: inner.operation.clone(),
+                    // The bound it timed out at, kept for the message and `timed_out`.
+                    after: error.timed_out_after(),
                 });
             }
             Retryable::IfIdempotent | Retryable::Yes => None,
