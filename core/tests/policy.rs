@@ -563,9 +563,25 @@ async fn deadline_cut_attempt_is_not_a_breaker_failure() {
     assert_eq!(breaker.state(), State::Closed);
 }
 
-/// The per-attempt timeout coming first is still the dependency's failure.
+/// The per-attempt timeout coming first is still the dependency's failure; so is the
+/// deadline when there is no per-attempt timeout (it is then the attempt's only bound,
+/// and a hung dependency must still open the circuit).
 #[tokio::test(start_paused = true)]
 async fn per_attempt_timeout_before_the_deadline_is_a_breaker_failure() {
+    let first = breaker(1);
+    let deadline_only = Policy::builder("fake.op")
+        .deadline(Duration::from_millis(100))
+        .idempotent(true)
+        .breaker(first.clone())
+        .build()
+        .unwrap();
+    let err = deadline_only
+        .call(std::future::pending::<Result<(), Fake>>)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(first.state(), State::Open, "the deadline was the only bound");
+
     let breaker = breaker(1);
     let policy = Policy::builder("fake.op")
         .timeout(Duration::from_millis(100))

@@ -100,8 +100,10 @@ where
         let deadline = clock::earliest(per_attempt, overall);
         // The caller's budget cut this attempt short, not the dependency: when the
         // overall deadline comes strictly before the attempt's own timeout, running
-        // into it says nothing about the dependency's health.
-        let cut_by_caller = deadline.is_some() && deadline != per_attempt;
+        // into it says nothing about the dependency's health. Without a per-attempt
+        // timeout the deadline is the attempt's only bound, and it counts: else a
+        // dependency that hangs every call would never open the circuit.
+        let cut_by_caller = per_attempt.is_some() && deadline != per_attempt;
         // NOTE: the attempt's future is pinned where it is made and the bound only
         // borrows it: futures of clients like fred run to kilobytes, and moving one
         // into a wrapper by value cost a memcpy per call.
