@@ -12,7 +12,9 @@ use stayfast_core::{
 /// that cannot be known, Redis's or the file system's own error).
 ///
 /// Messages name what was wrong and never echo a secret; they do not repeat user
-/// content either (a 1 MiB message is not copied into an error).
+/// content either (a 1 MiB message is not copied into an error). Each shows its own
+/// level only: the cause is the [`source`](std::error::Error::source) (print the whole
+/// chain with [`stayfast_core::ErrorChain`] or anyhow's `{:#}`).
 ///
 /// ```
 /// use stayfast::StoreError;
@@ -52,7 +54,7 @@ pub enum StoreError {
         problem: String,
     },
     /// A value that could not be encoded (a cache value whose `Serialize` failed).
-    #[error("cannot encode {what}: {source}")]
+    #[error("cannot encode {what}")]
     Encode {
         /// What was being encoded.
         what: &'static str,
@@ -118,5 +120,55 @@ impl StoreError {
             StoreError::ReadLog(e) => e.outcome(),
             _ => Outcome::Failure,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use stayfast_core::{
+        Error, Name,
+        fs::{FsError, Step},
+    };
+
+    use super::StoreError;
+
+    /// Issue #12 item 11: no level repeats the next one's message.
+    fn assert_each_cause_once(e: &(dyn std::error::Error + 'static)) -> usize {
+        let mut levels = 1;
+        let mut level = e;
+        while let Some(next) = level.source() {
+            let (shown, below) = (level.to_string(), next.to_string());
+            assert!(!shown.contains(&below), "{shown:?} repeats its source {below:?}");
+            levels += 1;
+            level = next;
+        }
+        levels
+    }
+
+    #[test]
+    fn store_errors_print_each_cause_once() {
+        let json = serde_json::from_str::<u8>("x")
+            .err()
+            .map(|source| StoreError::Encode {
+                what: "value",
+                source,
+            });
+        let Some(encode) = json else {
+            panic!("not an error")
+        };
+        assert_eq!(encode.to_string(), "cannot encode value");
+        assert_eq!(assert_each_cause_once(&encode), 2);
+
+        let io = std::io::Error::other("disk on fire");
+        let file = StoreError::File(Error::Inner {
+            operation: Name::from("fs.append"),
+            source: FsError::new("/t.jsonl", Step::Write, io),
+            attempts: 1,
+        });
+        // Transparent: the policy's error is the top level, then the file's, then io's.
+        assert_eq!(assert_each_cause_once(&file), 3);
+        assert!(file.source().is_some());
     }
 }

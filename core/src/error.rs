@@ -47,7 +47,8 @@ pub enum Error<E> {
         /// How long until the breaker admits a probe; a hint, not a promise.
         retry_after: Duration,
     },
-    /// The shared retry budget refused a retry; carries the error of the last attempt.
+    /// The shared retry budget refused a retry; carries the error of the last attempt
+    /// (its [`source`](std::error::Error::source)).
     BudgetExhausted {
         /// The error the last attempt ended with.
         last: Box<Error<E>>,
@@ -62,8 +63,13 @@ pub enum Error<E> {
     OutcomeUnknown {
         /// The operation whose outcome is unknown.
         operation: Name,
+        /// The bound that was hit when the attempt timed out; `None` when it lost its
+        /// connection (or failed in some other way that leaves the outcome open).
+        after: Option<Duration>,
     },
-    /// The operation itself failed and was not (or no longer) retried.
+    /// The operation itself failed and was not (or no longer) retried. The message
+    /// names the operation and the attempts; the operation's error is the
+    /// [`source`](std::error::Error::source), not repeated in the message.
     Inner {
         /// The operation that failed.
         operation: Name,
@@ -124,11 +130,47 @@ impl<E> Error<E> {
     ///
     /// ```
     /// # use stayfast_core::{Error, Name};
-    /// let e: Error<()> = Error::OutcomeUnknown { operation: Name::from("redis.set") };
+    /// let e: Error<()> = Error::OutcomeUnknown { operation: Name::from("redis.set"), after: None };
     /// assert!(e.is_outcome_unknown());
     /// ```
     pub fn is_outcome_unknown(&self) -> bool {
         matches!(self, Error::OutcomeUnknown { .. })
+    }
+
+    /// True when the call ran out of time: an [`Error::Timeout`], or an
+    /// [`Error::OutcomeUnknown`] whose attempt timed out (rather than lost its
+    /// connection). A [`BudgetExhausted`](Error::BudgetExhausted) is not, whatever its
+    /// last attempt did: the budget is why the call ended.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::{Error, Name};
+    /// let after = Duration::from_millis(250);
+    /// let write: Error<()> = Error::OutcomeUnknown { operation: Name::from("redis.set"), after: Some(after) };
+    /// assert!(write.timed_out());
+    /// assert_eq!(write.to_string(), "outcome of redis.set is unknown: it timed out after 250ms and may have been applied; not retried (not idempotent)");
+    /// let lost: Error<()> = Error::OutcomeUnknown { operation: Name::from("redis.set"), after: None };
+    /// assert!(!lost.timed_out());
+    /// ```
+    pub fn timed_out(&self) -> bool {
+        self.timed_out_after().is_some()
+    }
+
+    /// The bound that was hit, when the call ran out of time (see
+    /// [`timed_out`](Self::timed_out)).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::{Error, Name};
+    /// let e: Error<()> = Error::Timeout { operation: Name::from("redis.get"), after: Duration::from_secs(2) };
+    /// assert_eq!(e.timed_out_after(), Some(Duration::from_secs(2)));
+    /// ```
+    pub fn timed_out_after(&self) -> Option<Duration> {
+        match self {
+            Error::Timeout { after, .. } => Some(*after),
+            Error::OutcomeUnknown { after, .. } => *after,
+            _ => None,
+        }
     }
 
     /// True for [`Error::Inner`].
@@ -192,7 +234,7 @@ impl<E> Error<E> {
     ///
     /// ```
     /// # use stayfast_core::{Error, Name, Outcome};
-    /// let e: Error<()> = Error::OutcomeUnknown { operation: Name::from("redis.set") };
+    /// let e: Error<()> = Error::OutcomeUnknown { operation: Name::from("redis.set"), after: None };
     /// assert_eq!(e.outcome(), Outcome::Unknown);
     /// ```
     pub fn outcome(&self) -> Outcome {
@@ -222,7 +264,7 @@ impl<E> Error<E> {
                 last: Box::new(last.map_inner(f)),
             },
             Error::Shed { target } => Error::Shed { target },
-            Error::OutcomeUnknown { operation } => Error::OutcomeUnknown { operation },
+            Error::OutcomeUnknown { operation, after } => Error::OutcomeUnknown { operation, after },
             Error::Inner {
                 operation,
                 source,
@@ -242,7 +284,11 @@ impl<E> ToOutcome for Error<E> {
     }
 }
 
-impl<E: fmt::Display> fmt::Display for Error<E> {
+/// Each message shows its own level only: the operation's error of
+/// [`Inner`](Error::Inner) and the last error of [`BudgetExhausted`](Error::BudgetExhausted)
+/// are their [`source`](std::error::Error::source), so a report that walks the chain
+/// (`anyhow`'s `{:#}`, `tracing`'s error fields) prints each cause once.
+impl<E> fmt::Display for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Timeout { operation, after } => write!(f, "{operation} timed out after {after:?}"),
@@ -250,24 +296,31 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 f,
                 "circuit for {target} is open; not attempted (retry after {retry_after:?})"
             ),
-            Error::BudgetExhausted { last } => {
-                write!(f, "retry budget exhausted; last attempt: {last}")
-            }
+            Error::BudgetExhausted { .. } => f.write_str("retry budget exhausted; not retried"),
             Error::Shed { target } => {
                 write!(f, "{target} is at its concurrency limit; call shed")
             }
-            Error::OutcomeUnknown { operation } => write!(
-                f,
-                "outcome of {operation} is unknown: the attempt timed out or lost its \
-                 connection after it may have been sent, and it is not idempotent"
-            ),
-            Error::Inner {
+            Error::OutcomeUnknown {
                 operation,
-                source,
-                attempts,
+                after: Some(after),
             } => write!(
                 f,
-                "{operation} failed after {attempts} attempt{}: {source}",
+                "outcome of {operation} is unknown: it timed out after {after:?} and may have \
+                 been applied; not retried (not idempotent)"
+            ),
+            Error::OutcomeUnknown {
+                operation,
+                after: None,
+            } => write!(
+                f,
+                "outcome of {operation} is unknown: the attempt failed after it may have been \
+                 sent, so it may have been applied; not retried (not idempotent)"
+            ),
+            Error::Inner {
+                operation, attempts, ..
+            } => write!(
+                f,
+                "{operation} failed after {attempts} attempt{}",
                 if *attempts == 1 { "" } else { "s" }
             ),
         }
@@ -284,5 +337,44 @@ where
             Error::BudgetExhausted { last } => Some(&**last),
             _ => None,
         }
+    }
+}
+
+/// Displays an error followed by each of its causes (the [`source`](std::error::Error::source)
+/// chain), `": "`-separated: the one-line form for a log field or a message, now that
+/// each level's `Display` shows only itself.
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// use stayfast_core::{Error, ErrorChain, Name};
+///
+/// let e = Error::Inner {
+///     operation: Name::from("fs.read"),
+///     source: io::Error::other("disk on fire"),
+///     attempts: 1,
+/// };
+/// assert_eq!(e.to_string(), "fs.read failed after 1 attempt");
+/// assert_eq!(ErrorChain(&e).to_string(), "fs.read failed after 1 attempt: disk on fire");
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }

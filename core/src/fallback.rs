@@ -114,7 +114,7 @@ impl FallbackReason {
     ///
     /// ```
     /// # use stayfast_core::{Error, FallbackReason, Name};
-    /// let unknown: Error<std::io::Error> = Error::OutcomeUnknown { operation: Name::from("redis.set") };
+    /// let unknown: Error<std::io::Error> = Error::OutcomeUnknown { operation: Name::from("redis.set"), after: None };
     /// assert_eq!(FallbackReason::of(&unknown), FallbackReason::Timeout);
     /// let failed = Error::Inner { operation: Name::from("redis.get"), source: "boom", attempts: 3 };
     /// assert_eq!(FallbackReason::of(&failed), FallbackReason::Failure);

@@ -58,6 +58,7 @@ mod name;
 mod offload;
 mod outcome;
 mod policy;
+mod redact;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
@@ -74,13 +75,14 @@ pub use background::{BackgroundConfig, FireAndForget, ShutdownReport, SpawnError
 pub use breaker::CircuitBreaker;
 pub use bulkhead::{Bulkhead, BulkheadFull, BulkheadPermit};
 pub use classify::{ByTrait, Classifier, Classify, Health, Retryable, Verdict};
-pub use error::Error;
+pub use error::{Error, ErrorChain};
 pub use fallback::{FallbackReason, Served, Source};
 pub use metered::{CallMetrics, Metered};
 pub use name::Name;
 pub use offload::{Offload, OffloadConfig, OffloadError};
 pub use outcome::{Outcome, ToOutcome};
 pub use policy::{Attempt, Policy, PolicyBuilder};
+pub use redact::redact_url;
 pub use retry::RetryBudget;
 pub use timeout::{Elapsed, Timeout, TimeoutExt};
 pub use watchdog::LagWatchdog;

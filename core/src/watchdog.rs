@@ -18,6 +18,7 @@ use tokio::{
 };
 
 use crate::{
+    clock,
     config::{ConfigError, positive},
     telemetry::{DEFAULT_PREFIX, RUNTIME_LAG_SECONDS, metric_name},
 };
@@ -136,8 +137,13 @@ impl LagWatchdog {
 }
 
 async fn watch(interval: Duration, lag_histogram: Histogram, stats: Arc<Stats>) {
-    let mut due = Instant::now() + interval;
+    let mut from = Instant::now();
     loop {
+        // An interval past the end of time never comes due: `from + interval` would
+        // overflow (and panic), so there is nothing to measure; wait until aborted.
+        let Some(due) = clock::deadline_after(from, interval) else {
+            return std::future::pending().await;
+        };
         sleep_until(due).await;
         let now = Instant::now();
         let lag = now.saturating_duration_since(due);
@@ -145,7 +151,7 @@ async fn watch(interval: Duration, lag_histogram: Histogram, stats: Arc<Stats>) 
         let nanos = u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX);
         stats.max_lag_nanos.fetch_max(nanos, Ordering::AcqRel);
         stats.samples.fetch_add(1, Ordering::AcqRel);
-        due = now + interval;
+        from = now;
     }
 }
 

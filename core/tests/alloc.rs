@@ -1,6 +1,8 @@
-//! After a policy is built, a call allocates nothing and registers no metric: a counting
-//! global allocator and a counting recorder prove it. (Its own test binary: the
-//! allocator and the recorder are process-wide.)
+//! After a policy is built, a call allocates nothing and registers no metric — on the
+//! success path and on the error paths (the operation's error, an open circuit, a
+//! timeout, retries given up) — except `BudgetExhausted`, which boxes the last error:
+//! one allocation. A counting global allocator and a counting recorder prove it. (Its
+//! own test binary: the allocator and the recorder are process-wide.)
 #![allow(clippy::unwrap_used)]
 // A global allocator can only be written with `unsafe`; this harness delegates to
 // `System` unchanged and only counts. The library itself forbids unsafe code.
@@ -9,6 +11,7 @@
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     future::Future,
+    io,
     pin::pin,
     sync::{
         Arc,
@@ -23,8 +26,8 @@ use metrics::{
     SharedString, Unit,
 };
 use stayfast_core::{
-    CircuitBreaker, Policy,
-    config::{BreakerConfig, RetryConfig},
+    CircuitBreaker, Error, Policy,
+    config::{BreakerConfig, BudgetConfig, RetryConfig},
 };
 
 struct CountingAlloc;
@@ -91,6 +94,20 @@ impl Recorder for CountingRecorder {
     }
 }
 
+/// Allocations made by `n` calls of `call`, after one warm-up call (lazily initialised
+/// statics, if any).
+fn allocations(n: usize, mut call: impl FnMut()) -> usize {
+    call();
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..n {
+        call();
+    }
+    ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+/// One test, so no other test of this binary allocates while it counts: a ready success,
+/// the error paths (the operation's error, a timeout under paused time, an open
+/// circuit), none allocates or registers a metric.
 #[test]
 fn a_call_allocates_nothing_and_registers_no_metric() {
     let recorder: &'static CountingRecorder = Box::leak(Box::default());
@@ -104,24 +121,140 @@ fn a_call_allocates_nothing_and_registers_no_metric() {
         .breaker(breaker)
         .build()
         .unwrap();
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut call = || {
-        let fut = pin!(policy.call(|| async { Ok::<_, std::io::Error>(1u8) }));
-        assert!(matches!(fut.poll(&mut cx), Poll::Ready(Ok(1))));
+    // Every policy is built before counting: building registers its metrics.
+    let open = CircuitBreaker::new("bench.open", &BreakerConfig::default()).unwrap();
+    open.force_open();
+    let rejecting = Policy::builder("bench.rejected").breaker(open).build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let timing_out = runtime.block_on(async {
+        Policy::builder("bench.slow")
+            .timeout(Duration::from_millis(10))
+            .idempotent(true)
+            .build()
+            .unwrap()
+    });
+    let retry = |budget: Option<BudgetConfig>| {
+        let mut r = RetryConfig::default();
+        r.max_attempts = 3;
+        r.min_delay = Duration::from_millis(1);
+        r.max_delay = Duration::from_millis(1);
+        r.jitter = false;
+        r.budget = budget;
+        r
     };
-    call(); // warm up: lazily initialised statics, if any
-    let registered = recorder.registrations.load(Ordering::SeqCst);
+    let (retrying, budgeted) = runtime.block_on(async {
+        let mut none_left = BudgetConfig::default();
+        none_left.ratio = 0.0001; // 1001 calls deposit a tenth of a retry
+        none_left.min_retries = 0;
+        let policy = |name: &'static str, budget| {
+            Policy::builder(name)
+                .retry(&retry(budget))
+                .idempotent(true)
+                .build()
+                .unwrap()
+        };
+        (
+            policy("bench.retried", None),
+            policy("bench.budget", Some(none_left)),
+        )
+    });
+    let mut cx = Context::from_waker(Waker::noop());
+    let registered = {
+        let fut = pin!(policy.call(|| async { Ok::<_, io::Error>(1u8) }));
+        assert!(matches!(fut.poll(&mut cx), Poll::Ready(Ok(1))));
+        recorder.registrations.load(Ordering::SeqCst)
+    };
     let recorded = recorder.cell.0.load(Ordering::SeqCst);
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
-    for _ in 0..1000 {
-        call();
-    }
-    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+
+    let success = allocations(1000, || {
+        let fut = pin!(policy.call(|| async { Ok::<_, io::Error>(1u8) }));
+        assert!(matches!(fut.poll(&mut cx), Poll::Ready(Ok(1))));
+    });
+
+    // The operation's own error, not retried (the caller's mistake): `Error::Inner`.
+    let failure = allocations(1000, || {
+        let fut = pin!(policy.call(|| async { Err::<u8, _>(io::Error::from(io::ErrorKind::NotFound)) }));
+        assert!(matches!(fut.poll(&mut cx), Poll::Ready(Err(Error::Inner { .. }))));
+    });
+
+    // An open circuit: `Error::CircuitOpen`, not attempted.
+    let rejected = allocations(1000, || {
+        let fut = pin!(rejecting.call(|| async { Ok::<_, io::Error>(1u8) }));
+        assert!(matches!(
+            fut.poll(&mut cx),
+            Poll::Ready(Err(Error::CircuitOpen { .. }))
+        ));
+    });
+
+    // A per-attempt timeout under paused time (no retry: one attempt, one timer).
+    let timeout = runtime.block_on(async {
+        // Awaited, so the paused clock jumps to each timer; the runtime's own work
+        // between the calls is counted too.
+        let once = || async {
+            let result = timing_out
+                .call(std::future::pending::<Result<u8, io::Error>>)
+                .await;
+            assert!(matches!(result, Err(Error::Timeout { .. })));
+        };
+        once().await;
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        for _ in 0..1000 {
+            once().await;
+        }
+        ALLOCATIONS.load(Ordering::SeqCst) - before
+    });
+
+    // A transient error retried twice, then given up: three attempts, two backoffs.
+    let retried = runtime.block_on(async {
+        let once = || async {
+            let result = retrying
+                .call(|| async { Err::<u8, _>(io::Error::from(io::ErrorKind::ConnectionRefused)) })
+                .await;
+            assert!(matches!(result, Err(Error::Inner { attempts: 3, .. })));
+        };
+        once().await;
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        for _ in 0..1000 {
+            once().await;
+        }
+        ALLOCATIONS.load(Ordering::SeqCst) - before
+    });
+
+    // The budget refuses the retry: `BudgetExhausted` boxes the last attempt's error
+    // (the enum would otherwise hold itself), one allocation per such call.
+    let exhausted = runtime.block_on(async {
+        let once = || async {
+            let result = budgeted
+                .call(|| async { Err::<u8, _>(io::Error::from(io::ErrorKind::ConnectionRefused)) })
+                .await;
+            assert!(matches!(result, Err(Error::BudgetExhausted { .. })));
+        };
+        once().await;
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        for _ in 0..1000 {
+            once().await;
+        }
+        ALLOCATIONS.load(Ordering::SeqCst) - before
+    });
+
     println!(
-        "1000 calls: {allocations} allocations, {} registrations",
+        "allocations per 1000 calls: success {success}, failure {failure}, rejected {rejected}, \
+         timeout {timeout}, retried {retried}, budget exhausted {exhausted}; {} registrations",
         recorder.registrations.load(Ordering::SeqCst) - registered
     );
-    assert_eq!(allocations, 0, "allocations per 1000 calls");
+    assert_eq!(success, 0, "allocations per 1000 successful calls");
+    assert_eq!(failure, 0, "allocations per 1000 failed calls");
+    assert_eq!(rejected, 0, "allocations per 1000 rejected calls");
+    assert_eq!(timeout, 0, "allocations per 1000 timed-out calls");
+    assert_eq!(retried, 0, "allocations per 1000 retried calls");
+    assert_eq!(
+        exhausted, 1000,
+        "allocations per 1000 budget-exhausted calls (the Box)"
+    );
     assert_eq!(
         recorder.registrations.load(Ordering::SeqCst),
         registered,

@@ -165,3 +165,74 @@ fn defaults_are_valid_and_round_trip_through_toml() {
     let text = toml::to_string(&retry).unwrap();
     assert_eq!(toml::from_str::<RetryConfig>(&text).unwrap(), retry);
 }
+
+/// Issue #12 item 12: one redaction for core and facade. For arbitrary URL shapes
+/// (userinfo `user:pass@`, `:pass@`, a lone `pass@`, none; one or several hosts; a path;
+/// `@` in an ordinary parameter; the password in `password=` / `sentinel_password=`)
+/// the password never appears in the output. Only the password holds upper-case
+/// letters, so no letter of it may appear either, which catches a partial leak.
+mod redaction {
+    use proptest::prelude::*;
+    use stayfast_core::redact_url;
+
+    /// Where the password goes.
+    #[derive(Clone, Debug)]
+    enum Shape {
+        UserPass(String),
+        ColonPass,
+        LonePass,
+        Query { key: &'static str, user: Option<String> },
+    }
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        let user = "[a-z][a-z0-9_]{0,7}";
+        prop_oneof![
+            user.prop_map(Shape::UserPass),
+            Just(Shape::ColonPass),
+            Just(Shape::LonePass),
+            (
+                prop_oneof![Just("password"), Just("sentinel_password")],
+                proptest::option::of(user)
+            )
+                .prop_map(|(key, user)| Shape::Query { key, user }),
+        ]
+    }
+
+    fn hosts() -> impl Strategy<Value = String> {
+        proptest::collection::vec("[a-z][a-z0-9.-]{0,10}(:[0-9]{1,5})?", 1..4).prop_map(|h| h.join(","))
+    }
+
+    proptest! {
+        #[test]
+        fn the_password_never_shows(
+            scheme in prop_oneof![Just("redis"), Just("rediss"), Just("redis-cluster"), Just("redis-sentinel")],
+            shape in shape(),
+            // Raw `/`, `?`, `#`, `@` included: a password pasted unescaped must not end
+            // the hidden part early.
+            password in "[A-Z][A-Z0-9/?#@!$%*.~+-]{0,15}",
+            hosts in hosts(),
+            path in prop_oneof![Just(""), Just("/0"), Just("/mymaster"), Just("/mymaster/2")],
+            before in prop_oneof![Just(""), Just("protocol=resp3&"), Just("client_name=me@x&")],
+            after in prop_oneof![Just(""), Just("&db=1"), Just("&client_name=a@b")],
+        ) {
+            let url = match &shape {
+                Shape::UserPass(user) => format!("{scheme}://{user}:{password}@{hosts}{path}?{before}x=1{after}"),
+                Shape::ColonPass => format!("{scheme}://:{password}@{hosts}{path}"),
+                Shape::LonePass => format!("{scheme}://{password}@{hosts}{path}"),
+                Shape::Query { key, user: Some(user) } => {
+                    format!("{scheme}://{user}@{hosts}{path}?{before}{key}={password}{after}")
+                }
+                Shape::Query { key, user: None } => format!("{scheme}://{hosts}{path}?{before}{key}={password}{after}"),
+            };
+            let shown = redact_url(&url);
+            prop_assert!(!shown.contains(&password), "{url} → {shown}");
+            prop_assert!(!shown.chars().any(|c| c.is_ascii_uppercase()), "{url} → {shown}");
+            prop_assert!(shown.contains("***"), "{url} → {shown}");
+            // Nothing but the password is hidden when no `@` stands in an ordinary
+            // parameter: the hosts are still there to read.
+            if !before.contains('@') && !after.contains('@') {
+                prop_assert!(shown.contains(&hosts), "{url} → {shown}");
+            }
+        }
+    }
+}

@@ -498,6 +498,106 @@ async fn attempt_deadline_is_handed_to_the_operation() {
     );
 }
 
+/// Issue #12 item 6: an attempt cut short by the caller's overall deadline (before its
+/// own timeout) says nothing about the dependency: the breaker does not count it, and a
+/// half-open probe cut that way gives its permit back.
+#[tokio::test(start_paused = true)]
+async fn deadline_cut_attempt_is_not_a_breaker_failure() {
+    let breaker = breaker(1);
+    let policy = Policy::builder("fake.op")
+        .timeout(Duration::from_secs(1))
+        .deadline(Duration::from_millis(100))
+        .idempotent(true)
+        .breaker(breaker.clone())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = policy
+        .call(std::future::pending::<Result<(), Fake>>)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(started.elapsed(), Duration::from_millis(100));
+    assert_eq!(
+        breaker.state(),
+        State::Closed,
+        "the caller's deadline is not the dependency's failure"
+    );
+
+    // The client's own deadline (the one handed in through `Attempt`) passing at the
+    // overall deadline is the same cut.
+    let client_timeout = Policy::builder("fake.op")
+        .timeout(Duration::from_secs(1))
+        .deadline(Duration::from_millis(100))
+        .idempotent(true)
+        .breaker(breaker.clone())
+        .classify(|_: &Fake| stayfast_core::Verdict::timed_out())
+        .build()
+        .unwrap();
+    let err = client_timeout
+        .call_with(|attempt| async move {
+            tokio::time::sleep_until(attempt.deadline.unwrap()).await;
+            Err::<(), _>(Fake::Busy)
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(breaker.state(), State::Closed, "client-side cut at the deadline");
+
+    // Open it, wait for half-open, and let the deadline cut the only probe.
+    let _ = policy.call(|| async { Err::<(), _>(Fake::Busy) }).await;
+    assert_eq!(breaker.state(), State::Open);
+    advance(Duration::from_secs(1)).await;
+    let err = policy
+        .call(std::future::pending::<Result<(), Fake>>)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(
+        breaker.state(),
+        State::HalfOpen,
+        "a probe cut by the deadline neither closes nor reopens"
+    );
+    let ok = policy.call(|| async { Ok::<_, Fake>(7) }).await;
+    assert_eq!(ok.unwrap(), 7, "the probe permit was given back");
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+/// The per-attempt timeout coming first is still the dependency's failure; so is the
+/// deadline when there is no per-attempt timeout (it is then the attempt's only bound,
+/// and a hung dependency must still open the circuit).
+#[tokio::test(start_paused = true)]
+async fn per_attempt_timeout_before_the_deadline_is_a_breaker_failure() {
+    let first = breaker(1);
+    let deadline_only = Policy::builder("fake.op")
+        .deadline(Duration::from_millis(100))
+        .idempotent(true)
+        .breaker(first.clone())
+        .build()
+        .unwrap();
+    let err = deadline_only
+        .call(std::future::pending::<Result<(), Fake>>)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(first.state(), State::Open, "the deadline was the only bound");
+
+    let breaker = breaker(1);
+    let policy = Policy::builder("fake.op")
+        .timeout(Duration::from_millis(100))
+        .deadline(Duration::from_secs(1))
+        .idempotent(true)
+        .breaker(breaker.clone())
+        .build()
+        .unwrap();
+    let err = policy
+        .call(std::future::pending::<Result<(), Fake>>)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(breaker.state(), State::Open);
+}
+
 fn _policy_call_is_a_future(p: &Policy) -> impl Future<Output = Result<u8, Error<Fake>>> {
     p.call(|| async { Ok(1) })
 }

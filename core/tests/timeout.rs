@@ -81,12 +81,25 @@ fn no_timer_is_registered_for_a_future_ready_on_first_poll() {
     assert_eq!(t.poll(&mut cx), Poll::Ready(Ok(5)));
 }
 
-/// The clock starts at the first `Pending`, not at construction.
+/// The clock starts at the first `Pending`, not at construction: 50 ms pass between
+/// building the `Timeout` and its first poll. The inner future's own clock also starts
+/// at its first poll (its sleep is made there), so it finishes 80 ms after that poll,
+/// 130 ms after construction: inside a 100 ms bound counted from the first `Pending`
+/// (150 ms), past one counted from construction (100 ms).
 #[tokio::test(start_paused = true)]
 async fn clock_starts_at_first_pending() {
-    let t = sleep(Duration::from_millis(80)).timeout(Duration::from_millis(100));
+    let built = Instant::now();
+    let t = async { sleep(Duration::from_millis(80)).await }.timeout(Duration::from_millis(100));
     tokio::time::advance(Duration::from_millis(50)).await; // not yet polled: no clock
-    assert!(t.await.is_ok());
+    assert_eq!(t.await, Ok(()), "the bound was counted from construction");
+    assert_eq!(built.elapsed(), Duration::from_millis(130));
+
+    // A future that never finishes times out 100 ms after its first poll.
+    let built = Instant::now();
+    let t = std::future::pending::<()>().timeout(Duration::from_millis(100));
+    tokio::time::advance(Duration::from_millis(50)).await;
+    assert!(t.await.is_err());
+    assert_eq!(built.elapsed(), Duration::from_millis(150));
 }
 
 #[tokio::test(start_paused = true)]

@@ -37,3 +37,25 @@ async fn watchdog_catches_a_blocking_task_and_is_quiet_otherwise() {
         "missed the blocking task: {caught:?}"
     );
 }
+
+/// Issue #12 item 10a: an extreme interval is accepted and never panics in the task
+/// (`Instant + Duration::MAX` overflowed there); it simply never comes due.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_interval_past_the_end_of_time_does_not_panic() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    for interval in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        let watchdog = LagWatchdog::start(interval).unwrap();
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(3600)).await;
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            metrics.num_alive_tasks(),
+            1,
+            "the watchdog task with interval {interval:?} died (panicked?)"
+        );
+        assert_eq!(watchdog.samples(), 0);
+        drop(watchdog);
+        tokio::task::yield_now().await;
+    }
+}

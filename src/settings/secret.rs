@@ -167,14 +167,15 @@ impl RedisUrl {
         self.0.expose()
     }
 
-    /// The URL with its credentials' password replaced by `***`.
+    /// The URL with its credentials' password, and any secret query parameter, replaced
+    /// by `***` ([`stayfast_core::redact_url`]).
     ///
     /// ```
     /// let url = stayfast::settings::RedisUrl::new("rediss://:pw/with?odd#chars@cache:6380");
     /// assert_eq!(url.redacted(), "rediss://:***@cache:6380");
     /// ```
     pub fn redacted(&self) -> String {
-        redact(self.expose())
+        stayfast_core::redact_url(self.expose())
     }
 }
 
@@ -193,49 +194,5 @@ impl fmt::Debug for RedisUrl {
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
-    }
-}
-
-/// Everything before the *last* `@` is credentials, wherever the first `/`, `?` or `#`
-/// is: a password with an unescaped `/` or `?` must not escape redaction by ending the
-/// authority early (an `@` later in a path only makes the redaction wider, never
-/// narrower). The user name is kept when a `:` separates it from the password; a lone
-/// credential may be a password, so it is hidden whole.
-fn redact(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (format!("{scheme}://"), rest),
-        None => (String::new(), url),
-    };
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}{user}:***@{host}"),
-        None => format!("{scheme}***@{host}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redaction_hides_every_password_shape() {
-        for (url, shown) in [
-            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
-            ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
-            ("redis://u:pw@h", "redis://u:***@h"),
-            ("redis://u:p@w@h", "redis://u:***@h"),
-            ("redis://:p/w@h/2", "redis://:***@h/2"),
-            ("redis://:p?w#x@h", "redis://:***@h"),
-            ("redis://token@h", "redis://***@h"),
-            ("u:pw@h", "u:***@h"),
-            (
-                "redis-sentinel://:pw@s1:26379/0?sentinelServiceName=m",
-                "redis-sentinel://:***@s1:26379/0?sentinelServiceName=m",
-            ),
-        ] {
-            assert_eq!(redact(url), shown, "{url}");
-        }
     }
 }

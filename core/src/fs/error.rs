@@ -88,7 +88,7 @@ impl Step {
 ///
 /// let e = FsError::new("/data/t.jsonl", Step::Write, io::Error::from(io::ErrorKind::StorageFull));
 /// assert!(e.is_no_space());
-/// assert_eq!(e.to_string(), "write /data/t.jsonl: no storage space");
+/// assert_eq!(e.to_string(), "write /data/t.jsonl"); // the io error is its `source()`
 /// ```
 #[derive(Debug)]
 pub struct FsError {
@@ -103,7 +103,7 @@ impl FsError {
     /// ```
     /// use stayfast_core::{Classify, Retryable, fs::{FsError, Step}};
     /// let e = FsError::new("/data/state.json", Step::SyncTemp, std::io::Error::other("EIO"));
-    /// assert_eq!(e.to_string(), "fsync temp file /data/state.json: EIO");
+    /// assert_eq!(e.to_string(), "fsync temp file /data/state.json");
     /// assert_eq!(e.classify().retry, Retryable::No); // a failed fsync is never retried
     /// ```
     pub fn new(path: impl Into<PathBuf>, step: Step, source: io::Error) -> Self {
@@ -198,15 +198,11 @@ impl FsError {
     }
 }
 
+/// The step and the path only: the io error is the [`source`](std::error::Error::source),
+/// so a report that walks the chain prints it once.
 impl fmt::Display for FsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.step.as_str(),
-            self.path.display(),
-            self.source
-        )
+        write!(f, "{} {}", self.step.as_str(), self.path.display())
     }
 }
 

@@ -64,10 +64,12 @@ impl<E: fmt::Display> fmt::Display for OffloadError<E> {
     }
 }
 
+/// `Failed` is transparent: it shows the closure's error and passes on *its* source, so
+/// the closure's error is printed once in a report that walks the chain.
 impl<E: std::error::Error + 'static> std::error::Error for OffloadError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            OffloadError::Failed(e) => Some(e),
+            OffloadError::Failed(e) => e.source(),
             _ => None,
         }
     }

@@ -98,6 +98,12 @@ where
             .timeout
             .and_then(|t| clock::deadline_after(attempt_start, t));
         let deadline = clock::earliest(per_attempt, overall);
+        // The caller's budget cut this attempt short, not the dependency: when the
+        // overall deadline comes strictly before the attempt's own timeout, running
+        // into it says nothing about the dependency's health. Without a per-attempt
+        // timeout the deadline is the attempt's only bound, and it counts: else a
+        // dependency that hangs every call would never open the circuit.
+        let cut_by_caller = per_attempt.is_some() && deadline != per_attempt;
         // NOTE: the attempt's future is pinned where it is made and the bound only
         // borrows it: futures of clients like fred run to kilobytes, and moving one
         // into a wrapper by value cost a memcpy per call.
@@ -112,12 +118,7 @@ where
             ));
             match deadline {
                 Some(at) => {
-                    let bound = if deadline == per_attempt {
-                        inner.timeout
-                    } else {
-                        inner.deadline
-                    };
-                    let bound = bound.unwrap_or_default();
+                    let bound = attempt_bound(inner, per_attempt, deadline);
                     match &inner.backstop {
                         Some(backstop) => backstop.guard(future, at, bound).await,
                         None => Timeout::at(future, at, bound).await,
@@ -133,14 +134,25 @@ where
             }
             Ok(Err(source)) => {
                 let verdict = inner.classifier.verdict(&source);
-                settle(permit, verdict.health, attempt_start);
+                let health = if verdict.timed_out && cut_by_caller {
+                    Health::Ignore
+                } else {
+                    verdict.health
+                };
+                settle(permit, health, attempt_start);
                 let operation = inner.operation.clone();
                 let error = if verdict.timed_out {
                     // The client's own deadline (handed in through `Attempt`) passed:
                     // the same outcome as our timer.
                     Error::Timeout {
                         operation,
-                        after: attempt_bound(inner, per_attempt, deadline),
+                        // With no deadline handed in, the client timed out by its own
+                        // setting, unknown here: report how long the attempt ran rather
+                        // than a bound of zero.
+                        after: match deadline {
+                            Some(_) => attempt_bound(inner, per_attempt, deadline),
+                            None => attempt_start.elapsed(),
+                        },
                     }
                 } else {
                     Error::Inner {
@@ -152,7 +164,12 @@ where
                 (error, verdict)
             }
             Err(elapsed) => {
-                settle(permit, Health::Failure, attempt_start);
+                let health = if cut_by_caller {
+                    Health::Ignore
+                } else {
+                    Health::Failure
+                };
+                settle(permit, health, attempt_start);
                 let error = Error::Timeout {
                     operation: inner.operation.clone(),
                     after: elapsed.after(),
@@ -168,6 +185,8 @@ where
             Retryable::IfIdempotent if !inner.idempotent => {
                 return Err(Error::OutcomeUnknown {
                     operation: inner.operation.clone(),
+                    // The bound it timed out at, kept for the message and `timed_out`.
+                    after: error.timed_out_after(),
                 });
             }
             Retryable::IfIdempotent | Retryable::Yes => None,

@@ -216,7 +216,7 @@ impl RedisConfig {
         self.breaker.validate().map_err(|e| e.prefixed("breaker"))
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with any password replaced by `***` (see [`redact_url`](crate::redact_url)).
     ///
     /// ```
     /// let mut c = stayfast_core::redis::RedisConfig::default();
@@ -224,23 +224,8 @@ impl RedisConfig {
     /// assert_eq!(c.redacted_url(), "redis://app:***@db:6379/1");
     /// ```
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        crate::redact_url(&self.url)
     }
-}
-
-/// `scheme://user:***@rest` for a URL with credentials; anything else unchanged.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<invalid url>".into();
-    };
-    // The *last* `@` ends the credentials: a password may hold a raw `/`, `?`, `#` or
-    // `@` that a stricter split would leave in the output. (An `@` only in the path
-    // over-redacts, which is harmless.)
-    let Some((credentials, after)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    let user = credentials.split([':', '/', '?', '#']).next().unwrap_or_default();
-    format!("{scheme}://{user}:***@{after}")
 }
 
 impl fmt::Debug for RedisConfig {
@@ -310,6 +295,8 @@ mod tests {
             "redis://u:p?w0rd@h/1",
             "redis://u:p#w0rd@h",
             "redis://u:p@w0rd@h",
+            "redis://w0rd@h",
+            "redis://h/0?sentinel_password=w0rd",
         ] {
             let config = RedisConfig {
                 url: url.into(),
