@@ -1,7 +1,7 @@
 //! The one error type of the stores.
 
 use stayfast_core::{
-    Error, Outcome,
+    Error, Outcome, ToOutcome,
     config::ConfigError,
     fs::{FsError, ReadLogError},
     redis::RedisError,
@@ -120,6 +120,20 @@ impl StoreError {
             StoreError::ReadLog(e) => e.outcome(),
             _ => Outcome::Failure,
         }
+    }
+}
+
+/// So a background task returning a `StoreError` is counted by what it says (work
+/// refused by an open circuit is `rejected`, not `failure`): [`StoreError::outcome`].
+///
+/// ```
+/// use stayfast::{Outcome, StoreError, ToOutcome};
+/// let e = StoreError::RedisDisabled { what: "cache" };
+/// assert_eq!(ToOutcome::outcome(&e), Outcome::Failure);
+/// ```
+impl ToOutcome for StoreError {
+    fn outcome(&self) -> Outcome {
+        StoreError::outcome(self)
     }
 }
 

@@ -1,17 +1,8 @@
 //! [`FireAndForget`]: background work that never blocks the caller.
 
-use std::{
-    any::Any,
-    fmt,
-    future::Future,
-    panic::AssertUnwindSafe,
-    pin::pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+mod admission;
+
+use std::{any::Any, fmt, future::Future, panic::AssertUnwindSafe, pin::pin, sync::Arc, time::Duration};
 
 use futures_util::{
     FutureExt,
@@ -25,8 +16,9 @@ use tokio::{
     time::{Instant, timeout, timeout_at},
 };
 
+use self::admission::Admission;
 use crate::{
-    Name, clock,
+    Name, Outcome, ToOutcome, clock,
     config::{ConfigError, at_least_one, duration, positive},
     telemetry::{BACKGROUND_IN_FLIGHT, BACKGROUND_TASKS_TOTAL, DEFAULT_PREFIX, metric_name},
 };
@@ -100,23 +92,49 @@ pub enum TaskOutcome {
     Failure,
     /// It outlived the task timeout and was dropped.
     Timeout,
-    /// It was never started: the spawner was at its bound or shut down.
+    /// It was never started: the spawner was at its bound or shut down. Or it ran and
+    /// returned an error saying its work was shed by a full bulkhead (an error whose
+    /// [`ToOutcome::outcome`] is [`Outcome::Shed`]).
     Shed,
     /// It panicked (the panic was caught, logged and counted).
     Panicked,
     /// It was still running when `shutdown`'s grace period ended, and was dropped.
     Aborted,
+    /// It returned an error saying its work was refused by an open circuit (an error
+    /// whose [`ToOutcome::outcome`] is [`Outcome::Rejected`]). Not a failure: the
+    /// circuit is open because of failures already counted where they happened, and
+    /// counting every refused task again would page on each second of an outage.
+    Rejected,
 }
 
 impl TaskOutcome {
-    const ALL: [TaskOutcome; 6] = [
+    const ALL: [TaskOutcome; 7] = [
         TaskOutcome::Success,
         TaskOutcome::Failure,
         TaskOutcome::Timeout,
         TaskOutcome::Shed,
         TaskOutcome::Panicked,
         TaskOutcome::Aborted,
+        TaskOutcome::Rejected,
     ];
+
+    /// The outcome of a task that returned `error`: refused work (an open circuit, a
+    /// full bulkhead) as such, any other error a failure.
+    ///
+    /// ```
+    /// use stayfast_core::{Error, Name, TaskOutcome};
+    /// let open: Error<std::io::Error> = Error::CircuitOpen { target: Name::from("redis"), retry_after: std::time::Duration::from_secs(1) };
+    /// assert_eq!(TaskOutcome::of_error(&open), TaskOutcome::Rejected);
+    /// let io = std::io::Error::other("disk on fire");
+    /// assert_eq!(TaskOutcome::of_error(&io), TaskOutcome::Failure);
+    /// ```
+    pub fn of_error<E: ToOutcome + ?Sized>(error: &E) -> Self {
+        match error.outcome() {
+            Outcome::Rejected => TaskOutcome::Rejected,
+            Outcome::Shed => TaskOutcome::Shed,
+            _ => TaskOutcome::Failure,
+        }
+    }
 
     /// The label value.
     ///
@@ -131,6 +149,7 @@ impl TaskOutcome {
             TaskOutcome::Shed => "shed",
             TaskOutcome::Panicked => "panicked",
             TaskOutcome::Aborted => "aborted",
+            TaskOutcome::Rejected => "rejected",
         }
     }
 }
@@ -189,7 +208,9 @@ pub struct ShutdownReport {
 /// and counted), never queued without bound. Each task is bounded by `task_timeout`;
 /// its error or panic is caught, logged through `tracing` (target
 /// `stayfast::background`) and counted in `stayfast_background_tasks_total{spawner,
-/// outcome}`; `stayfast_background_in_flight{spawner}` shows the current load.
+/// outcome}` ([`TaskOutcome`]: an error saying the work was refused, by an open circuit
+/// or a full bulkhead, counts as `rejected` or `shed`, not `failure`);
+/// `stayfast_background_in_flight{spawner}` shows the current load.
 /// [`shutdown`](Self::shutdown) stops new work, lets running tasks finish for a grace
 /// period, then drops the rest and reports how many. Cheap to clone.
 ///
@@ -222,10 +243,10 @@ pub struct FireAndForget {
 struct Inner {
     name: Name,
     runtime: Handle,
-    capacity: usize,
+    capacity: u32,
     task_timeout: Option<Duration>,
-    in_flight: AtomicUsize,
-    closed: AtomicBool,
+    /// The closed flag and the in-flight count, changed together.
+    admission: Admission,
     /// Signalled whenever a task finishes, so `shutdown` can wait for the count to drop.
     finished: Notify,
     /// Set to `true` when the grace period is over: running tasks drop themselves.
@@ -280,10 +301,9 @@ impl FireAndForget {
         Ok(Self {
             inner: Arc::new(Inner {
                 runtime,
-                capacity: config.max_in_flight as usize,
+                capacity: config.max_in_flight,
                 task_timeout: config.task_timeout,
-                in_flight: AtomicUsize::new(0),
-                closed: AtomicBool::new(false),
+                admission: Admission::new(config.max_in_flight),
                 finished: Notify::new(),
                 abort: watch::Sender::new(false),
                 gauge: gauge!(metric_name(prefix, BACKGROUND_IN_FLIGHT), "spawner" => label.clone()),
@@ -303,7 +323,7 @@ impl FireAndForget {
     /// # }
     /// ```
     pub fn in_flight(&self) -> usize {
-        self.inner.in_flight.load(Ordering::Acquire)
+        self.inner.admission.in_flight()
     }
 
     /// Starts `task` in the background, named `task_name` in logs. Returns at once.
@@ -327,21 +347,12 @@ impl FireAndForget {
     pub fn spawn<F, E>(&self, task_name: &'static str, task: F) -> Result<(), SpawnError>
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
-        E: fmt::Display + Send + 'static,
+        E: fmt::Display + ToOutcome + Send + 'static,
     {
         let inner = &*self.inner;
-        if inner.closed.load(Ordering::Acquire) {
+        if let Err(refused) = inner.admission.try_reserve() {
             inner.count(TaskOutcome::Shed);
-            return Err(SpawnError::ShutDown);
-        }
-        let reserved = inner
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < inner.capacity).then_some(n + 1)
-            });
-        if reserved.is_err() {
-            inner.count(TaskOutcome::Shed);
-            return Err(SpawnError::Shed);
+            return Err(refused);
         }
         inner.gauge.increment(1.0);
         let slot = Slot(Arc::clone(&self.inner));
@@ -352,10 +363,18 @@ impl FireAndForget {
             let aborted = abort.wait_for(|abort| *abort);
             let outcome = match select(pin!(work), pin!(aborted)).await {
                 Either::Left((Ok(Some(Ok(()))), _)) => TaskOutcome::Success,
-                Either::Left((Ok(Some(Err(e))), _)) => {
-                    tracing::warn!(target: "stayfast::background", spawner = %inner.name, task = task_name, error = %e, "background task failed");
-                    TaskOutcome::Failure
-                }
+                Either::Left((Ok(Some(Err(e))), _)) => match TaskOutcome::of_error(&e) {
+                    TaskOutcome::Failure => {
+                        tracing::warn!(target: "stayfast::background", spawner = %inner.name, task = task_name, error = %e, "background task failed");
+                        TaskOutcome::Failure
+                    }
+                    // Refused work comes by the thousand in an outage; the breaker and
+                    // bulkhead log their own state changes.
+                    refused => {
+                        tracing::debug!(target: "stayfast::background", spawner = %inner.name, task = task_name, error = %e, "background task's work refused");
+                        refused
+                    }
+                },
                 Either::Left((Ok(None), _)) => {
                     tracing::warn!(target: "stayfast::background", spawner = %inner.name, task = task_name, timeout = ?inner.task_timeout, "background task timed out");
                     TaskOutcome::Timeout
@@ -377,6 +396,13 @@ impl FireAndForget {
 
     /// Stops accepting work, waits up to `grace` for running tasks, then drops the rest.
     ///
+    /// Every task accepted by [`spawn`](Self::spawn) before this was called is counted
+    /// and waited for; every later `spawn` is refused. It returns within `grace` plus a
+    /// tenth of it (at most 1 s more): that margin lets the dropped tasks unwind and
+    /// count themselves, and only runs out when a task is blocked inside a poll
+    /// (blocking code on an async worker), which nothing can stop; such a task is
+    /// logged and still counts in [`in_flight`](Self::in_flight).
+    ///
     /// Calling it again (or from a clone) waits for what is left.
     ///
     /// ```
@@ -391,8 +417,7 @@ impl FireAndForget {
     /// ```
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let inner = &*self.inner;
-        inner.closed.store(true, Ordering::Release);
-        let in_flight = self.in_flight();
+        let in_flight = inner.admission.close();
         let drained = match clock::deadline_after(Instant::now(), grace) {
             Some(deadline) => timeout_at(deadline, inner.drained()).await.is_ok(),
             None => {
@@ -404,9 +429,13 @@ impl FireAndForget {
         if !drained {
             aborted = self.in_flight();
             inner.abort.send_replace(true);
-            // Aborted tasks stop at their next poll; a task stuck in blocking code cannot
-            // be stopped, so do not wait on it forever.
-            let _ = timeout(Duration::from_secs(1), inner.drained()).await;
+            // An aborted task stops at its next poll, then counts itself and frees its
+            // slot: wait for that, so the metrics and `in_flight` agree with the report
+            // when this returns. A task blocked inside a poll (blocking code on an async
+            // worker) cannot be stopped at all: the wait is bounded by the grace.
+            if timeout(unwind_time(grace), inner.drained()).await.is_err() {
+                tracing::warn!(target: "stayfast::background", spawner = %inner.name, stuck = self.in_flight(), "background tasks did not stop when aborted: blocked inside a poll");
+            }
         }
         ShutdownReport { in_flight, aborted }
     }
@@ -423,7 +452,7 @@ impl Inner {
             let finished = self.finished.notified();
             let mut finished = pin!(finished);
             finished.as_mut().enable();
-            if self.in_flight.load(Ordering::Acquire) == 0 {
+            if self.admission.in_flight() == 0 {
                 return;
             }
             finished.await;
@@ -437,10 +466,21 @@ struct Slot(Arc<Inner>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.admission.release();
         self.0.gauge.decrement(1.0);
         self.0.finished.notify_waiters();
     }
+}
+
+/// The longest [`FireAndForget::shutdown`] waits, after its grace period, for the
+/// tasks it aborted to unwind: a tenth of the grace, at most this.
+const MAX_UNWIND: Duration = Duration::from_secs(1);
+
+/// How long `shutdown(grace)` waits for aborted tasks to unwind: a tenth of `grace`, at
+/// most [`MAX_UNWIND`]. Unwinding takes one poll, so this only runs out for a task
+/// blocked inside a poll, which nothing can stop.
+fn unwind_time(grace: Duration) -> Duration {
+    (grace / 10).min(MAX_UNWIND)
 }
 
 /// `task`, bounded by `limit`: `None` when it timed out.
@@ -466,7 +506,7 @@ impl fmt::Debug for FireAndForget {
             .field("in_flight", &self.in_flight())
             .field("capacity", &self.inner.capacity)
             .field("task_timeout", &self.inner.task_timeout)
-            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .field("closed", &self.inner.admission.is_closed())
             .finish_non_exhaustive()
     }
 }

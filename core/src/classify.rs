@@ -128,7 +128,7 @@ impl Verdict {
     }
 
     /// Will not get better by retrying, and the dependency is unhealthy (`NOAUTH`,
-    /// `OOM`, disk full).
+    /// disk full).
     ///
     /// ```
     /// # use stayfast_core::{Retryable, Verdict};
@@ -136,6 +136,21 @@ impl Verdict {
     /// ```
     pub const fn permanent() -> Self {
         Self::new(Retryable::No, Health::Failure)
+    }
+
+    /// The dependency refuses this kind of request, and will keep refusing it, while it
+    /// serves others: Redis's `OOM` (writes refused at `maxmemory`; reads still work)
+    /// or `NOPERM` (a right the ACL user lacks). Not retried, and ignored by the
+    /// breaker, so that refused writes never open a circuit the reads share; alert on
+    /// the calls' `failure` outcome instead.
+    ///
+    /// ```
+    /// # use stayfast_core::{Health, Retryable, Verdict};
+    /// let v = Verdict::refused();
+    /// assert_eq!((v.retry, v.health), (Retryable::No, Health::Ignore));
+    /// ```
+    pub const fn refused() -> Self {
+        Self::new(Retryable::No, Health::Ignore)
     }
 
     /// The caller's mistake (`WRONGTYPE`, not found, bad argument): not retried, and the

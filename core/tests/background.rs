@@ -127,3 +127,99 @@ async fn shutdown_drains_running_tasks_then_refuses_new_ones() {
     );
     assert_eq!(s.spawn("late", async { ok() }), Err(SpawnError::ShutDown));
 }
+
+/// Issue #12 item 10b: past its grace, `shutdown` waits for the tasks it aborted only
+/// a tenth of the grace, not a fixed second. The task here blocks its worker thread
+/// inside a poll (a channel `recv`), so abort cannot reach it: it runs on a runtime of
+/// its own, while `shutdown` runs under paused time on another, so the figure is exact.
+#[test]
+fn shutdown_returns_within_its_grace_when_a_task_cannot_be_aborted() {
+    let tasks = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = {
+        let _in_tasks = tasks.enter();
+        spawner(4, None)
+    };
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    s.spawn("blocked", async move {
+        started_tx.send(()).unwrap();
+        // Blocking inside the poll, as a blocking library call on an async worker would.
+        let _ = release_rx.recv();
+        ok()
+    })
+    .unwrap();
+    started_rx.recv().unwrap();
+
+    let paused = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let grace = Duration::from_millis(200);
+    let (elapsed, report) = paused.block_on(async {
+        let start = tokio::time::Instant::now();
+        let report = s.shutdown(grace).await;
+        (start.elapsed(), report)
+    });
+    assert_eq!((report.in_flight, report.aborted), (1, 1));
+    assert_eq!(
+        elapsed,
+        grace + grace / 10,
+        "shutdown waits its grace, then a tenth of it for aborted tasks to unwind"
+    );
+    assert_eq!(s.in_flight(), 1, "the blocked task still holds its slot");
+    release_tx.send(()).unwrap();
+    // Drained on the tasks' own (real-time) runtime: the paused one would jump past
+    // the grace at once, not knowing another runtime is about to finish the task.
+    let report = tasks.block_on(s.shutdown(Duration::from_secs(10)));
+    assert_eq!((report.in_flight, report.aborted), (1, 0));
+    assert_eq!(s.in_flight(), 0);
+}
+
+/// Issue #12 item 20: work refused by an open circuit or a full bulkhead is not a
+/// failure of the task: counted `rejected` and `shed`, never `failure`.
+#[tokio::test(start_paused = true)]
+async fn refused_work_counts_as_rejected_or_shed_not_failure() {
+    use stayfast_core::{Error, Name};
+
+    let recorder = DebuggingRecorder::new();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let s = spawner(10, None);
+    for _ in 0..3 {
+        s.spawn("push", async {
+            Err::<(), _>(Error::<std::io::Error>::CircuitOpen {
+                target: Name::from("redis.main"),
+                retry_after: Duration::from_secs(5),
+            })
+        })
+        .unwrap();
+    }
+    s.spawn("push", async {
+        Err::<(), _>(Error::<std::io::Error>::Shed {
+            target: Name::from("redis.main"),
+        })
+    })
+    .unwrap();
+    s.spawn("push", async {
+        Err::<(), _>(Error::Inner {
+            operation: Name::from("redis.push"),
+            source: std::io::Error::other("connection reset"),
+            attempts: 1,
+        })
+    })
+    .unwrap();
+    let report = s.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.aborted, 0);
+    assert_eq!(
+        outcomes(&recorder),
+        [
+            ("failure".to_owned(), 1),
+            ("rejected".to_owned(), 3),
+            ("shed".to_owned(), 1)
+        ]
+    );
+}

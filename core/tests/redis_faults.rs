@@ -488,6 +488,71 @@ async fn c5_oom_is_typed_and_not_retried() {
     redis.set("new", "x", None).await.unwrap();
 }
 
+/// Sends `writes` SETs that Redis refuses, each refused with a reply starting with
+/// `reply` and sent once; then a GET must still be served: the refusals did not open
+/// the breaker that reads share.
+async fn refused_writes_leave_reads_working(redis: &Redis, writes: usize, reply: &str) {
+    for n in 0..writes {
+        let err = redis.set("refused", "x", None).await.unwrap_err();
+        assert!(
+            err.inner().is_some_and(|e| e.details().starts_with(reply)),
+            "write #{n} was not refused with {reply} but ended as {}: {err}",
+            kind(&err)
+        );
+        assert_eq!(err.attempts(), Some(1), "{reply} was retried: {err}");
+    }
+    assert_eq!(
+        redis.breaker().state(),
+        State::Closed,
+        "{writes} refused writes opened the breaker"
+    );
+    assert_eq!(
+        redis.get::<Option<String>>("keep").await.unwrap().as_deref(),
+        Some("1")
+    );
+}
+
+/// Issue #12 item 13: OOM is Redis refusing writes while it serves reads. More OOM
+/// writes than the breaker's consecutive-failure threshold leave it closed, and reads
+/// keep working.
+#[tokio::test]
+async fn c5_oom_writes_past_the_breaker_threshold_leave_reads_working() {
+    let _serial = SERIAL.lock().await;
+    let server = RedisServer::start().await.unwrap();
+    let c = config(&server.url(), 1000);
+    let threshold = c.breaker.consecutive_failures.unwrap() as usize;
+    let redis = Redis::connect(&c).await.unwrap();
+    redis.set("keep", "1", None).await.unwrap();
+    server
+        .command(&["CONFIG", "SET", "maxmemory", "1"])
+        .await
+        .unwrap();
+    refused_writes_leave_reads_working(&redis, 2 * threshold + 1, "OOM").await;
+}
+
+/// Issue #12 item 13: NOPERM is a permanent configuration error (the ACL user lacks a
+/// right), not an unhealthy Redis: more NOPERM writes than the breaker's threshold leave
+/// it closed, and reads keep working.
+#[tokio::test]
+async fn noperm_writes_past_the_breaker_threshold_leave_reads_working() {
+    let _serial = SERIAL.lock().await;
+    let server = RedisServer::start().await.unwrap();
+    server.command(&["SET", "keep", "1"]).await.unwrap();
+    // A user that may read every key but not SET.
+    assert_eq!(
+        server
+            .command(&["ACL", "SETUSER", "reader", "on", ">secret", "~*", "+@all", "-set"])
+            .await
+            .unwrap(),
+        Reply::Simple("OK".into())
+    );
+    let url = server.url().replacen("redis://", "redis://reader:secret@", 1);
+    let c = config(&url, 1000);
+    let threshold = c.breaker.consecutive_failures.unwrap() as usize;
+    let redis = Redis::connect(&c).await.unwrap();
+    refused_writes_leave_reads_working(&redis, 2 * threshold + 1, "NOPERM").await;
+}
+
 // ---------------------------------------------------------------------------------------
 // C6
 // ---------------------------------------------------------------------------------------

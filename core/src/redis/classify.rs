@@ -10,16 +10,26 @@ const TRANSIENT_REPLIES: [&str; 5] = ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN
 /// for one it wrote and had to give up on after reconnecting.
 const NOT_SENT: &str = "Failed to route command.";
 const WRITTEN_THEN_LOST: &str = "Too many failed write attempts.";
-/// Server error prefixes that mean "Redis refuses, and will keep refusing".
-const REFUSING_REPLIES: [&str; 4] = ["OOM", "NOAUTH", "WRONGPASS", "NOPERM"];
+/// Server error prefixes that mean "Redis refuses this connection, and will keep
+/// refusing": every command fails alike, so they open the breaker.
+const AUTH_REPLIES: [&str; 2] = ["NOAUTH", "WRONGPASS"];
+/// Server error prefixes that mean "Redis refuses this kind of command" while it
+/// serves others: `OOM` refuses writes while reads work (a server state), `NOPERM`
+/// refuses what the ACL user lacks a right to (a configuration error). Not retried,
+/// and ignored by the breaker: the one breaker every store's reads share must not
+/// open because writes are refused (issue #12 item 13).
+const REFUSED_COMMAND_REPLIES: [&str; 2] = ["OOM", "NOPERM"];
 
 /// DESIGN.md's table. Transient: a command that was certainly not applied (`Canceled`
 /// by `fail_fast`, `Backpressure`, routing changes, fred's "Failed to route command.", `LOADING`/`BUSY`/`TRYAGAIN`/
 /// `MASTERDOWN`/`READONLY`). Indeterminate: an `IO` error (the connection dropped, maybe
 /// after the command was written). A `Timeout` is fred's own deadline — the one handed
 /// in through [`Attempt::deadline`](crate::Attempt::deadline) — reported as a timeout.
-/// Not retried but unhealthy: `Auth`, `NOAUTH`/`WRONGPASS`/`NOPERM`, `OOM`, TLS and
-/// protocol failures. The caller's mistakes, ignored by the breaker: `WRONGTYPE` (an
+/// Not retried but unhealthy: `Auth`, `NOAUTH`/`WRONGPASS`, TLS and protocol
+/// failures. Refused commands, not retried and ignored by the breaker
+/// ([`Verdict::refused`]): `OOM` (writes refused at `maxmemory`, reads still served)
+/// and `NOPERM` (a right the ACL user lacks) — this departs from DESIGN.md's table,
+/// which lists `OOM` as a failure. The caller's mistakes, ignored by the breaker: `WRONGTYPE` (an
 /// `InvalidArgument`), parse and not-found errors, other `ERR` replies. A BLPOP-style
 /// nil timeout also arrives as `Timeout`: give such an operation its own classifier
 /// ([`Verdict::expected`]).
@@ -38,7 +48,8 @@ impl Classify for FredError {
             ErrorKind::Unknown if self.details() == NOT_SENT => Verdict::transient(),
             ErrorKind::Unknown if self.details() == WRITTEN_THEN_LOST => Verdict::indeterminate(),
             ErrorKind::Unknown if reply_starts(&TRANSIENT_REPLIES) => Verdict::transient(),
-            ErrorKind::Unknown if reply_starts(&REFUSING_REPLIES) => Verdict::permanent(),
+            ErrorKind::Unknown if reply_starts(&REFUSED_COMMAND_REPLIES) => Verdict::refused(),
+            ErrorKind::Unknown if reply_starts(&AUTH_REPLIES) => Verdict::permanent(),
             ErrorKind::Unknown if self.details().starts_with("ERR") => Verdict::caller_error(),
             ErrorKind::Unknown => Verdict::permanent(),
             ErrorKind::InvalidArgument
@@ -113,12 +124,12 @@ mod tests {
             (
                 ErrorKind::Unknown,
                 "NOPERM this user has no permissions",
-                Verdict::permanent(),
+                Verdict::refused(),
             ),
             (
                 ErrorKind::Unknown,
                 "OOM command not allowed when used memory > 'maxmemory'.",
-                Verdict::permanent(),
+                Verdict::refused(),
             ),
             (
                 ErrorKind::InvalidArgument,
