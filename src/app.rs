@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use stayfast_core::{
-    FireAndForget, LagWatchdog, ShutdownReport,
+    ErrorChain, FireAndForget, LagWatchdog, ShutdownReport,
     config::ConfigError,
     redis::{Redis, RedisConfig},
 };
@@ -37,13 +37,13 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The Prometheus exporter could not be installed.
-    #[error("metrics: {0}")]
+    #[error("metrics")]
     Telemetry(#[from] TelemetryError),
     /// A store could not be opened (the transcript directory, say).
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The [`blocking`](crate::blocking) API's runtime could not start its threads.
-    #[error("cannot start the blocking API's runtime: {0}")]
+    #[error("cannot start the blocking API's runtime")]
     Runtime(#[source] std::io::Error),
 }
 
@@ -273,7 +273,7 @@ impl Stayfast {
             match tokio::time::timeout(grace, self.transcripts.flush()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(target: "stayfast", error = %e, "could not flush transcripts at shutdown");
+                    tracing::warn!(target: "stayfast", error = %ErrorChain(&e), "could not flush transcripts at shutdown");
                 }
                 Err(_) => {
                     tracing::warn!(target: "stayfast", ?grace, "transcript flush did not finish within the grace");

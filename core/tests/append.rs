@@ -503,10 +503,8 @@ async fn a_failed_rollback_is_reported_and_the_next_append_cuts_its_leftover() {
     let err = log.append(&path, record(3)).await.unwrap_err();
     let fs_err = err.inner().unwrap();
     assert_eq!(fs_err.step(), Step::Rollback, "{err}");
-    assert!(
-        fs_err.to_string().contains("short write"),
-        "names the first failure: {fs_err}"
-    );
+    let chain = stayfast_core::ErrorChain(fs_err).to_string();
+    assert!(chain.contains("short write"), "names the first failure: {chain}");
     assert_ne!(
         fs::read(&path).unwrap().last(),
         Some(&b'\n'),

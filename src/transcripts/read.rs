@@ -1,7 +1,7 @@
 //! The read path: `history` from the Redis window, else from the file's end, else the
 //! whole file; never an error for a slow or unavailable dependency.
 
-use stayfast_core::{FallbackReason, Outcome};
+use stayfast_core::{ErrorChain, FallbackReason, Outcome};
 
 use super::{
     Inner, TranscriptStore,
@@ -102,7 +102,7 @@ impl TranscriptStore {
                     // deleted session's, left by a late write): the file answers.
                     Ok(_) => window_stale = true,
                     Err(e) => {
-                        tracing::debug!(target: "stayfast::transcripts", error = %e, "Redis window unavailable; reading the file");
+                        tracing::debug!(target: "stayfast::transcripts", error = %ErrorChain(&e), "Redis window unavailable; reading the file");
                         redis_failed = Some(FallbackReason::of(&e));
                     }
                 }
@@ -117,7 +117,7 @@ impl TranscriptStore {
             // The file is slow or its circuit open: say so, and serve nothing rather
             // than fail the caller (who can still answer without the history).
             Err(StoreError::ReadLog(e)) if !e.is_inner() => {
-                tracing::warn!(target: "stayfast::transcripts", error = %e, "transcript unreadable in time; serving an empty history");
+                tracing::warn!(target: "stayfast::transcripts", error = %ErrorChain(&e), "transcript unreadable in time; serving an empty history");
                 let reason = Some(Degradation::FileUnavailable(FallbackReason::of(&e)));
                 return Ok(History::new(Vec::new(), HistorySource::None, reason));
             }

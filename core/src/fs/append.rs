@@ -11,7 +11,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{FileOps, FsError, RealFs, Step, atomic, locks, pending::PendingSyncs, tail};
-use crate::{Error, Policy, fs::DEFAULT_FILE_MODE};
+use crate::{Error, ErrorChain, Policy, fs::DEFAULT_FILE_MODE};
 
 /// When an appended record is flushed to disk, as Redis's `appendfsync`.
 ///
@@ -550,7 +550,7 @@ async fn flush_every(inner: std::sync::Weak<Inner>, interval: Duration) {
                 Ok(()) => {}
                 Err(Error::Inner { source, .. }) if source.is_not_found() => {}
                 Err(e) => {
-                    tracing::warn!(target: "stayfast::fs", path = %path.display(), error = %e,
+                    tracing::warn!(target: "stayfast::fs", path = %path.display(), error = %ErrorChain(&e),
                         "timed fsync failed; retrying next interval");
                     log.inner.pending.put_back(path);
                 }

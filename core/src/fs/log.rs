@@ -102,7 +102,8 @@ impl fmt::Display for ReadLogError {
 impl std::error::Error for ReadLogError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ReadLogError::Fs(e) => Some(e),
+            // Transparent: `Display` already shows the `FsError`'s own level.
+            ReadLogError::Fs(e) => std::error::Error::source(e),
             ReadLogError::Corrupt(_) => None,
         }
     }

@@ -35,7 +35,7 @@ use futures_util::TryStreamExt;
 pub use self::config::{OperationTimeouts, RedisConfig};
 use self::gauges::InFlight;
 use crate::{
-    Attempt, CircuitBreaker, Error, Name, Policy, backstop::Backstop, config::ConfigError,
+    Attempt, CircuitBreaker, Error, ErrorChain, Name, Policy, backstop::Backstop, config::ConfigError,
     telemetry::DEFAULT_PREFIX,
 };
 /// The fred version this handle is built on, for its types (`Value`, `Map`, the
@@ -452,7 +452,7 @@ impl Redis {
         // The listeners first: closing is not an outage.
         self.inner.tasks.iter().for_each(tokio::task::AbortHandle::abort);
         if let Err(e) = self.inner.pool.quit().await {
-            tracing::debug!(target: "stayfast::redis", error = %e, "QUIT failed while closing");
+            tracing::debug!(target: "stayfast::redis", error = %ErrorChain(&e), "QUIT failed while closing");
         }
     }
 
