@@ -1370,3 +1370,48 @@ async fn history_beyond_the_window_reads_the_files_end_and_leaves_redis_alone() 
     assert_eq!(after.evals - before.evals, 0, "the window was not rewritten");
     assert_eq!(after.dels - before.dels, 0);
 }
+
+/// #12.18: an append waits for its session's writer lock no longer than the write
+/// deadline. Here the lock is held by a long read of a cold, large transcript.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_the_writer_lock_is_bounded_by_the_write_deadline() {
+    let tmp = TempDir::new("tx");
+    let dir = tmp.tx();
+    let (store, _bg) = open(&dir, None, |_| {}).await;
+    store.append("big", Message::new("user", "first")).await.unwrap();
+    let mut bytes = std::fs::read(file_of(&dir, "big")).unwrap();
+    for seq in 2..=20_000u64 {
+        bytes.extend_from_slice(line(seq, &format!("m{seq}"), &"x".repeat(2000)).as_bytes());
+        bytes.push(b'\n');
+    }
+    std::fs::write(file_of(&dir, "big"), &bytes).unwrap();
+    let mut config = TranscriptConfig::default();
+    config.dir = dir.clone();
+    let write = Duration::from_millis(100);
+    let store = TranscriptStore::builder(&config)
+        .timeouts(Duration::from_secs(30), write)
+        .open()
+        .await
+        .unwrap();
+    // A cold session: this history loads it, holding its writer lock while it reads.
+    let reading = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let started = Instant::now();
+            store.history("big", 10).await.unwrap();
+            started.elapsed()
+        }
+    });
+    sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    let err = store
+        .append("big", Message::new("user", "late"))
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    let read = reading.await.unwrap();
+    eprintln!("append gave up after {waited:?}; the read holding the lock took {read:?}");
+    assert!(matches!(&err, StoreError::File(e) if e.is_timeout()), "{err}");
+    assert!(waited < write + Duration::from_millis(250), "{waited:?}");
+    assert!(read > waited, "the lock was still held when the append gave up");
+}

@@ -180,6 +180,7 @@ impl TranscriptStoreBuilder {
         Ok(TranscriptStore {
             inner: Arc::new(Inner {
                 dir: config.dir.clone(),
+                write_timeout: self.write_timeout,
                 max_message_bytes: config.max_message_bytes,
                 window,
                 background,

@@ -54,7 +54,7 @@ use std::{
 };
 
 use stayfast_core::{
-    Error, FireAndForget,
+    Error, FireAndForget, Name,
     fs::{DurableAppend, LogReader, ReadLogError, Repaired},
 };
 
@@ -103,6 +103,8 @@ pub struct TranscriptStore {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
+    /// How long a writer waits for its session's lock: the write deadline.
+    write_timeout: std::time::Duration,
     max_message_bytes: usize,
     window: Option<Window>,
     background: FireAndForget,
@@ -158,10 +160,12 @@ impl TranscriptStore {
     ///
     /// [`StoreError::TooLarge`] / [`StoreError::InvalidInput`] before any I/O (content
     /// over `max_message_bytes`, an empty or overlong role, id or session id);
-    /// [`StoreError::Corrupt`] when the session's file is damaged in the middle (nothing
-    /// is appended after damage); [`StoreError::File`] when the write failed, timed out
-    /// ([`Error::OutcomeUnknown`]: it may still land — retry with the same id) or the
-    /// directory's breaker is open.
+    /// [`StoreError::Corrupt`] when the session's file is damaged (nothing is appended
+    /// after damage until [`repair`](Self::repair)); [`StoreError::File`] when the write
+    /// failed, timed out ([`Error::OutcomeUnknown`]: it may still land — retry with the
+    /// same id), the directory's breaker is open, or the wait for the session's writer
+    /// (another append to it, slow) outlasted the write deadline ([`Error::Timeout`]:
+    /// nothing was written).
     ///
     /// # Cancellation
     ///
@@ -187,7 +191,7 @@ impl TranscriptStore {
         let inner = &self.inner;
         let session = inner.sessions.get(&key);
         let path = key.file(&inner.dir);
-        let mut writer = session.writer.lock().await;
+        let mut writer = inner.lock_writer(&session, "transcripts.append").await?;
         if !writer.loaded {
             let read = inner.read_file(&path).await?;
             if read.damaged {
@@ -280,7 +284,7 @@ impl TranscriptStore {
         let key = SessionKey::new(session)?;
         let inner = &self.inner;
         let session = inner.sessions.get(&key);
-        let mut writer = session.writer.lock().await;
+        let mut writer = inner.lock_writer(&session, "transcripts.repair").await?;
         let path = key.file(&inner.dir);
         if !writer.loaded && inner.window.is_some() {
             // The incarnation to tombstone is the file's first record: learn it before
@@ -343,7 +347,7 @@ impl TranscriptStore {
         let key = SessionKey::new(session)?;
         let inner = &self.inner;
         let session = inner.sessions.get(&key);
-        let mut writer = session.writer.lock().await;
+        let mut writer = inner.lock_writer(&session, "transcripts.delete").await?;
         let repaired = inner
             .reader
             .repair(key.file(&inner.dir), |line| Record::decode(line).is_some())
@@ -441,6 +445,24 @@ fn damaged(path: &Path) -> StoreError {
 }
 
 impl Inner {
+    /// The session's writer lock, waited for no longer than the write deadline: a
+    /// writer stuck behind a slow one (a file that hangs) gives up as a timeout of
+    /// `operation`, as its own write would.
+    async fn lock_writer<'a>(
+        &self,
+        session: &'a Session,
+        operation: &'static str,
+    ) -> Result<tokio::sync::MutexGuard<'a, Writer>, StoreError> {
+        tokio::time::timeout(self.write_timeout, session.writer.lock())
+            .await
+            .map_err(|_| {
+                StoreError::File(Error::Timeout {
+                    operation: Name::new_static(operation),
+                    after: self.write_timeout,
+                })
+            })
+    }
+
     /// Every valid record of the file. A torn tail is cut (after a backup copy), as a
     /// crash mid-append leaves it; damage in the middle keeps the valid prefix.
     async fn read_file(&self, path: &Path) -> Result<FileRead, StoreError> {
