@@ -388,20 +388,23 @@ impl ReaderInner {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(FsError::new(path, Step::Read, e).into()),
             };
-            for &byte in &chunk[..n] {
-                offset += 1;
-                if byte != b'\n' {
-                    line_has_data |= byte != 0;
-                    // After an invalid record nothing is kept, only looked at.
-                    if first_invalid.is_none() {
-                        if line.len() < self.max_record {
-                            line.push(byte);
-                        } else {
-                            line_oversized = true;
-                        }
-                    }
-                    continue;
+            // A slice at a time: each piece up to the next newline is looked at and copied
+            // whole, not byte by byte.
+            let mut rest = &chunk[..n];
+            while !rest.is_empty() {
+                let end = rest.iter().position(|b| *b == b'\n');
+                let piece = &rest[..end.unwrap_or(rest.len())];
+                offset += piece.len() as u64;
+                line_has_data |= piece.iter().any(|b| *b != 0);
+                // After an invalid record nothing is kept, only looked at.
+                if first_invalid.is_none() {
+                    let room = self.max_record - line.len();
+                    line.extend_from_slice(&piece[..piece.len().min(room)]);
+                    line_oversized |= piece.len() > room;
                 }
+                let Some(end) = end else { break };
+                rest = &rest[end + 1..];
+                offset += 1;
                 let number = records.len() + 1;
                 if first_invalid.is_some() {
                     written_after_invalid |= line_has_data;
