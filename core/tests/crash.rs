@@ -629,7 +629,7 @@ fn append_record(n: u64) -> Vec<u8> {
 }
 
 fn pad_len(n: u64) -> usize {
-    if n % 8 == 0 {
+    if n.is_multiple_of(8) {
         256 << 10
     } else {
         100 + (n * 7919 % 1900) as usize
