@@ -90,7 +90,9 @@ impl Cache {
     /// # Panics
     ///
     /// If `load` panics, in the call that ran it (the panic goes on unchanged); the calls
-    /// waiting on it get a [`CoalescedError`] at once.
+    /// waiting on it get a [`CoalescedError`] as soon as the panic unwinds out of `load`.
+    /// The panic hook runs before that: the default hook with `RUST_BACKTRACE=1`
+    /// resolves a backtrace first, which can take a few hundred milliseconds.
     ///
     /// # Cancellation
     ///
