@@ -695,3 +695,59 @@ async fn redis_down_errors_within_bounds() {
     assert!(!health.ok, "{health:?}");
     eprintln!("Redis down: {}; health {health:?}", report.join("; "));
 }
+
+/// `check_health` PINGs: a stopped (SIGSTOP) server is unhealthy within the check's
+/// bound, and a killed one before fred reconnects, though fred still reports its
+/// connections up (which is all `health` sees).
+#[tokio::test]
+async fn check_health_pings_within_its_bound() {
+    const CHECK: Duration = Duration::from_millis(300);
+    let slack = Duration::from_millis(250);
+    let mut server = RedisServer::start().await.unwrap();
+    let mut c = RedisConfig::default();
+    c.url = server.url();
+    c.health_check_interval = CHECK;
+    // A long reconnect delay: the window in which fred's connections look up while the
+    // server is gone.
+    c.reconnect_min_delay = Duration::from_secs(3);
+    c.reconnect_max_delay = Duration::from_secs(3);
+    let store = store_with(&Redis::connect(&c).await.unwrap(), "kb", |_| {});
+    let checked = async || {
+        let t = Instant::now();
+        let h = store.check_health(CHECK).await;
+        (h, t.elapsed())
+    };
+
+    // The pool connects in the background (a PING before would fail, and count
+    // against the breaker).
+    let t = Instant::now();
+    while store.health().connected < store.health().pool_size {
+        assert!(t.elapsed() < Duration::from_secs(5), "not connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (up, took) = checked().await;
+    assert!(up.ok && up.ping.is_some_and(|p| p <= took), "{up:?}");
+
+    server.pause().unwrap();
+    let (stopped, took) = checked().await;
+    let snapshot = store.health();
+    server.resume().unwrap();
+    eprintln!("stopped: check_health {stopped:?} in {took:?}; health (no I/O) {snapshot:?}");
+    assert!(!stopped.ok && stopped.ping.is_none(), "{stopped:?}");
+    assert!(took >= CHECK && took <= CHECK + slack, "{took:?}");
+
+    let t = Instant::now();
+    while !checked().await.0.ok {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "not healthy again after resume"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill().unwrap();
+    let (killed, took) = checked().await;
+    let snapshot = store.health();
+    eprintln!("killed: check_health {killed:?} in {took:?}; health (no I/O) {snapshot:?}");
+    assert!(!killed.ok, "{killed:?}");
+    assert!(took <= CHECK + slack, "{took:?}");
+}

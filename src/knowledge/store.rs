@@ -1,6 +1,10 @@
 //! [`KnowledgeStore`]: the calls, over the resilient [`Redis`] handle.
 
-use std::{collections::HashSet, sync::Arc, time::SystemTime};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use stayfast_core::{
     config::ConfigError,
@@ -403,6 +407,11 @@ impl KnowledgeStore {
 
     /// The Redis handle's state, read without I/O: the breaker and the connections.
     ///
+    /// Cheap, but it trusts fred's view of its connections, which stays "connected"
+    /// until fred notices a loss (through the reconnect delay after a killed server,
+    /// indefinitely for a stopped one): use [`check_health`](Self::check_health) for a
+    /// health endpoint.
+    ///
     /// ```no_run
     /// # use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
     /// # use stayfast::redis::{Redis, RedisConfig};
@@ -414,6 +423,35 @@ impl KnowledgeStore {
     /// ```
     pub fn health(&self) -> KnowledgeHealth {
         KnowledgeHealth::of(&self.inner.redis)
+    }
+
+    /// Whether Redis answers: a PING bounded by `timeout` (the service's
+    /// `timeouts.redis.connection.health_check`, say), under the handle's `redis.other`
+    /// policy (an open breaker refuses it at once). `ok` only if the PING was answered
+    /// in time; `ping` is how long it took. Takes `timeout` at most.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future abandons the PING; it changes nothing in Redis.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
+    /// # use stayfast::redis::{Redis, RedisConfig};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(); // closed again
+    /// # let mut redis_config = RedisConfig::default();
+    /// # redis_config.url = format!("redis://127.0.0.1:{port}");
+    /// # redis_config.connect_timeout = Duration::from_millis(50);
+    /// # let store = KnowledgeStore::new(Redis::connect(&redis_config).await?, &KnowledgeConfig::default())?;
+    /// let started = std::time::Instant::now();
+    /// let health = store.check_health(Duration::from_millis(500)).await;
+    /// assert!(!health.ok && health.ping.is_none()); // nothing listens there
+    /// assert!(started.elapsed() < Duration::from_secs(1));
+    /// # Ok(()) }
+    /// ```
+    pub async fn check_health(&self, timeout: Duration) -> KnowledgeHealth {
+        KnowledgeHealth::checked(&self.inner.redis, timeout).await
     }
 }
 
