@@ -551,6 +551,43 @@ async fn hung_loader_holds_its_key_for_max_wait_then_later_calls_load_and_it_is_
     assert_eq!(cache.in_flight(), 0, "the flight ended with it");
 }
 
+#[tokio::test]
+async fn a_load_timeout_reaches_the_waiters() {
+    use tokio::time::Instant;
+    const LOAD_TIMEOUT: Duration = Duration::from_secs(1);
+    let mut config = max_wait(Duration::from_secs(5));
+    config.load_timeout = LOAD_TIMEOUT;
+    let cache = closed_cache(config).await;
+    tokio::time::pause();
+
+    let started = Instant::now();
+    let hung = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_insert_with("stuck", None, std::future::pending::<Result<String, String>>)
+                .await
+        }
+    });
+    while cache.in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let runs = Arc::new(AtomicUsize::new(0));
+    let waiter = cache
+        .get_or_insert_with("stuck", None, own_loader(&runs, 0))
+        .await;
+    let took = started.elapsed();
+    let expected = Err("cache `hung`: the load did not finish within 1s (load_timeout)".to_owned());
+    assert_eq!(waiter, expected, "the waiter gets the leader's timeout");
+    assert_eq!(hung.await.unwrap(), expected);
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "the waiter's loader never ran");
+    assert!(
+        took >= LOAD_TIMEOUT && took <= LOAD_TIMEOUT + Duration::from_millis(100),
+        "{took:?}"
+    );
+    assert_eq!(cache.in_flight(), 0);
+}
+
 /// A loader that counts its runs and answers `own <i>` after 10 ms.
 fn own_loader(
     runs: &Arc<AtomicUsize>,
