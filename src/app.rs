@@ -12,7 +12,7 @@ use stayfast_core::{
 use crate::{
     StoreError,
     cache::Cache,
-    knowledge::KnowledgeStore,
+    knowledge::{KnowledgeHealth, KnowledgeStore},
     settings::{Settings, SettingsError},
     telemetry::{Telemetry, TelemetryError},
     transcripts::TranscriptStore,
@@ -79,6 +79,8 @@ pub struct Stayfast {
     transcripts: TranscriptStore,
     cache: Option<Cache>,
     watchdog: LagWatchdog,
+    /// `timeouts.redis.connection.health_check`: the bound of [`Stayfast::health`].
+    health_check: Duration,
 }
 
 impl Stayfast {
@@ -157,6 +159,7 @@ impl Stayfast {
             transcripts,
             cache,
             watchdog,
+            health_check: settings.timeouts.redis.connection.health_check,
         })
     }
 
@@ -171,6 +174,35 @@ impl Stayfast {
     /// ```
     pub fn knowledge(&self) -> Option<&KnowledgeStore> {
         self.knowledge.as_ref()
+    }
+
+    /// Whether Redis answers: [`KnowledgeStore::check_health`] on the shared pool, a
+    /// PING bounded by `timeouts.redis.connection.health_check` (so it takes that long at
+    /// most); `None` in file-only mode. Meant for a health endpoint: unlike
+    /// [`KnowledgeStore::health`], it does not trust the connections' own state, which
+    /// stays "connected" until fred notices a loss.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future abandons the PING; it changes nothing in Redis.
+    ///
+    /// ```
+    /// use stayfast::{Stayfast, settings::Settings};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut settings = Settings::default();
+    /// settings.redis.enabled = false; // file-only: no Redis to check
+    /// settings.transcripts.dir = std::env::temp_dir().join(format!("stayfast-doc-app-health-{}", std::process::id()));
+    /// let app = Stayfast::from_settings(&settings).await?;
+    /// assert_eq!(app.health().await, None);
+    /// app.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # std::fs::remove_dir_all(&settings.transcripts.dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn health(&self) -> Option<KnowledgeHealth> {
+        match &self.knowledge {
+            Some(kb) => Some(kb.check_health(self.health_check).await),
+            None => None,
+        }
     }
 
     /// The chat-history store (always present: the files are its record).

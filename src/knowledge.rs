@@ -14,8 +14,10 @@
 //!
 //! # Ranking
 //!
-//! Search and list return facts in insertion order, by a sequence number from `INCR`
-//! rather than by `created_at`: the counter is one total order shared by every process
+//! Facts are ranked by insertion order — [`list_facts`](KnowledgeStore::list_facts) oldest
+//! first, [`search`](KnowledgeStore::search) and
+//! [`list_facts_limited`](KnowledgeStore::list_facts_limited) newest first, so a limit
+//! drops the oldest — by a sequence number from `INCR` rather than by `created_at`: the counter is one total order shared by every process
 //! writing to the store, while clocks of different hosts disagree, and one host's clock
 //! can step back. It costs one round trip per stored fact. The index members carry the
 //! number (`<seq>:<id>`), so a search ranks its matches before reading any of them.
@@ -71,6 +73,7 @@ pub const MAX_QUERY_TOKENS: usize = 32;
 /// ```
 /// let c: stayfast::knowledge::KnowledgeConfig = toml::from_str(r#"prefix = "facts""#).unwrap();
 /// assert_eq!(c.prefix, "facts");
+/// assert_eq!((c.max_indexed_words, c.max_word_bytes), (256, 64)); // the defaults
 /// assert!(c.validate().is_ok());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -86,6 +89,21 @@ pub struct KnowledgeConfig {
     pub max_metadata_bytes: usize,
     /// `COUNT` hint of each SCAN page.
     pub scan_count: u32,
+    /// Most distinct words of a fact that are indexed, the first ones in the text: a
+    /// fact's store (and delete) writes one index entry per word, and a 64 KiB fact can
+    /// hold ten thousand. Words past the cap are not indexed: search does not find the
+    /// fact by them. The default, 256, indexes the whole of an ordinary fact of a page
+    /// or two (prose of 1–2 KB holds fewer distinct words) and bounds a large one to one
+    /// pipeline of 258 commands. Changing it later leaves facts stored before indexed by
+    /// the old cap (delete removes the entries the current cap names; search skips the
+    /// others once their fact is gone). At most 65 536.
+    pub max_indexed_words: usize,
+    /// Longest word indexed, in bytes of its lower-case UTF-8 form: longer runs of
+    /// letters and digits (hashes, base64, an unspaced CJK sentence of over 21
+    /// characters) are not indexed, and a query holding one finds nothing. The default,
+    /// 64, is well above the longest words of natural languages (German compounds
+    /// rarely reach 40 letters). At most 1024.
+    pub max_word_bytes: usize,
 }
 
 impl Default for KnowledgeConfig {
@@ -95,6 +113,8 @@ impl Default for KnowledgeConfig {
             max_content_bytes: 64 * 1024,
             max_metadata_bytes: 16 * 1024,
             scan_count: 500,
+            max_indexed_words: 256,
+            max_word_bytes: 64,
         }
     }
 }
@@ -110,6 +130,10 @@ impl KnowledgeConfig {
     /// let mut c = stayfast::knowledge::KnowledgeConfig::default();
     /// c.prefix = "a{b".into();
     /// assert_eq!(c.validate().unwrap_err().field(), "prefix");
+    ///
+    /// let mut c = stayfast::knowledge::KnowledgeConfig::default();
+    /// c.max_indexed_words = 0;
+    /// assert_eq!(c.validate().unwrap_err().field(), "max_indexed_words");
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.prefix.is_empty() || self.prefix.len() > 64 {
@@ -129,6 +153,12 @@ impl KnowledgeConfig {
         }
         if self.scan_count == 0 {
             return Err(ConfigError::new("scan_count", "must be at least 1"));
+        }
+        if !(1..=65_536).contains(&self.max_indexed_words) {
+            return Err(ConfigError::new("max_indexed_words", "must be 1 to 65536"));
+        }
+        if !(1..=1024).contains(&self.max_word_bytes) {
+            return Err(ConfigError::new("max_word_bytes", "must be 1 to 1024"));
         }
         Ok(())
     }

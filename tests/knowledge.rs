@@ -61,6 +61,8 @@ fn futures_are_send(store: KnowledgeStore) {
     send(store.get_fact("x"));
     send(store.delete_fact("x"));
     send(store.list_facts());
+    send(store.list_facts_limited(1));
+    send(store.check_health(Duration::from_secs(1)));
     send(store.search("x", 1));
     send(store.count());
 }
@@ -123,8 +125,8 @@ async fn every_call_happy_path() {
     );
     assert_eq!(
         ids(&store.search("the", 10).await.unwrap()),
-        [paris.as_str(), rhine.as_str()]
-    );
+        [rhine.as_str(), paris.as_str()]
+    ); // newest first
 
     assert!(store.delete_fact(&paris).await.unwrap());
     assert_eq!(store.get_fact(&paris).await.unwrap(), None);
@@ -583,15 +585,15 @@ async fn search_semantics() {
             .map(|f| f.id)
             .collect()
     };
-    assert_eq!(search("apple banana", 10).await, [f1.as_str(), f2.as_str()]); // AND
+    assert_eq!(search("apple banana", 10).await, [f2.as_str(), f1.as_str()]); // AND
     assert_eq!(
         search("BANANA", 10).await,
-        [f1.as_str(), f2.as_str(), f3.as_str()]
-    ); // any case, insertion order
-    assert_eq!(search("banana", 2).await, [f1.as_str(), f2.as_str()]); // limit
+        [f3.as_str(), f2.as_str(), f1.as_str()]
+    ); // any case, newest first
+    assert_eq!(search("banana", 2).await, [f3.as_str(), f2.as_str()]); // limit: the oldest dropped
     assert_eq!(
         search("banana banana Banana", 10).await,
-        [f1.as_str(), f2.as_str(), f3.as_str()]
+        [f3.as_str(), f2.as_str(), f1.as_str()]
     );
     assert!(search("apple cherry split", 10).await.is_empty());
     assert!(search("banana", 0).await.is_empty());
@@ -611,7 +613,7 @@ async fn search_semantics() {
 
     // Delete cleans the index: no member left behind, empty sets vanish.
     assert!(store.delete_fact(&f1).await.unwrap());
-    assert_eq!(search("banana", 10).await, [f2.as_str(), f3.as_str()]);
+    assert_eq!(search("banana", 10).await, [f3.as_str(), f2.as_str()]);
     assert!(search("cherry", 10).await.is_empty());
     assert!(
         smembers(&server, "{kb}:idx:apple")
@@ -626,7 +628,8 @@ async fn search_semantics() {
     );
 
     // A member whose fact is gone (a cut-short store or delete) is skipped and the next
-    // match taken: `limit` is still met, across fetch batches (scan_count = 2).
+    // match taken: `limit` is still met, across fetch batches (scan_count = 2); the
+    // newest first.
     let zeta: Vec<String> = [
         put("zeta 1").await,
         put("zeta 2").await,
@@ -640,12 +643,13 @@ async fn search_semantics() {
         .unwrap();
     assert_eq!(
         search("zeta", 3).await,
-        [zeta[0].as_str(), zeta[2].as_str(), zeta[3].as_str()]
+        [zeta[3].as_str(), zeta[2].as_str(), zeta[0].as_str()]
     );
     assert_eq!(
         search("zeta", 10).await,
-        [zeta[0].as_str(), zeta[2].as_str(), zeta[3].as_str()]
+        [zeta[3].as_str(), zeta[2].as_str(), zeta[0].as_str()]
     );
+    assert_eq!(search("zeta", 2).await, [zeta[3].as_str(), zeta[2].as_str()]);
 }
 
 /// With Redis killed, every call returns `StoreError::Redis` within its configured
@@ -694,4 +698,163 @@ async fn redis_down_errors_within_bounds() {
     };
     assert!(!health.ok, "{health:?}");
     eprintln!("Redis down: {}; health {health:?}", report.join("; "));
+}
+
+/// `check_health` PINGs: a stopped (SIGSTOP) server is unhealthy within the check's
+/// bound, and a killed one before fred reconnects, though fred still reports its
+/// connections up (which is all `health` sees).
+#[tokio::test]
+async fn check_health_pings_within_its_bound() {
+    const CHECK: Duration = Duration::from_millis(300);
+    let slack = Duration::from_millis(250);
+    let mut server = RedisServer::start().await.unwrap();
+    let mut c = RedisConfig::default();
+    c.url = server.url();
+    c.health_check_interval = CHECK;
+    // A long reconnect delay: the window in which fred's connections look up while the
+    // server is gone.
+    c.reconnect_min_delay = Duration::from_secs(3);
+    c.reconnect_max_delay = Duration::from_secs(3);
+    let store = store_with(&Redis::connect(&c).await.unwrap(), "kb", |_| {});
+    let checked = async || {
+        let t = Instant::now();
+        let h = store.check_health(CHECK).await;
+        (h, t.elapsed())
+    };
+
+    // The pool connects in the background (a PING before would fail, and count
+    // against the breaker).
+    let t = Instant::now();
+    while store.health().connected < store.health().pool_size {
+        assert!(t.elapsed() < Duration::from_secs(5), "not connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (up, took) = checked().await;
+    assert!(up.ok && up.ping.is_some_and(|p| p <= took), "{up:?}");
+
+    server.pause().unwrap();
+    let (stopped, took) = checked().await;
+    let snapshot = store.health();
+    server.resume().unwrap();
+    eprintln!("stopped: check_health {stopped:?} in {took:?}; health (no I/O) {snapshot:?}");
+    assert!(!stopped.ok && stopped.ping.is_none(), "{stopped:?}");
+    assert!(took >= CHECK && took <= CHECK + slack, "{took:?}");
+
+    let t = Instant::now();
+    while !checked().await.0.ok {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "not healthy again after resume"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill().unwrap();
+    let (killed, took) = checked().await;
+    let snapshot = store.health();
+    eprintln!("killed: check_health {killed:?} in {took:?}; health (no I/O) {snapshot:?}");
+    assert!(!killed.ok, "{killed:?}");
+    assert!(took <= CHECK + slack, "{took:?}");
+}
+
+/// The keys matching `pattern`, by a raw connection.
+async fn keys_matching(server: &RedisServer, pattern: &str) -> usize {
+    match server.command(&["KEYS", pattern]).await.unwrap() {
+        Reply::Array(Some(items)) => items.len(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A 64 KiB fact of ten thousand distinct words writes `max_indexed_words` index sets,
+/// the first words of the text; words over `max_word_bytes` are not indexed; delete
+/// removes every entry the store wrote.
+#[tokio::test]
+async fn index_is_capped_per_fact_and_by_word_length() {
+    let server = RedisServer::start().await.unwrap();
+    let store = store_with(&connect(&server).await, "kb", |_| {});
+    let defaults = KnowledgeConfig::default();
+    let (max_words, max_bytes) = (defaults.max_indexed_words, defaults.max_word_bytes);
+    let long = "x".repeat(max_bytes + 1);
+    let mut text = format!("{long} ");
+    let mut i = 0;
+    while text.len() < defaults.max_content_bytes - 8 {
+        text.push_str(&format!("w{i} "));
+        i += 1;
+    }
+    let t = Instant::now();
+    let id = store.store_fact(text.as_str(), json!({})).await.unwrap();
+    let took = t.elapsed();
+    let indexed = keys_matching(&server, "{kb}:idx:*").await;
+    eprintln!(
+        "a {} byte fact of {} distinct words: {indexed} index sets (cap {max_words}), stored in {took:?}",
+        text.len(),
+        i + 1
+    );
+    assert_eq!(indexed, max_words);
+    let found = |facts: Vec<Fact>| facts.into_iter().map(|f| f.id).collect::<Vec<_>>();
+    assert_eq!(found(store.search("w0", 10).await.unwrap()), [id.as_str()]);
+    let last = format!("w{}", max_words - 1);
+    assert_eq!(found(store.search(&last, 10).await.unwrap()), [id.as_str()]);
+    let past = format!("w{max_words}");
+    assert!(store.search(&past, 10).await.unwrap().is_empty(), "past the cap");
+    assert!(store.search(&long, 10).await.unwrap().is_empty(), "too long");
+    assert_eq!(
+        keys_matching(&server, &format!("{{kb}}:idx:{}", &long[..max_bytes])).await,
+        0
+    );
+    assert!(store.delete_fact(&id).await.unwrap());
+    assert_eq!(
+        keys_matching(&server, "{kb}:idx:*").await,
+        0,
+        "delete cleans every set"
+    );
+
+    let mut c = KnowledgeConfig::default();
+    c.max_indexed_words = 0;
+    assert_eq!(c.validate().unwrap_err().field(), "max_indexed_words");
+    c = KnowledgeConfig::default();
+    c.max_word_bytes = 1025;
+    assert_eq!(c.validate().unwrap_err().field(), "max_word_bytes");
+}
+
+#[tokio::test]
+async fn list_facts_limited_returns_the_newest_first() {
+    let server = RedisServer::start().await.unwrap();
+    let store = store_with(&connect(&server).await, "kb", |c| c.scan_count = 2);
+    let mut stored = Vec::new();
+    for i in 0..7 {
+        stored.push(store.store_fact(format!("fact {i}"), json!({})).await.unwrap());
+    }
+    let listed = async |limit: usize| -> Vec<String> {
+        store
+            .list_facts_limited(limit)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.id)
+            .collect()
+    };
+    let newest: Vec<String> = stored.iter().rev().cloned().collect();
+    assert_eq!(listed(3).await, newest[..3]);
+    assert_eq!(listed(100).await, newest);
+    assert!(listed(0).await.is_empty());
+    // A fact gone since the SCAN (here: before) is skipped, and the limit still met.
+    server
+        .command(&["DEL", &format!("{{kb}}:fact:{}", stored[5])])
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(3).await,
+        [stored[6].as_str(), stored[4].as_str(), stored[3].as_str()]
+    );
+    // A foreign key under the fact prefix, of another type, is skipped.
+    server
+        .command(&["SET", "{kb}:fact:67e55044-10b1-426f-9247-bb680e5fe0c8", "x"])
+        .await
+        .unwrap();
+    assert_eq!(listed(2).await, [stored[6].as_str(), stored[4].as_str()]);
+    assert_eq!(
+        store.list_facts().await.unwrap().len(),
+        6,
+        "unlimited: oldest first, as before"
+    );
 }

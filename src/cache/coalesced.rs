@@ -5,8 +5,8 @@ use std::{error::Error, fmt, io, sync::Arc, time::Duration};
 
 /// The error of a [`get_or_insert_with`](super::Cache::get_or_insert_with) call that
 /// waited on a concurrent call's load of the same entry (single flight), when that load
-/// failed or panicked, or did not finish within
-/// [`max_wait`](super::CacheConfig::max_wait).
+/// failed or panicked; and of any call whose load did not finish within
+/// [`load_timeout`](super::CacheConfig::load_timeout).
 ///
 /// The loader's error itself goes, unchanged, to the call that ran it; the calls that
 /// waited get its message in this error, converted into their own error type through
@@ -65,7 +65,8 @@ pub struct CoalescedError {
 enum Kind {
     Failed(Arc<str>),
     Panicked(Arc<str>),
-    TimedOut(Duration),
+    /// The loader ran past `load_timeout` and was dropped.
+    LoadTimedOut(Duration),
 }
 
 impl CoalescedError {
@@ -83,10 +84,10 @@ impl CoalescedError {
         }
     }
 
-    pub(super) fn timed_out(cache: &'static str, after: Duration) -> Self {
+    pub(super) fn load_timed_out(cache: &'static str, after: Duration) -> Self {
         Self {
             cache,
-            kind: Kind::TimedOut(after),
+            kind: Kind::LoadTimedOut(after),
         }
     }
 
@@ -112,12 +113,32 @@ impl CoalescedError {
         matches!(self.kind, Kind::Panicked(_))
     }
 
-    /// Whether this call gave up after waiting
-    /// [`max_wait`](super::CacheConfig::max_wait); the load it waited on goes on.
+    /// Whether a load ran past [`load_timeout`](super::CacheConfig::load_timeout) and
+    /// was dropped: the load this call ran, or the one it waited on.
     ///
-    /// See the [type's example](CoalescedError#examples).
+    /// ```
+    /// use std::time::Duration;
+    /// use stayfast::cache::{Cache, CacheConfig};
+    /// # use stayfast::redis::{Redis, RedisConfig};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(); // closed again
+    /// # let mut redis_config = RedisConfig::default();
+    /// # redis_config.url = format!("redis://127.0.0.1:{port}");
+    /// # redis_config.connect_timeout = Duration::from_millis(50);
+    /// # let redis = Redis::connect(&redis_config).await?;
+    /// let mut config = CacheConfig::default();
+    /// config.load_timeout = Duration::from_secs(5);
+    /// let cache = Cache::new(redis, "reports", &config)?;
+    /// let hung = || std::future::pending::<Result<String, std::io::Error>>();
+    /// let e = cache.get_or_insert_with("weekly", None, hung).await.unwrap_err();
+    /// assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    /// let e = e.get_ref().unwrap().downcast_ref::<stayfast::cache::CoalescedError>().unwrap();
+    /// assert!(e.is_timeout());
+    /// assert_eq!(e.to_string(), "cache `reports`: the load did not finish within 5s (load_timeout)");
+    /// # Ok(()) }
+    /// ```
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind, Kind::TimedOut(_))
+        matches!(self.kind, Kind::LoadTimedOut(_))
     }
 
     /// The `Display` of the loader's error, or the panic's message.
@@ -126,7 +147,7 @@ impl CoalescedError {
     pub fn message(&self) -> Option<&str> {
         match &self.kind {
             Kind::Failed(message) | Kind::Panicked(message) => Some(message),
-            Kind::TimedOut(_) => None,
+            Kind::LoadTimedOut(_) => None,
         }
     }
 }
@@ -147,9 +168,9 @@ impl fmt::Display for CoalescedError {
                     "cache `{cache}`: the concurrent load this call waited on panicked: {message}"
                 )
             }
-            Kind::TimedOut(after) => write!(
+            Kind::LoadTimedOut(after) => write!(
                 f,
-                "cache `{cache}`: the concurrent load this call waited on did not finish within {after:?} (max_wait)"
+                "cache `{cache}`: the load did not finish within {after:?} (load_timeout)"
             ),
         }
     }
@@ -157,7 +178,7 @@ impl fmt::Display for CoalescedError {
 
 impl Error for CoalescedError {}
 
-/// `ErrorKind::TimedOut` for a wait that timed out, `ErrorKind::Other` otherwise; the
+/// `ErrorKind::TimedOut` for a load that timed out, `ErrorKind::Other` otherwise; the
 /// `CoalescedError` is the source (`get_ref`, `downcast`).
 impl From<CoalescedError> for io::Error {
     fn from(e: CoalescedError) -> Self {

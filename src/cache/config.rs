@@ -7,7 +7,7 @@ use stayfast_core::config::{ConfigError, duration};
 
 use super::MAX_TTL;
 
-/// The longest `max_wait` accepted: far above any load worth waiting for, and far below
+/// The longest `max_wait` and `load_timeout` accepted: far above any load worth waiting for, and far below
 /// the point where a deadline `now + max_wait` could overflow.
 const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
@@ -17,6 +17,7 @@ const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 /// let c: stayfast::cache::CacheConfig = toml::from_str(r#"ttl = "10m""#).unwrap();
 /// assert_eq!(c.ttl, std::time::Duration::from_secs(600));
 /// assert_eq!(c.max_wait, std::time::Duration::from_secs(10)); // the default
+/// assert_eq!(c.load_timeout, std::time::Duration::from_secs(60)); // the default
 /// assert!(c.validate().is_ok());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,10 +35,17 @@ pub struct CacheConfig {
     /// Largest value stored, in bytes of its JSON; larger ones are not cached.
     pub max_value_bytes: usize,
     /// How long a [`get_or_insert_with`](super::Cache::get_or_insert_with) call waits for
-    /// a concurrent call's load of the same entry before giving up with a
-    /// [`CoalescedError`](super::CoalescedError) (timed out). At most 24 hours.
+    /// a concurrent call's load of the same entry before giving up on it and running its
+    /// own loader (uncoalesced). At most 24 hours.
     #[serde(with = "duration")]
     pub max_wait: Duration,
+    /// Longest a loader run by [`get_or_insert_with`](super::Cache::get_or_insert_with)
+    /// may take: past it, the loader's future is dropped (cancelled) and the call fails
+    /// with a [`CoalescedError`](super::CoalescedError) (timed out), as do the calls
+    /// waiting on it. So one hung loader holds its entry's flight this long at most,
+    /// never forever. At most 24 hours.
+    #[serde(with = "duration")]
+    pub load_timeout: Duration,
     /// Distinct entries loaded at once with coalescing (one flight each); a call that
     /// would start one more loads on its own, uncoalesced, and counts `error`.
     pub max_in_flight: usize,
@@ -51,6 +59,9 @@ impl Default for CacheConfig {
             ttl: Duration::from_secs(3600),
             max_value_bytes: 1024 * 1024,
             max_wait: Duration::from_secs(10),
+            // NOTE: well above `max_wait`: waiters have left for their own loads long
+            // before; this only frees an entry from a loader that will never finish.
+            load_timeout: Duration::from_secs(60),
             max_in_flight: 10_000,
         }
     }
@@ -71,6 +82,10 @@ impl CacheConfig {
     /// let mut c = stayfast::cache::CacheConfig::default();
     /// c.max_wait = std::time::Duration::ZERO;
     /// assert_eq!(c.validate().unwrap_err().field(), "max_wait");
+    ///
+    /// let mut c = stayfast::cache::CacheConfig::default();
+    /// c.load_timeout = std::time::Duration::from_secs(25 * 3600);
+    /// assert_eq!(c.validate().unwrap_err().field(), "load_timeout");
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.prefix.is_empty() || self.prefix.len() > 64 {
@@ -93,6 +108,12 @@ impl CacheConfig {
         }
         if self.max_wait > MAX_WAIT {
             return Err(ConfigError::new("max_wait", "must be at most 24 hours"));
+        }
+        if self.load_timeout.is_zero() {
+            return Err(ConfigError::new("load_timeout", "must be greater than zero"));
+        }
+        if self.load_timeout > MAX_WAIT {
+            return Err(ConfigError::new("load_timeout", "must be at most 24 hours"));
         }
         if self.max_in_flight == 0 {
             return Err(ConfigError::new("max_in_flight", "must be at least 1"));

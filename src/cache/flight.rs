@@ -24,6 +24,8 @@ pub(super) enum Landing {
     Failed(Arc<str>),
     /// The loader panicked: the panic's message.
     Panicked(Arc<str>),
+    /// The loader ran past `load_timeout` and was dropped.
+    TimedOut,
     /// The value has no JSON encoding (its `Serialize` failed): waiters load on their own.
     Unshareable,
 }

@@ -55,10 +55,18 @@ impl Cache {
     ///
     /// **Single flight**: concurrent calls that miss the same entry run one loader. The
     /// first runs its `load` (after looking once more, in case a load that just ended
-    /// stored the value); the others wait, each at most
-    /// [`max_wait`](super::CacheConfig::max_wait), and decode their own `T` from the JSON
-    /// of its value — their own `load` never runs. Only this `Cache` and its clones
-    /// coalesce (not other processes).
+    /// stored the value); the others wait and decode their own `T` from the JSON of its
+    /// value. A waiter's own `load` runs only once it has waited
+    /// [`max_wait`](super::CacheConfig::max_wait): it then gives up on that load and runs
+    /// its own, uncoalesced (and stores its value), so a slow or hung loader delays the
+    /// others by `max_wait` at most. Only this `Cache` and its clones coalesce (not other
+    /// processes).
+    ///
+    /// **Bounded loads**: every `load` the cache runs gets
+    /// [`load_timeout`](super::CacheConfig::load_timeout); past it, its future is dropped
+    /// (cancelled), nothing is stored, and the call fails with a [`CoalescedError`]
+    /// ([`is_timeout`](CoalescedError::is_timeout)), as do the calls still waiting on it.
+    /// A loader that never finishes thus holds its entry's flight that long at most.
     ///
     /// The cache never fails the call:
     /// - Redis failing (down, slow, circuit open) counts `error` and loads (coalesced);
@@ -84,13 +92,16 @@ impl Cache {
     /// - a call that waited gets a [`CoalescedError`] converted into `E` (hence the bound
     ///   `E: From<CoalescedError>`, met by `std::io::Error`, `String`,
     ///   [`StoreError`], `Box<dyn Error>` and `anyhow::Error`): the loader's error, by
-    ///   its message (hence `E: Display`), or its panic, or a wait over `max_wait` (the
-    ///   load it waited on goes on, and may still store its value).
+    ///   its message (hence `E: Display`), or its panic, or its timeout;
+    /// - a call whose own `load` ran past `load_timeout` gets a [`CoalescedError`]
+    ///   ([`is_timeout`](CoalescedError::is_timeout)) converted into `E`.
     ///
     /// # Panics
     ///
     /// If `load` panics, in the call that ran it (the panic goes on unchanged); the calls
-    /// waiting on it get a [`CoalescedError`] at once.
+    /// waiting on it get a [`CoalescedError`] as soon as the panic unwinds out of `load`.
+    /// The panic hook runs before that: the default hook with `RUST_BACKTRACE=1`
+    /// resolves a backtrace first, which can take a few hundred milliseconds.
     ///
     /// # Cancellation
     ///
@@ -98,7 +109,8 @@ impl Cache {
     /// stores nothing not yet sent (a store already sent may still be applied); the
     /// calls waiting on it wake, and one of them takes over with its own `load` (the
     /// others wait on that one, within their own `max_wait`). A waiter that already got
-    /// the value keeps it. Dropping a waiting call just ends its wait.
+    /// the value keeps it. Dropping a waiting call just ends its wait. A `load` past
+    /// `load_timeout` is dropped the same way, by the cache.
     ///
     /// A hit, or a failure of the cache, is counted at once; any other result once the
     /// call ends: a call dropped while loading or waiting after a miss counts nothing.
@@ -139,7 +151,10 @@ impl Cache {
             Err(e) => {
                 self.report("cannot derive the key; not cached", &e);
                 tally.count(Outcome::Error);
-                return load().await;
+                return match self.bounded(load()).await {
+                    Some(loaded) => loaded,
+                    None => Err(self.load_timed_out().into()),
+                };
             }
         };
         let seen = match self.lookup::<T>(&key).await {
@@ -189,9 +204,15 @@ impl Cache {
                 // flight first): join again — this call leads now, with its own loader,
                 // unless another waiter got there first.
                 Waited::Abandoned => continue,
+                // NOTE: the load waited on is slow or hung: it goes on (bounded by
+                // `load_timeout`, and may still store its value), and this call loads on
+                // its own rather than fail, or wait on it any longer.
                 Waited::TimedOut => {
-                    tally.count(Outcome::Coalesced);
-                    return Err(CoalescedError::timed_out(name, max_wait).into());
+                    tracing::debug!(
+                        target: "stayfast::cache", cache = name, ?max_wait,
+                        "a concurrent load of this entry outlasted max_wait; loading on its own"
+                    );
+                    return self.load_alone(key, seen, ttl, load, tally).await;
                 }
             };
             match landing {
@@ -217,6 +238,10 @@ impl Cache {
                     tally.count(Outcome::Coalesced);
                     return Err(CoalescedError::panicked(name, message).into());
                 }
+                Landing::TimedOut => {
+                    tally.count(Outcome::Coalesced);
+                    return Err(CoalescedError::load_timed_out(name, self.inner.load_timeout).into());
+                }
                 // Counted `error` by the leader, and here: the cache could not share it.
                 Landing::Unshareable => tally.count(Outcome::Error),
             }
@@ -236,7 +261,7 @@ impl Cache {
     ) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
-        E: fmt::Display,
+        E: From<CoalescedError> + fmt::Display,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -261,12 +286,22 @@ impl Cache {
         // NOTE: the panic is caught to hand its message to the waiters, then resumed
         // unchanged. A drop guard could not tell it from a cancellation: the task
         // harness drops a panicked future after catching the panic.
-        let value = match AssertUnwindSafe(async move { load().await }).catch_unwind().await {
-            Ok(Ok(value)) => value,
-            Ok(Err(e)) => {
+        let bound = self.inner.load_timeout;
+        let loaded = AssertUnwindSafe(async move { tokio::time::timeout(bound, load()).await })
+            .catch_unwind()
+            .await;
+        let value = match loaded {
+            Ok(Ok(Ok(value))) => value,
+            Ok(Ok(Err(e))) => {
                 leader.land(Landing::Failed(e.to_string().into()));
                 tally.count(Outcome::LoaderError);
                 return Err(e);
+            }
+            // The loader's future is dropped: nothing to store, the flight ends.
+            Ok(Err(_elapsed)) => {
+                leader.land(Landing::TimedOut);
+                tally.count(Outcome::LoaderError);
+                return Err(self.load_timed_out().into());
             }
             Err(panic) => {
                 leader.land(Landing::Panicked(panic_message(&*panic).into()));
@@ -306,14 +341,19 @@ impl Cache {
     ) -> Result<T, E>
     where
         T: Serialize,
+        E: From<CoalescedError>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let value = match load().await {
-            Ok(value) => value,
-            Err(e) => {
+        let value = match self.bounded(load()).await {
+            Some(Ok(value)) => value,
+            Some(Err(e)) => {
                 tally.count(Outcome::LoaderError);
                 return Err(e);
+            }
+            None => {
+                tally.count(Outcome::LoaderError);
+                return Err(self.load_timed_out().into());
             }
         };
         if seen != Seen::Unavailable {
@@ -328,6 +368,20 @@ impl Cache {
         }
         tally.count(Outcome::Miss);
         Ok(value)
+    }
+
+    /// `load`'s output, or `None` once [`load_timeout`](super::CacheConfig::load_timeout)
+    /// passed (its future is dropped then).
+    async fn bounded<Fut: Future>(&self, load: Fut) -> Option<Fut::Output> {
+        tokio::time::timeout(self.inner.load_timeout, load).await.ok()
+    }
+
+    /// The error of a load past `load_timeout`, logged: a loader that hangs needs
+    /// attention.
+    fn load_timed_out(&self) -> CoalescedError {
+        let (cache, load_timeout) = (self.inner.name, self.inner.load_timeout);
+        tracing::warn!(target: "stayfast::cache", cache, ?load_timeout, "loader dropped: it outlasted load_timeout");
+        CoalescedError::load_timed_out(cache, load_timeout)
     }
 
     /// Stores a loaded value; what the call counts.

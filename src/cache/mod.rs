@@ -30,8 +30,10 @@
 //!
 //! Concurrent [`get_or_insert_with`](Cache::get_or_insert_with) calls that miss one
 //! entry run one loader: the first *leads* (looks again, loads, stores), the others
-//! wait on it (each at most [`CacheConfig::max_wait`]) and decode their own `T` from the
-//! value it loaded. A loader error reaches every waiter as a [`CoalescedError`] and is
+//! wait on it and decode their own `T` from the value it loaded. A waiter gives up after
+//! [`CacheConfig::max_wait`] and runs its own loader instead; every loader the cache
+//! runs is bounded by [`CacheConfig::load_timeout`], so a hung loader holds its entry
+//! that long at most. A loader error reaches every waiter as a [`CoalescedError`] and is
 //! never cached. If the leading call is dropped midway, one waiter takes over with its
 //! own loader; if its loader panics, every waiter gets a [`CoalescedError`] at once.
 //! Flights are per `Cache` (shared by its clones), not across processes; at most
@@ -49,8 +51,8 @@
 //! |---|---|
 //! | `hit` | the entry was there and decoded |
 //! | `miss` | no entry; for `get_or_insert_with`: this call ran the loader, and its value was stored, or was over the size cap and not stored |
-//! | `coalesced` | no entry, and this call waited on another call's load instead of running its own: it got the value, the loader's error or panic, or timed out waiting (`max_wait`) |
-//! | `loader_error` | no entry, and this call ran the loader, which failed (a panicking loader counts nothing) |
+//! | `coalesced` | no entry, and this call waited on another call's load instead of running its own: it got the value, or the loader's error, panic or timeout |
+//! | `loader_error` | no entry, and this call ran the loader, which failed or ran past `load_timeout` (a panicking loader counts nothing) |
 //! | `error` | the cache failed the call: Redis failed, the entry did not decode, the context could not be encoded, (`get_or_insert_with`) storing the loaded value failed, or too many other entries were loading to coalesce this one (`max_in_flight`) |
 //!
 //! `error` takes precedence: a call whose lookup failed counts `error` whatever comes
@@ -165,6 +167,7 @@ struct Inner {
     ttl: Duration,
     max_value_bytes: usize,
     max_wait: Duration,
+    load_timeout: Duration,
     results: Results,
     /// The loads under way, by key (single flight).
     flights: Arc<Flights>,
@@ -288,6 +291,7 @@ impl Cache {
                 ttl: config.ttl,
                 max_value_bytes: config.max_value_bytes,
                 max_wait: config.max_wait,
+                load_timeout: config.load_timeout,
                 results: Results::new(prefix, name),
                 flights: Arc::new(Flights::new(config.max_in_flight)),
             }),
@@ -587,6 +591,7 @@ impl fmt::Debug for Cache {
             .field("ttl", &inner.ttl)
             .field("max_value_bytes", &inner.max_value_bytes)
             .field("max_wait", &inner.max_wait)
+            .field("load_timeout", &inner.load_timeout)
             .field("max_in_flight", &inner.flights.max())
             .field("in_flight", &inner.flights.len())
             .field("redis", &inner.redis)

@@ -17,6 +17,21 @@ pub(crate) fn words(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The words of `text` the index holds: distinct, in order of first appearance, each
+/// at most `max_bytes` long (longer ones are skipped), at most `max_words` of them.
+/// Store and delete use this one function with the same caps, so they name the same
+/// sets.
+pub(crate) fn indexed_words(text: &str, max_words: usize, max_bytes: usize) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| w.len() <= max_bytes)
+        .filter(|w| seen.insert(w.clone()))
+        .take(max_words)
+        .collect()
+}
+
 /// The member a fact adds to each of its words' sets: `<seq>:<id>`.
 ///
 /// The insertion sequence travels with the id so SINTER's answer can be ranked without
@@ -49,6 +64,20 @@ mod tests {
         assert!(words(" \r\n\0!?").is_empty());
         // A combining mark is not alphanumeric: it separates.
         assert_eq!(words("cafe\u{301}").into_iter().collect::<Vec<_>>(), ["cafe"]);
+    }
+
+    #[test]
+    fn indexed_words_are_capped_in_text_order() {
+        let text = "Zeta alpha ZETA beta 0123456789abcdef gamma delta";
+        assert_eq!(indexed_words(text, 3, 64), ["zeta", "alpha", "beta"]);
+        assert_eq!(
+            indexed_words(text, 10, 5),
+            ["zeta", "alpha", "beta", "gamma", "delta"]
+        );
+        // The cap is on bytes of the lower-case form: "東京" is 6 bytes.
+        assert_eq!(indexed_words("東京 x", 10, 5), ["x"]);
+        let huge: String = (0..10_000).map(|i| format!("w{i} ")).collect();
+        assert_eq!(indexed_words(&huge, 256, 64).len(), 256);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! [`KnowledgeStore`]: the calls, over the resilient [`Redis`] handle.
 
-use std::{collections::HashSet, sync::Arc, time::SystemTime};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use stayfast_core::{
     config::ConfigError,
@@ -84,6 +88,11 @@ impl KnowledgeStore {
 
     /// Stores a fact and indexes its words; returns its new id (a UUID v4).
     ///
+    /// At most [`max_indexed_words`](KnowledgeConfig::max_indexed_words) distinct words
+    /// are indexed, the first in the text, each at most
+    /// [`max_word_bytes`](KnowledgeConfig::max_word_bytes) long: search does not find
+    /// the fact by the others.
+    ///
     /// Two round trips: `INCR` of the insertion counter, then one pipeline that adds the
     /// id to each word's set and to the id set, and writes the hash last.
     ///
@@ -127,7 +136,11 @@ impl KnowledgeStore {
         check_size("metadata", metadata.len(), config.max_metadata_bytes)?;
         let id = Uuid::new_v4().hyphenated().to_string();
         let created_at = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
-        let index_keys: Vec<String> = index::words(&content).iter().map(|w| keys.index(w)).collect();
+        let index_keys: Vec<String> =
+            index::indexed_words(&content, config.max_indexed_words, config.max_word_bytes)
+                .iter()
+                .map(|w| keys.index(w))
+                .collect();
 
         let seq: u64 = redis
             .run(Command::Incr, |c| {
@@ -222,12 +235,14 @@ impl KnowledgeStore {
         let Some(stored) = read::one(&self.inner.redis, &self.inner.keys, &id).await? else {
             return Ok(false);
         };
-        let keys = &self.inner.keys;
+        let (keys, config) = (&self.inner.keys, &self.inner.config);
         let member = index::member(stored.seq, &id);
-        let index_keys: Vec<String> = index::words(&stored.fact.content)
-            .iter()
-            .map(|w| keys.index(w))
-            .collect();
+        let content = &stored.fact.content;
+        let index_keys: Vec<String> =
+            index::indexed_words(content, config.max_indexed_words, config.max_word_bytes)
+                .iter()
+                .map(|w| keys.index(w))
+                .collect();
         let removed: Vec<i64> = self
             .inner
             .redis
@@ -258,7 +273,7 @@ impl KnowledgeStore {
     /// once; one stored or deleted meanwhile may or may not be.
     ///
     /// Everything is read into memory: meant for collections of thousands, not
-    /// millions.
+    /// millions; [`list_facts_limited`](Self::list_facts_limited) reads only the newest.
     ///
     /// # Errors
     ///
@@ -282,28 +297,86 @@ impl KnowledgeStore {
     /// ```
     pub async fn list_facts(&self) -> Result<Vec<Fact>, StoreError> {
         let Inner { redis, config, keys } = &*self.inner;
-        let found = redis
-            .scan_keys(&keys.fact_pattern, config.scan_count, usize::MAX)
-            .await?;
-        let mut seen = HashSet::with_capacity(found.len());
-        let ids: Vec<String> = found
-            .into_iter()
-            .filter_map(|key| {
-                let id = key.strip_prefix(&keys.fact)?;
-                (fact::is_stored_id(id) && seen.insert(id.to_owned())).then(|| id.to_owned())
-            })
-            .collect();
+        let ids = self.scan_ids().await?;
         let mut facts = read::many(redis, keys, &ids, config.scan_count as usize).await?;
         facts.sort_unstable_by_key(|stored| stored.seq);
         Ok(facts.into_iter().map(|stored| stored.fact).collect())
     }
 
-    /// The first `limit` facts, in insertion order, holding every word of `query`.
+    /// The newest `limit` facts, newest first: [`list_facts`](Self::list_facts) with a
+    /// bound on what is read and returned.
+    ///
+    /// The same SCAN, then pipelined `HGET seq` of every fact (a few bytes each) to rank
+    /// them, then pipelined HGETALLs of the newest `limit` only: memory and transfer grow
+    /// with the number of facts by their ids, not their contents. A fact present for the
+    /// whole call and among the newest `limit` is returned exactly once.
+    ///
+    /// # Errors
+    ///
+    /// As [`list_facts`](Self::list_facts). `limit == 0` returns nothing without I/O.
+    ///
+    /// # Cancellation
+    ///
+    /// A read: dropping the future has no effect on the store.
+    ///
+    /// ```no_run
+    /// # use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
+    /// # use stayfast::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let store = KnowledgeStore::new(Redis::connect(&RedisConfig::default()).await?, &KnowledgeConfig::default())?;
+    /// let latest = store.list_facts_limited(100).await?;
+    /// assert!(latest.len() <= 100);
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_facts_limited(&self, limit: usize) -> Result<Vec<Fact>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let Inner { redis, config, keys } = &*self.inner;
+        let ids = self.scan_ids().await?;
+        let per_pipeline = config.scan_count as usize;
+        let mut ranked = read::seqs(redis, keys, &ids, per_pipeline).await?;
+        ranked.sort_unstable_by(|a, b| b.cmp(a));
+        // Fetch newest first until `limit` facts are found: one gone since is skipped.
+        let mut found = Vec::new();
+        let mut rest = &ranked[..];
+        while found.len() < limit && !rest.is_empty() {
+            let take = (limit - found.len()).min(per_pipeline).min(rest.len());
+            let (batch, tail) = rest.split_at(take);
+            rest = tail;
+            let ids: Vec<String> = batch.iter().map(|(_, id)| id.clone()).collect();
+            found.extend(read::many(redis, keys, &ids, per_pipeline).await?);
+        }
+        found.sort_unstable_by_key(|stored| std::cmp::Reverse(stored.seq));
+        found.truncate(limit);
+        Ok(found.into_iter().map(|stored| stored.fact).collect())
+    }
+
+    /// The ids of every fact key SCAN finds, each once.
+    async fn scan_ids(&self) -> Result<Vec<String>, StoreError> {
+        let Inner { redis, config, keys } = &*self.inner;
+        let found = redis
+            .scan_keys(&keys.fact_pattern, config.scan_count, usize::MAX)
+            .await?;
+        let mut seen = HashSet::with_capacity(found.len());
+        Ok(found
+            .into_iter()
+            .filter_map(|key| {
+                let id = key.strip_prefix(&keys.fact)?;
+                (fact::is_stored_id(id) && seen.insert(id.to_owned())).then(|| id.to_owned())
+            })
+            .collect())
+    }
+
+    /// The newest `limit` facts holding every word of `query`, newest first (with more
+    /// matches than `limit`, the oldest are dropped).
     ///
     /// Words are runs of alphanumeric characters (any script), compared lower-cased;
     /// punctuation and spaces separate them (`"well-known"` is `well` and `known`). No
     /// Unicode normalization: `"é"` and `"e\u{301}"` differ. One SINTER of the words'
-    /// sets, then pipelined HGETALLs of the first `limit` matches only.
+    /// sets, then pipelined HGETALLs of the newest `limit` matches only. A word over
+    /// [`max_word_bytes`](KnowledgeConfig::max_word_bytes) is never indexed: a query
+    /// holding one finds nothing (without I/O).
     ///
     /// # Errors
     ///
@@ -337,10 +410,10 @@ impl KnowledgeStore {
                 ),
             });
         }
-        if words.is_empty() || limit == 0 {
+        let Inner { redis, config, keys } = &*self.inner;
+        if words.is_empty() || limit == 0 || words.iter().any(|w| w.len() > config.max_word_bytes) {
             return Ok(Vec::new());
         }
-        let Inner { redis, config, keys } = &*self.inner;
         let index_keys: Vec<String> = words.iter().map(|w| keys.index(w)).collect();
         let members: Vec<String> = redis.sinter(index_keys).await?;
         let mut matches: Vec<(u64, &str)> = members
@@ -348,7 +421,8 @@ impl KnowledgeStore {
             .filter_map(|m| index::parse_member(m))
             .filter(|(_, id)| fact::is_stored_id(id))
             .collect();
-        matches.sort_unstable();
+        // Newest first: a limit drops the oldest matches.
+        matches.sort_unstable_by(|a, b| b.cmp(a));
         // Fetch in rank order until `limit` facts are found: a member whose fact is gone
         // (deleted meanwhile, or a cut-short store) is skipped and the next one taken.
         let mut found = Vec::new();
@@ -362,7 +436,7 @@ impl KnowledgeStore {
             let ids: Vec<String> = batch.iter().map(|(_, id)| (*id).to_owned()).collect();
             found.extend(read::many(redis, keys, &ids, config.scan_count as usize).await?);
         }
-        found.sort_unstable_by_key(|stored| stored.seq);
+        found.sort_unstable_by_key(|stored| std::cmp::Reverse(stored.seq));
         found.truncate(limit);
         Ok(found.into_iter().map(|stored| stored.fact).collect())
     }
@@ -403,6 +477,11 @@ impl KnowledgeStore {
 
     /// The Redis handle's state, read without I/O: the breaker and the connections.
     ///
+    /// Cheap, but it trusts fred's view of its connections, which stays "connected"
+    /// until fred notices a loss (through the reconnect delay after a killed server,
+    /// indefinitely for a stopped one): use [`check_health`](Self::check_health) for a
+    /// health endpoint.
+    ///
     /// ```no_run
     /// # use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
     /// # use stayfast::redis::{Redis, RedisConfig};
@@ -414,6 +493,35 @@ impl KnowledgeStore {
     /// ```
     pub fn health(&self) -> KnowledgeHealth {
         KnowledgeHealth::of(&self.inner.redis)
+    }
+
+    /// Whether Redis answers: a PING bounded by `timeout` (the service's
+    /// `timeouts.redis.connection.health_check`, say), under the handle's `redis.other`
+    /// policy (an open breaker refuses it at once). `ok` only if the PING was answered
+    /// in time; `ping` is how long it took. Takes `timeout` at most.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future abandons the PING; it changes nothing in Redis.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use stayfast::knowledge::{KnowledgeConfig, KnowledgeStore};
+    /// # use stayfast::redis::{Redis, RedisConfig};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(); // closed again
+    /// # let mut redis_config = RedisConfig::default();
+    /// # redis_config.url = format!("redis://127.0.0.1:{port}");
+    /// # redis_config.connect_timeout = Duration::from_millis(50);
+    /// # let store = KnowledgeStore::new(Redis::connect(&redis_config).await?, &KnowledgeConfig::default())?;
+    /// let started = std::time::Instant::now();
+    /// let health = store.check_health(Duration::from_millis(500)).await;
+    /// assert!(!health.ok && health.ping.is_none()); // nothing listens there
+    /// assert!(started.elapsed() < Duration::from_secs(1));
+    /// # Ok(()) }
+    /// ```
+    pub async fn check_health(&self, timeout: Duration) -> KnowledgeHealth {
+        KnowledgeHealth::checked(&self.inner.redis, timeout).await
     }
 }
 
