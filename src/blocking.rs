@@ -497,7 +497,7 @@ impl Cache {
     /// The loader's error; [`StoreError::InsideRuntime`] (converted into `E`) when called
     /// from async code; [`StoreError::Coalesced`] (converted into `E`) when this call
     /// waited on another thread's load of the same entry and that load failed, panicked
-    /// or outlasted `max_wait`.
+    /// or outlasted `load_timeout`.
     ///
     /// ```no_run
     /// # fn f(cache: &stayfast::blocking::Cache) -> Result<(), stayfast::StoreError> {

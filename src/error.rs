@@ -73,7 +73,7 @@ pub enum StoreError {
     #[error("a blocking stayfast method was called from inside an async runtime; use the async API there")]
     InsideRuntime,
     /// A cache call waited on a concurrent call's load of the same entry, and that load
-    /// failed, panicked or outlasted `max_wait` (see [`CoalescedError`](crate::cache::CoalescedError)).
+    /// failed, panicked or outlasted `load_timeout` (see [`CoalescedError`](crate::cache::CoalescedError)).
     #[error(transparent)]
     Coalesced(#[from] crate::cache::CoalescedError),
     /// A setting the store cannot work with.

@@ -1,8 +1,8 @@
 //! [`LogReader::read_last`]: the last records of a log, read from its end.
 
-use std::{io, path::Path, sync::Arc};
+use std::{path::Path, sync::Arc};
 
-use super::{FileOps, FsError, LogReader, ReadLogError, Step, atomic, locks, tail};
+use super::{FileOps, FsError, LogReader, ReadLogError, Step, atomic, locks, log::Validate, tail};
 use crate::Error;
 
 /// How much is read from the end at a time.
@@ -51,25 +51,10 @@ impl LogReader {
     where
         V: Fn(&[u8]) -> bool + Send + Sync + 'static,
     {
-        let path = path.into();
-        let validate = Arc::new(validate);
-        let (ops, max_record) = (Arc::clone(&self.inner.ops), self.inner.max_record);
-        self.inner
-            .policy
-            .call_with(|attempt| {
-                let validate = Arc::clone(&validate);
-                let budget = attempt.remaining();
-                let work = atomic::run_blocking(
-                    Arc::clone(&ops),
-                    path.clone(),
-                    budget,
-                    move |ops, path, deadline| {
-                        read_last_blocking(ops, path, n, max_record, &*validate, deadline)
-                    },
-                );
-                async move { work.await.map_err(ReadLogError::Fs) }
-            })
-            .await
+        let work = move |ops: &dyn FileOps, path: &Path, max_record, validate: &Validate, deadline| {
+            read_last_blocking(ops, path, n, max_record, validate, deadline)
+        };
+        self.run_blocking(path.into(), Arc::new(validate), work).await
     }
 }
 
@@ -78,19 +63,13 @@ fn read_last_blocking(
     path: &Path,
     n: usize,
     max_record: usize,
-    validate: &(dyn Fn(&[u8]) -> bool + Send + Sync),
+    validate: &Validate,
     deadline: Option<std::time::Instant>,
 ) -> Result<Option<Vec<Vec<u8>>>, FsError> {
     let (dir, name) = atomic::split(path)?;
     let _serialised = locks::lock_file(ops, dir, name, deadline)?;
-    match ops.symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(Vec::new())),
-        Err(e) => return Err(FsError::new(path, Step::Inspect, e)),
-        Ok(meta) if !meta.file_type().is_file() => {
-            let e = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-            return Err(FsError::new(path, Step::Open, e));
-        }
-        Ok(_) => {}
+    if super::log::regular_file(ops, path)?.is_none() {
+        return Ok(Some(Vec::new()));
     }
     let file = ops
         .open_read(path)

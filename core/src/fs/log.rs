@@ -302,6 +302,57 @@ impl LogReader {
     }
 }
 
+/// The record check a reader is given.
+pub(super) type Validate = dyn Fn(&[u8]) -> bool + Send + Sync;
+
+/// `path`'s metadata when a regular file is there, `None` when nothing is; an error for
+/// anything else (a directory, FIFO, device or symlink is never read through).
+pub(super) fn regular_file(ops: &dyn FileOps, path: &Path) -> Result<Option<std::fs::Metadata>, FsError> {
+    match ops.symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FsError::new(path, Step::Inspect, e)),
+        Ok(meta) if !meta.file_type().is_file() => {
+            let e = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+            Err(FsError::new(path, Step::Open, e))
+        }
+        Ok(meta) => Ok(Some(meta)),
+    }
+}
+
+impl LogReader {
+    /// Runs `work` over `path` through the policy, on the blocking pool in the path's
+    /// turn, with the reader's record cap, `validate` and the attempt's deadline.
+    pub(super) async fn run_blocking<T, W>(
+        &self,
+        path: PathBuf,
+        validate: Arc<Validate>,
+        work: W,
+    ) -> Result<T, Error<ReadLogError>>
+    where
+        T: Send + 'static,
+        W: Fn(&dyn FileOps, &Path, usize, &Validate, Option<std::time::Instant>) -> Result<T, FsError>
+            + Clone
+            + Send
+            + 'static,
+    {
+        let (ops, max_record) = (Arc::clone(&self.inner.ops), self.inner.max_record);
+        self.inner
+            .policy
+            .call_with(|attempt| {
+                let (validate, work) = (Arc::clone(&validate), work.clone());
+                let budget = attempt.remaining();
+                let task = atomic::run_blocking(
+                    Arc::clone(&ops),
+                    path.clone(),
+                    budget,
+                    move |ops, path, deadline| work(ops, path, max_record, &*validate, deadline),
+                );
+                async move { task.await.map_err(ReadLogError::Fs) }
+            })
+            .await
+    }
+}
+
 /// The state of a scan: where the valid prefix ends, and what follows it.
 enum Tail {
     /// Nothing after the valid prefix.
@@ -326,14 +377,8 @@ impl ReaderInner {
         let ops = &*self.ops;
         let (dir, name) = atomic::split(path)?;
         let _serialised = locks::lock_file(ops, dir, name, deadline)?;
-        match ops.symlink_metadata(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recovered::default()),
-            Err(e) => return Err(FsError::new(path, Step::Inspect, e).into()),
-            Ok(meta) if !meta.file_type().is_file() => {
-                let e = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-                return Err(FsError::new(path, Step::Open, e).into());
-            }
-            Ok(_) => {}
+        if regular_file(ops, path)?.is_none() {
+            return Ok(Recovered::default());
         }
         let file = ops
             .open_read(path)

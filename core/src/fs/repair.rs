@@ -9,7 +9,7 @@ use std::{
     sync::Arc,
 };
 
-use super::{FileOps, FsError, LogReader, ReadLogError, Step, atomic, locks, tail, temp};
+use super::{FileOps, FsError, LogReader, ReadLogError, Step, atomic, locks, log::Validate, tail, temp};
 use crate::Error;
 
 /// What [`LogReader::repair`] did.
@@ -81,22 +81,7 @@ impl LogReader {
     where
         V: Fn(&[u8]) -> bool + Send + Sync + 'static,
     {
-        let path = path.into();
-        let validate = Arc::new(validate);
-        let (ops, max_record) = (Arc::clone(&self.inner.ops), self.inner.max_record);
-        self.inner
-            .policy
-            .call_with(|attempt| {
-                let validate = Arc::clone(&validate);
-                let budget = attempt.remaining();
-                let work = atomic::run_blocking(
-                    Arc::clone(&ops),
-                    path.clone(),
-                    budget,
-                    move |ops, path, deadline| repair_blocking(ops, path, max_record, &*validate, deadline),
-                );
-                async move { work.await.map_err(ReadLogError::Fs) }
-            })
+        self.run_blocking(path.into(), Arc::new(validate), repair_blocking)
             .await
     }
 }
@@ -105,19 +90,13 @@ fn repair_blocking(
     ops: &dyn FileOps,
     path: &Path,
     max_record: usize,
-    validate: &(dyn Fn(&[u8]) -> bool + Send + Sync),
+    validate: &Validate,
     deadline: Option<std::time::Instant>,
 ) -> Result<Repaired, FsError> {
     let (dir, name) = atomic::split(path)?;
     let _serialised = locks::lock_file(ops, dir, name, deadline)?;
-    let meta = match ops.symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Repaired::default()),
-        Err(e) => return Err(FsError::new(path, Step::Inspect, e)),
-        Ok(meta) if !meta.file_type().is_file() => {
-            let e = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-            return Err(FsError::new(path, Step::Open, e));
-        }
-        Ok(meta) => meta,
+    let Some(meta) = super::log::regular_file(ops, path)? else {
+        return Ok(Repaired::default());
     };
     let source = ops
         .open_read(path)
