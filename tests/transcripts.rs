@@ -1298,21 +1298,26 @@ async fn bounded_session_map_keeps_seqs_across_eviction() {
     );
 }
 
+/// A transcript of `records` messages of 2 KB each for `session` in `dir`.
+async fn big_transcript(dir: &Path, session: &str, records: u64) {
+    let (store, _bg) = open(dir, None, |_| {}).await;
+    store.append(session, Message::new("user", "first")).await.unwrap();
+    let mut bytes = std::fs::read(file_of(dir, session)).unwrap();
+    for seq in 2..=records {
+        bytes.extend_from_slice(line(seq, &format!("m{seq}"), &"x".repeat(2000)).as_bytes());
+        bytes.push(b'\n');
+    }
+    std::fs::write(file_of(dir, session), &bytes).unwrap();
+}
+
 /// #12.15: a transcript file that cannot be read in time gives an empty history marked
 /// degraded, with the reason — the caller answers without it — never an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_read_timeout_is_an_empty_degraded_history() {
     let tmp = TempDir::new("tx");
     let dir = tmp.tx();
-    let (store, _bg) = open(&dir, None, |_| {}).await;
-    store.append("big", Message::new("user", "first")).await.unwrap();
     // 4 MB of records: far more than 1 ms of reading.
-    let mut bytes = std::fs::read(file_of(&dir, "big")).unwrap();
-    for seq in 2..=2_000u64 {
-        bytes.extend_from_slice(line(seq, &format!("m{seq}"), &"x".repeat(2000)).as_bytes());
-        bytes.push(b'\n');
-    }
-    std::fs::write(file_of(&dir, "big"), &bytes).unwrap();
+    big_transcript(&dir, "big", 2_000).await;
     let mut config = TranscriptConfig::default();
     config.dir = dir.clone();
     let slow = TranscriptStore::builder(&config)
@@ -1377,14 +1382,7 @@ async fn history_beyond_the_window_reads_the_files_end_and_leaves_redis_alone() 
 async fn waiting_for_the_writer_lock_is_bounded_by_the_write_deadline() {
     let tmp = TempDir::new("tx");
     let dir = tmp.tx();
-    let (store, _bg) = open(&dir, None, |_| {}).await;
-    store.append("big", Message::new("user", "first")).await.unwrap();
-    let mut bytes = std::fs::read(file_of(&dir, "big")).unwrap();
-    for seq in 2..=20_000u64 {
-        bytes.extend_from_slice(line(seq, &format!("m{seq}"), &"x".repeat(2000)).as_bytes());
-        bytes.push(b'\n');
-    }
-    std::fs::write(file_of(&dir, "big"), &bytes).unwrap();
+    big_transcript(&dir, "big", 20_000).await;
     let mut config = TranscriptConfig::default();
     config.dir = dir.clone();
     let write = Duration::from_millis(100);
