@@ -1301,7 +1301,10 @@ async fn bounded_session_map_keeps_seqs_across_eviction() {
 /// A transcript of `records` messages of 2 KB each for `session` in `dir`.
 async fn big_transcript(dir: &Path, session: &str, records: u64) {
     let (store, _bg) = open(dir, None, |_| {}).await;
-    store.append(session, Message::new("user", "first")).await.unwrap();
+    store
+        .append(session, Message::new("user", "first"))
+        .await
+        .unwrap();
     let mut bytes = std::fs::read(file_of(dir, session)).unwrap();
     for seq in 2..=records {
         bytes.extend_from_slice(line(seq, &format!("m{seq}"), &"x".repeat(2000)).as_bytes());
