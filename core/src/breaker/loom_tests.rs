@@ -103,3 +103,25 @@ fn loom_simultaneous_failures_trip_once() {
         assert_eq!(transitions.load(StdOrdering::SeqCst), 1);
     });
 }
+
+/// #12.7: a reset racing a push leaves the window's totals equal to what its slots hold
+/// (no drift: every slot change is counted once, by whoever made it).
+#[test]
+fn loom_clear_racing_pushes_leaves_no_drift() {
+    loom::model(|| {
+        let window = Arc::new(window::CountWindow::new(2));
+        window.push(window::Sample::Failure);
+        let pusher = {
+            let window = Arc::clone(&window);
+            thread::spawn(move || {
+                window.push(window::Sample::Failure);
+            })
+        };
+        window.clear();
+        pusher.join().expect("thread");
+        assert!(window.totals_match_slots(), "the totals drifted from the slots");
+        // And the next failures are counted as failures.
+        window.clear();
+        assert_eq!(window.push(window::Sample::Failure).failures, 1);
+    });
+}

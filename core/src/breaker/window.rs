@@ -118,15 +118,36 @@ impl CountWindow {
         now.max(0) as u64
     }
 
-    /// Forgets every sample (on closing). Called under the breaker's lock.
+    /// Forgets every sample (on closing or a reset). Called under the breaker's lock,
+    /// but pushes are lock-free and may race it.
+    ///
+    /// NOTE: every slot is emptied with `swap` and the totals corrected by what each held,
+    /// exactly as a push corrects them for the sample it evicts: whoever changes a slot
+    /// accounts for that change, once. Storing 0 into the totals instead lost the
+    /// correction of a push that had swapped its slot but not yet counted it: after the
+    /// push, the totals were off by one for good (a failure never counted, or counted
+    /// twice), until the next clear.
     pub(crate) fn clear(&self) {
         for slot in self.slots.iter() {
-            slot.store(Sample::Empty as u8, Ordering::Release);
+            let held = Sample::from_u8(slot.swap(Sample::Empty as u8, Ordering::AcqRel));
+            Self::adjust(&self.failures, held, Sample::Empty, Sample::Failure);
+            Self::adjust(&self.slow, held, Sample::Empty, Sample::Slow);
         }
         self.next.store(0, Ordering::Release);
         self.full.store(false, Ordering::Release);
-        self.failures.store(0, Ordering::Release);
-        self.slow.store(0, Ordering::Release);
+    }
+
+    /// Whether the totals equal what the slots hold (true once no push is in progress).
+    #[cfg(test)]
+    pub(crate) fn totals_match_slots(&self) -> bool {
+        let count = |kind: Sample| {
+            self.slots
+                .iter()
+                .filter(|s| s.load(Ordering::Acquire) == kind as u8)
+                .count() as i64
+        };
+        self.failures.load(Ordering::Acquire) == count(Sample::Failure)
+            && self.slow.load(Ordering::Acquire) == count(Sample::Slow)
     }
 }
 
@@ -163,6 +184,7 @@ mod tests {
         let c = w.push(Sample::Success);
         assert_eq!((c.calls, c.failures, c.slow), (3, 1, 1));
         w.clear();
+        assert!(w.totals_match_slots());
         assert_eq!(w.push(Sample::Success).calls, 1);
     }
 }
