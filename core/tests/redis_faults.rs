@@ -159,9 +159,9 @@ async fn c1_kill_restart_under_50_concurrent_callers() {
     let _serial = SERIAL.lock().await;
     let mut server = RedisServer::start().await.unwrap();
     let mut c = config(&server.url(), 500);
-    // No growth of the open duration after a failed probe: a probe sent before fred has
-    // reconnected re-opens for `open_for` again, so the recovery bound stays
-    // `open_for` + `reconnect_max_delay`.
+    // No growth of the open duration after a failed probe. A probe is held back until
+    // fred has reconnected (item 19), but one sent just before a connection drops still
+    // fails: the recovery bound stays `open_for` + `reconnect_max_delay`.
     c.breaker.max_open_for = c.breaker.open_for;
     let recovery_bound = c.breaker.open_for + c.reconnect_max_delay + SLACK;
     // Calls in flight at the kill may be held by fred (queued for its router while it
@@ -1248,4 +1248,76 @@ async fn open_on_disconnect_trips_an_idle_handle() {
         restarted.elapsed(),
         redis.breaker().state()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue #12 item 19: recovery after a restart within one break
+// ---------------------------------------------------------------------------------------
+
+/// Redis killed long enough for a growing break to reach 4 s (probes at 1 s and 3 s),
+/// then restarted: calls succeed again within the base break + 1 s of the restart. A
+/// probe that finds fred still reconnecting is not a failed probe, so the break does not
+/// grow while Redis is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_after_restart_within_one_break() {
+    let _serial = SERIAL.lock().await;
+    let mut server = RedisServer::start().await.unwrap();
+    let mut c = config(&server.url(), 300);
+    c.breaker.open_for = ms(1000);
+    c.breaker.open_growth = 2.0;
+    c.breaker.max_open_for = ms(20_000);
+    let bound = c.breaker.open_for + ms(1000) + SLACK;
+    let redis = Redis::connect(&c).await.unwrap();
+    redis.set("k", "v", None).await.unwrap();
+
+    // One caller, a call every 20 ms, as a store under light load, besides the polling
+    // below: two callers at once, as in a service.
+    let stop = Arc::new(AtomicBool::new(false));
+    let caller = {
+        let (redis, stop) = (redis.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut successes = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if redis.get::<Option<String>>("k").await.is_ok() {
+                    successes.push(Instant::now());
+                }
+                tokio::time::sleep(ms(20)).await;
+            }
+            successes
+        })
+    };
+    tokio::time::sleep(ms(200)).await;
+    let mut states = redis.breaker().subscribe();
+    server.kill().unwrap();
+    let opened = tokio::time::timeout(ms(2000), states.wait_for(|s| s.is_open()))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    assert!(opened, "the breaker did not open within 2 s of the kill");
+    // Down for 3.5 s of calls: with failed probes counted, the break is 4 s by now.
+    tokio::time::sleep(ms(3500)).await;
+    server.restart().await.unwrap();
+    let restarted = Instant::now();
+    let recovered = poll_until(ms(6000), || async {
+        redis.get::<Option<String>>("k").await.is_ok()
+    })
+    .await;
+    tokio::time::sleep(ms(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let successes = caller.await.unwrap();
+    let first = successes
+        .iter()
+        .filter(|t| **t >= restarted)
+        .map(|t| t.duration_since(restarted))
+        .min();
+    println!(
+        "item 19: after the restart, first success {recovered:?} (polling), {first:?} (caller); \
+         breaker {}; bound {bound:?}",
+        redis.breaker().state()
+    );
+    let recovered = recovered.expect("no success within 6 s of the restart");
+    assert!(
+        recovered <= bound,
+        "served from Redis only {recovered:?} after the restart (bound {bound:?})"
+    );
+    assert_eq!(redis.breaker().state(), State::Closed);
 }

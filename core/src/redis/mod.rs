@@ -35,8 +35,8 @@ use futures_util::TryStreamExt;
 pub use self::config::{OperationTimeouts, RedisConfig};
 use self::gauges::InFlight;
 use crate::{
-    Attempt, CircuitBreaker, Error, ErrorChain, Name, Policy, backstop::Backstop, config::ConfigError,
-    telemetry::DEFAULT_PREFIX,
+    Attempt, CircuitBreaker, Error, ErrorChain, Name, Policy, backstop::Backstop, breaker::State,
+    config::ConfigError, telemetry::DEFAULT_PREFIX,
 };
 /// The fred version this handle is built on, for its types (`Value`, `Map`, the
 /// command traits a [`Redis::run`] closure calls) without a second dependency to keep
@@ -249,6 +249,9 @@ struct Inner {
     breaker: CircuitBreaker,
     policies: Vec<Policy>,
     margin: Duration,
+    /// fred's longest reconnect delay: when a probe held back for want of a connection
+    /// may be tried again at the latest.
+    reconnect_max_delay: Duration,
     url: String,
     in_flight: InFlight,
     /// The background tasks: the gauge sampler and the disconnect listeners.
@@ -424,6 +427,7 @@ impl Redis {
                 breaker,
                 policies,
                 margin: config.deadline_margin,
+                reconnect_max_delay: config.reconnect_max_delay,
                 url: config.redacted_url(),
                 in_flight,
                 tasks,
@@ -565,6 +569,38 @@ impl Redis {
         &self.inner.policies[command as usize]
     }
 
+    /// Holds back the breaker's half-open probe while no connection of the pool is up.
+    ///
+    /// fred fails a command at once, unsent, while its client is not connected (the
+    /// `fail_fast` option): as a probe, it asks Redis nothing. Counted as a failed probe,
+    /// it re-opened the circuit with a grown break (1 s, 2 s, 4 s… up to `max_open_for`)
+    /// while fred was still reconnecting, and a Redis restarted meanwhile was not used
+    /// again until that break had passed (issue #12 item 19: about 25 s). Instead the
+    /// call is rejected as the open circuit would reject it and the breaker is left
+    /// open: the probe goes with the first call after fred has reconnected, and a
+    /// restarted Redis serves again within fred's reconnect delay. Only an attempted
+    /// probe that fails (a timeout, an error reply) grows the break.
+    #[inline]
+    fn hold_probe_while_unconnected(&self) -> Result<(), RedisError> {
+        if self.inner.breaker.state() == State::Closed {
+            return Ok(()); // the hot path: one atomic load
+        }
+        self.hold_probe_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn hold_probe_slow(&self) -> Result<(), RedisError> {
+        let breaker = &self.inner.breaker;
+        if !breaker.probe_due() || self.inner.pool.clients().iter().any(ClientLike::is_connected) {
+            return Ok(());
+        }
+        Err(Error::CircuitOpen {
+            target: breaker.target().clone(),
+            retry_after: self.inner.reconnect_max_delay,
+        })
+    }
+
     /// Runs `op` under `command`'s policy, handing it a pool whose commands carry the
     /// attempt's deadline. Use it for commands the handle does not wrap.
     ///
@@ -599,6 +635,7 @@ impl Redis {
         // every attempt's future in one more async block cost 5–8 % of GET throughput
         // on the Redis benchmark; this guard is a local of this future and cost nothing
         // measurable.
+        self.hold_probe_while_unconnected()?;
         let _counted = self.inner.in_flight.enter();
         self.policy(command)
             .call_borrowed(|attempt| op(pool.with_options(&options(&attempt, margin))))
@@ -965,6 +1002,7 @@ impl Redis {
         Fut: Future<Output = Result<PipelineWithDeadline, FredError>>,
     {
         let (pool, margin) = (&self.inner.pool, self.inner.margin);
+        self.hold_probe_while_unconnected()?;
         // One round trip: counted as one command in flight, however many it holds.
         let _counted = self.inner.in_flight.enter();
         self.policy(Command::Pipeline)
@@ -1006,6 +1044,7 @@ impl Redis {
         limit: usize,
     ) -> Result<Vec<String>, RedisError> {
         let pool = &self.inner.pool;
+        self.hold_probe_while_unconnected()?;
         // One page outstanding at a time: the whole scan counts as one command.
         let _counted = self.inner.in_flight.enter();
         self.policy(Command::Scan)
