@@ -1321,3 +1321,70 @@ async fn recovery_after_restart_within_one_break() {
     );
     assert_eq!(redis.breaker().state(), State::Closed);
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue #12 item 18b: a scan that gives up stops paging
+// ---------------------------------------------------------------------------------------
+
+/// SCAN executions counted by the server, `pause` apart, after a scan ended.
+async fn scans_after(server: &RedisServer, pause: Duration) -> (u64, u64) {
+    let (before, _, _) = commandstats(server, "scan").await;
+    tokio::time::sleep(pause).await;
+    let (after, _, _) = commandstats(server, "scan").await;
+    (before, after)
+}
+
+/// 40,000 keys, 5 per page: a scan that stops at its `limit`, one whose deadline
+/// passes and one whose caller drops it each leave the server's SCAN count still within
+/// one page (the one in flight) 300 ms later: no page is requested after the caller
+/// gave up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_that_gives_up_stops_paging() {
+    let _serial = SERIAL.lock().await;
+    let server = RedisServer::start().await.unwrap();
+    let filled = server
+        .command(&[
+            "EVAL",
+            "for i = 1, 40000 do redis.call('SET', 'fact:' .. i, 'v') end return 1",
+            "0",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(filled.as_integer(), Some(1), "EVAL replied {filled:?}");
+    let mut c = config(&server.url(), 1000);
+    c.operations.scan = Some(ms(100));
+    let redis = Redis::connect(&c).await.unwrap();
+
+    // Stops at its limit.
+    let keys = redis.scan_keys("fact:*", 5, 25).await.unwrap();
+    assert_eq!(keys.len(), 25);
+    let (at_end, later) = scans_after(&server, ms(300)).await;
+    println!("item 18b: limit reached: {at_end} SCANs at the end, {later} 300 ms later");
+    assert!(
+        later <= at_end + 1,
+        "kept paging after the limit: {at_end} -> {later}"
+    );
+
+    // Runs out of time: 8,000 pages do not fit in 100 ms (about 1,000 did here).
+    let t = Instant::now();
+    let timed_out = redis.scan_keys("fact:*", 5, usize::MAX).await.unwrap_err();
+    let took = t.elapsed();
+    assert!(timed_out.is_timeout(), "{timed_out}");
+    assert!(took <= ms(100) + SLACK, "took {took:?}");
+    let (at_end, later) = scans_after(&server, ms(300)).await;
+    println!("item 18b: timed out after {took:?}: {at_end} SCANs at the end, {later} 300 ms later");
+    assert!(
+        later <= at_end + 1,
+        "kept paging after the deadline: {at_end} -> {later}"
+    );
+
+    // Dropped by its caller after 20 ms.
+    let dropped = tokio::time::timeout(ms(20), redis.scan_keys("fact:*", 5, usize::MAX)).await;
+    assert!(dropped.is_err(), "the scan ended within 20 ms: {dropped:?}");
+    let (at_end, later) = scans_after(&server, ms(300)).await;
+    println!("item 18b: dropped: {at_end} SCANs at the end, {later} 300 ms later");
+    assert!(
+        later <= at_end + 1,
+        "kept paging after the drop: {at_end} -> {later}"
+    );
+}

@@ -30,7 +30,6 @@ use fred::{
         config::{Options, UnresponsiveConfig},
     },
 };
-use futures_util::TryStreamExt;
 
 pub use self::config::{OperationTimeouts, RedisConfig};
 use self::gauges::InFlight;
@@ -195,8 +194,8 @@ impl Command {
 
     /// Whether every attempt of the command hands its deadline to fred, which then ends
     /// it in time by itself: stayfast's own bound is only a safety net, kept by the
-    /// handle's [`Backstop`] instead of a timer per attempt. Not for SCAN (its pages are
-    /// bounded by stayfast's timer alone), pipelines (the caller's build step runs
+    /// handle's [`Backstop`] instead of a timer per attempt. Not for SCAN (many pages,
+    /// each handed the time left, the whole bounded by stayfast's timer), pipelines (the caller's build step runs
     /// outside fred) and [`Redis::run`]'s other commands.
     const fn deadline_in_fred(self) -> bool {
         !matches!(self, Command::Scan | Command::Pipeline | Command::Other)
@@ -272,7 +271,12 @@ impl Drop for Inner {
 fn options(attempt: &Attempt, margin: Duration) -> Options {
     // NOTE: the time allotted, not the time remaining: the options are made as the
     // attempt starts, and a clock read per command is measurable (the Redis benchmark).
-    let timeout = attempt.allotted().map(|left| {
+    options_within(attempt.allotted(), margin)
+}
+
+/// The fred options for a command that must end within `left` (none: unbounded).
+fn options_within(left: Option<Duration>, margin: Duration) -> Options {
+    let timeout = left.map(|left| {
         left.checked_sub(margin)
             .filter(|t| !t.is_zero())
             .unwrap_or(Duration::from_millis(1))
@@ -1020,8 +1024,17 @@ impl Redis {
     }
 
     /// Every key matching `pattern` (a SCAN glob: escape user input), `count` per page,
-    /// at most `limit` keys. SCAN pages are read-only, so the whole scan is bounded by
-    /// stayfast's timer (`operations.scan`); fred's options do not reach it.
+    /// at most `limit` keys. The whole scan is bounded by `operations.scan` (stayfast's
+    /// timer), and each page is one SCAN command carrying the time left as its fred
+    /// deadline. Pages are requested one at a time, cursor by cursor, only while the
+    /// call runs: a scan that reaches `limit`, runs out of time or is dropped sends no
+    /// further page (fred's `scan_buffered` kept paging after its receiver was gone).
+    /// Keys that are not UTF-8 are skipped.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future stops the scan: at most the page in flight is still run by
+    /// the server, and only if fred had not dropped it at its deadline.
     ///
     /// # Errors
     ///
@@ -1043,26 +1056,31 @@ impl Redis {
         count: u32,
         limit: usize,
     ) -> Result<Vec<String>, RedisError> {
-        let pool = &self.inner.pool;
+        let (pool, margin) = (&self.inner.pool, self.inner.margin);
         self.hold_probe_while_unconnected()?;
         // One page outstanding at a time: the whole scan counts as one command.
         let _counted = self.inner.in_flight.enter();
         self.policy(Command::Scan)
-            .call(|| {
-                let stream = pool
-                    .next_connected()
-                    .scan_buffered(pattern.to_owned(), Some(count), None);
-                async move {
-                    let mut stream = std::pin::pin!(stream);
-                    let mut keys = Vec::new();
-                    while keys.len() < limit {
-                        match stream.try_next().await? {
-                            Some(key) => keys.extend(key.into_string()),
-                            None => break,
-                        }
+            .call_borrowed(|attempt| async move {
+                let mut keys = Vec::new();
+                let mut cursor = String::from("0");
+                loop {
+                    // Each page gets the time left, so fred drops a page it could not
+                    // write in time rather than run it after the caller gave up.
+                    let client = pool.with_options(&options_within(attempt.remaining(), margin));
+                    let (next, page): (String, Vec<Key>) =
+                        client.scan_page(cursor, pattern, Some(count), None).await?;
+                    keys.extend(page.into_iter().filter_map(Key::into_string));
+                    if keys.len() >= limit {
+                        keys.truncate(limit);
+                        break;
                     }
-                    Ok(keys)
+                    if next == "0" {
+                        break; // the server's cursor came back to its start: done
+                    }
+                    cursor = next;
                 }
+                Ok(keys)
             })
             .await
     }
