@@ -1322,6 +1322,110 @@ async fn recovery_after_restart_within_one_break() {
     assert_eq!(redis.breaker().state(), State::Closed);
 }
 
+/// The sum of the counters named `name` with every label of `labels`, drained from the
+/// recorder (a snapshot resets its counters).
+fn drain_counters(
+    snapshot: &[(
+        metrics_util::CompositeKey,
+        Option<metrics::Unit>,
+        Option<metrics::SharedString>,
+        DebugValue,
+    )],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> u64 {
+    snapshot
+        .iter()
+        .filter_map(|(key, _, _, value)| {
+            let key = key.key();
+            let matches = key.name() == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v));
+            match value {
+                DebugValue::Counter(n) if matches => Some(*n),
+                _ => None,
+            }
+        })
+        .sum()
+}
+
+/// While no connection is up, the call that would be the half-open probe is rejected
+/// as the open circuit rejects (and counted so): the breaker stays open with its base
+/// break, no probe fails, and the first call after fred has reconnected closes it. With
+/// and without `open_on_disconnect`.
+#[tokio::test]
+async fn no_probe_is_spent_while_no_connection_is_up() {
+    let _serial = SERIAL.lock().await;
+    // current_thread: the transitions and the handle's own rejections are recorded on
+    // this thread, where the local recorder sees them.
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    for open_on_disconnect in [false, true] {
+        let mut server = RedisServer::start().await.unwrap();
+        let mut c = config(&server.url(), 300);
+        c.breaker.open_for = ms(200);
+        c.open_on_disconnect = open_on_disconnect;
+        let redis = Redis::connect(&c).await.unwrap();
+        redis.set("k", "v", None).await.unwrap();
+        server.kill().unwrap();
+        poll_until(ms(2000), || async {
+            let _ = redis.get::<Option<String>>("k").await;
+            redis.breaker().state() == State::Open
+        })
+        .await
+        .expect("the breaker opened after the kill");
+        tokio::time::sleep(ms(300)).await; // the break is over
+        stayfast_core::telemetry::flush();
+        drop(snapshotter.snapshot()); // counts from here on
+        let mut outcomes = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let e = redis.get::<Option<String>>("k").await.unwrap_err();
+            outcomes.push((kind(&e), t.elapsed()));
+            tokio::time::sleep(ms(20)).await;
+        }
+        stayfast_core::telemetry::flush();
+        let snapshot = snapshotter.snapshot().into_vec();
+        let rejected = drain_counters(
+            &snapshot,
+            "stayfast_calls_total",
+            &[("operation", "redis.get"), ("outcome", "rejected")],
+        );
+        let failed_probes = drain_counters(
+            &snapshot,
+            "stayfast_circuit_transitions_total",
+            &[("to", "open"), ("reason", "probe_failed")],
+        );
+        assert_eq!(
+            failed_probes, 0,
+            "open_on_disconnect {open_on_disconnect}: {failed_probes} probes failed with no \
+             connection up; calls: {outcomes:?}"
+        );
+        assert_eq!(redis.breaker().state(), State::Open);
+        for (kind, took) in &outcomes {
+            assert_eq!(kind, "circuit_open", "calls: {outcomes:?}");
+            assert!(*took < ms(5), "calls: {outcomes:?}");
+        }
+        assert!(rejected >= 20, "{rejected} rejections counted");
+
+        server.restart().await.unwrap();
+        // fred's next reconnect attempt, the connection itself, the first call.
+        let recovered = poll_until(c.reconnect_max_delay + ms(250) + SLACK, || async {
+            redis.get::<Option<String>>("k").await.is_ok()
+        })
+        .await;
+        println!(
+            "no probe spent (open_on_disconnect {open_on_disconnect}): {rejected} rejections \
+             counted, recovered {recovered:?} after the restart"
+        );
+        assert!(recovered.is_some(), "not recovered within fred's reconnect delay");
+        assert_eq!(redis.breaker().state(), State::Closed);
+        redis.close().await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Issue #12 item 18b: a scan that gives up stops paging
 // ---------------------------------------------------------------------------------------
