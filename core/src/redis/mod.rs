@@ -7,6 +7,13 @@
 //! own timer, so a command fred has not written yet when time runs out is dropped,
 //! never sent after the caller gave up.
 //!
+//! The breaker's half-open probe waits for a connection: while the circuit is open and
+//! no connection of the pool is up (fred still reconnecting), a call after the break is
+//! rejected as [`Error::CircuitOpen`] rather than sent as a probe fred would fail unsent
+//! — which would grow the break while Redis may already be back. The first call after
+//! fred has reconnected is the probe, so a restarted Redis serves again within fred's
+//! reconnect delay, not after a grown break.
+//!
 //! Every second the handle samples its pool into the saturation gauges (per `target`):
 //! `stayfast_redis_pool_size`, `stayfast_redis_connections{state}`,
 //! `stayfast_redis_commands_in_flight` ([`Redis::commands_in_flight`]) and
@@ -625,7 +632,8 @@ impl Redis {
     ///
     /// # Errors
     ///
-    /// The policy's [`Error`], around fred's errors.
+    /// The policy's [`Error`], around fred's errors; [`Error::CircuitOpen`] also while
+    /// the circuit's break is over but no connection is up (see the [module docs](self)).
     ///
     /// ```no_run
     /// # use stayfast_core::redis::{Redis, RedisConfig};
