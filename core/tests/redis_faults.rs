@@ -159,9 +159,9 @@ async fn c1_kill_restart_under_50_concurrent_callers() {
     let _serial = SERIAL.lock().await;
     let mut server = RedisServer::start().await.unwrap();
     let mut c = config(&server.url(), 500);
-    // No growth of the open duration after a failed probe: a probe sent before fred has
-    // reconnected re-opens for `open_for` again, so the recovery bound stays
-    // `open_for` + `reconnect_max_delay`.
+    // No growth of the open duration after a failed probe. A probe is held back until
+    // fred has reconnected (item 19), but one sent just before a connection drops still
+    // fails: the recovery bound stays `open_for` + `reconnect_max_delay`.
     c.breaker.max_open_for = c.breaker.open_for;
     let recovery_bound = c.breaker.open_for + c.reconnect_max_delay + SLACK;
     // Calls in flight at the kill may be held by fred (queued for its router while it
@@ -1247,5 +1247,248 @@ async fn open_on_disconnect_trips_an_idle_handle() {
         "open_on_disconnect: recovered {recovered:?} after the restart ({:?} open), breaker {}",
         restarted.elapsed(),
         redis.breaker().state()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue #12 item 19: recovery after a restart within one break
+// ---------------------------------------------------------------------------------------
+
+/// Redis killed long enough for a growing break to reach 4 s (probes at 1 s and 3 s),
+/// then restarted: calls succeed again within the base break + 1 s of the restart. A
+/// probe that finds fred still reconnecting is not a failed probe, so the break does not
+/// grow while Redis is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_after_restart_within_one_break() {
+    let _serial = SERIAL.lock().await;
+    let mut server = RedisServer::start().await.unwrap();
+    let mut c = config(&server.url(), 300);
+    c.breaker.open_for = ms(1000);
+    c.breaker.open_growth = 2.0;
+    c.breaker.max_open_for = ms(20_000);
+    let bound = c.breaker.open_for + ms(1000) + SLACK;
+    let redis = Redis::connect(&c).await.unwrap();
+    redis.set("k", "v", None).await.unwrap();
+
+    // One caller, a call every 20 ms, as a store under light load, besides the polling
+    // below: two callers at once, as in a service.
+    let stop = Arc::new(AtomicBool::new(false));
+    let caller = {
+        let (redis, stop) = (redis.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut successes = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if redis.get::<Option<String>>("k").await.is_ok() {
+                    successes.push(Instant::now());
+                }
+                tokio::time::sleep(ms(20)).await;
+            }
+            successes
+        })
+    };
+    tokio::time::sleep(ms(200)).await;
+    let mut states = redis.breaker().subscribe();
+    server.kill().unwrap();
+    let opened = tokio::time::timeout(ms(2000), states.wait_for(|s| s.is_open()))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    assert!(opened, "the breaker did not open within 2 s of the kill");
+    // Down for 3.5 s of calls: with failed probes counted, the break is 4 s by now.
+    tokio::time::sleep(ms(3500)).await;
+    server.restart().await.unwrap();
+    let restarted = Instant::now();
+    let recovered = poll_until(ms(6000), || async {
+        redis.get::<Option<String>>("k").await.is_ok()
+    })
+    .await;
+    tokio::time::sleep(ms(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let successes = caller.await.unwrap();
+    let first = successes
+        .iter()
+        .filter(|t| **t >= restarted)
+        .map(|t| t.duration_since(restarted))
+        .min();
+    println!(
+        "item 19: after the restart, first success {recovered:?} (polling), {first:?} (caller); \
+         breaker {}; bound {bound:?}",
+        redis.breaker().state()
+    );
+    let recovered = recovered.expect("no success within 6 s of the restart");
+    assert!(
+        recovered <= bound,
+        "served from Redis only {recovered:?} after the restart (bound {bound:?})"
+    );
+    assert_eq!(redis.breaker().state(), State::Closed);
+}
+
+/// The sum of the counters named `name` with every label of `labels`, drained from the
+/// recorder (a snapshot resets its counters).
+fn drain_counters(
+    snapshot: &[(
+        metrics_util::CompositeKey,
+        Option<metrics::Unit>,
+        Option<metrics::SharedString>,
+        DebugValue,
+    )],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> u64 {
+    snapshot
+        .iter()
+        .filter_map(|(key, _, _, value)| {
+            let key = key.key();
+            let matches = key.name() == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v));
+            match value {
+                DebugValue::Counter(n) if matches => Some(*n),
+                _ => None,
+            }
+        })
+        .sum()
+}
+
+/// While no connection is up, the call that would be the half-open probe is rejected
+/// as the open circuit rejects (and counted so): the breaker stays open with its base
+/// break, no probe fails, and the first call after fred has reconnected closes it. With
+/// and without `open_on_disconnect`.
+#[tokio::test]
+async fn no_probe_is_spent_while_no_connection_is_up() {
+    let _serial = SERIAL.lock().await;
+    // current_thread: the transitions and the handle's own rejections are recorded on
+    // this thread, where the local recorder sees them.
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    for open_on_disconnect in [false, true] {
+        let mut server = RedisServer::start().await.unwrap();
+        let mut c = config(&server.url(), 300);
+        c.breaker.open_for = ms(200);
+        c.open_on_disconnect = open_on_disconnect;
+        let redis = Redis::connect(&c).await.unwrap();
+        redis.set("k", "v", None).await.unwrap();
+        server.kill().unwrap();
+        poll_until(ms(2000), || async {
+            let _ = redis.get::<Option<String>>("k").await;
+            redis.breaker().state() == State::Open
+        })
+        .await
+        .expect("the breaker opened after the kill");
+        tokio::time::sleep(ms(300)).await; // the break is over
+        stayfast_core::telemetry::flush();
+        drop(snapshotter.snapshot()); // counts from here on
+        let mut outcomes = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let e = redis.get::<Option<String>>("k").await.unwrap_err();
+            outcomes.push((kind(&e), t.elapsed()));
+            tokio::time::sleep(ms(20)).await;
+        }
+        stayfast_core::telemetry::flush();
+        let snapshot = snapshotter.snapshot().into_vec();
+        let rejected = drain_counters(
+            &snapshot,
+            "stayfast_calls_total",
+            &[("operation", "redis.get"), ("outcome", "rejected")],
+        );
+        let failed_probes = drain_counters(
+            &snapshot,
+            "stayfast_circuit_transitions_total",
+            &[("to", "open"), ("reason", "probe_failed")],
+        );
+        assert_eq!(
+            failed_probes, 0,
+            "open_on_disconnect {open_on_disconnect}: {failed_probes} probes failed with no \
+             connection up; calls: {outcomes:?}"
+        );
+        assert_eq!(redis.breaker().state(), State::Open);
+        for (kind, took) in &outcomes {
+            assert_eq!(kind, "circuit_open", "calls: {outcomes:?}");
+            assert!(*took < ms(5), "calls: {outcomes:?}");
+        }
+        assert!(rejected >= 20, "{rejected} rejections counted");
+
+        server.restart().await.unwrap();
+        // fred's next reconnect attempt, the connection itself, the first call.
+        let recovered = poll_until(c.reconnect_max_delay + ms(250) + SLACK, || async {
+            redis.get::<Option<String>>("k").await.is_ok()
+        })
+        .await;
+        println!(
+            "no probe spent (open_on_disconnect {open_on_disconnect}): {rejected} rejections \
+             counted, recovered {recovered:?} after the restart"
+        );
+        assert!(recovered.is_some(), "not recovered within fred's reconnect delay");
+        assert_eq!(redis.breaker().state(), State::Closed);
+        redis.close().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue #12 item 18b: a scan that gives up stops paging
+// ---------------------------------------------------------------------------------------
+
+/// SCAN executions counted by the server, `pause` apart, after a scan ended.
+async fn scans_after(server: &RedisServer, pause: Duration) -> (u64, u64) {
+    let (before, _, _) = commandstats(server, "scan").await;
+    tokio::time::sleep(pause).await;
+    let (after, _, _) = commandstats(server, "scan").await;
+    (before, after)
+}
+
+/// 40,000 keys, 5 per page: a scan that stops at its `limit`, one whose deadline
+/// passes and one whose caller drops it each leave the server's SCAN count still within
+/// one page (the one in flight) 300 ms later: no page is requested after the caller
+/// gave up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_that_gives_up_stops_paging() {
+    let _serial = SERIAL.lock().await;
+    let server = RedisServer::start().await.unwrap();
+    let filled = server
+        .command(&[
+            "EVAL",
+            "for i = 1, 40000 do redis.call('SET', 'fact:' .. i, 'v') end return 1",
+            "0",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(filled.as_integer(), Some(1), "EVAL replied {filled:?}");
+    let mut c = config(&server.url(), 1000);
+    c.operations.scan = Some(ms(100));
+    let redis = Redis::connect(&c).await.unwrap();
+
+    // Stops at its limit.
+    let keys = redis.scan_keys("fact:*", 5, 25).await.unwrap();
+    assert_eq!(keys.len(), 25);
+    let (at_end, later) = scans_after(&server, ms(300)).await;
+    println!("item 18b: limit reached: {at_end} SCANs at the end, {later} 300 ms later");
+    assert!(
+        later <= at_end + 1,
+        "kept paging after the limit: {at_end} -> {later}"
+    );
+
+    // Runs out of time: 8,000 pages do not fit in 100 ms (about 1,000 did here).
+    let t = Instant::now();
+    let timed_out = redis.scan_keys("fact:*", 5, usize::MAX).await.unwrap_err();
+    let took = t.elapsed();
+    assert!(timed_out.is_timeout(), "{timed_out}");
+    assert!(took <= ms(100) + SLACK, "took {took:?}");
+    let (at_end, later) = scans_after(&server, ms(300)).await;
+    println!("item 18b: timed out after {took:?}: {at_end} SCANs at the end, {later} 300 ms later");
+    assert!(
+        later <= at_end + 1,
+        "kept paging after the deadline: {at_end} -> {later}"
+    );
+
+    // Dropped by its caller after 20 ms.
+    let dropped = tokio::time::timeout(ms(20), redis.scan_keys("fact:*", 5, usize::MAX)).await;
+    assert!(dropped.is_err(), "the scan ended within 20 ms: {dropped:?}");
+    let (at_end, later) = scans_after(&server, ms(300)).await;
+    println!("item 18b: dropped: {at_end} SCANs at the end, {later} 300 ms later");
+    assert!(
+        later <= at_end + 1,
+        "kept paging after the drop: {at_end} -> {later}"
     );
 }

@@ -746,6 +746,44 @@ impl CircuitBreaker {
             }
         }
     }
+
+    /// Whether a call made now would be admitted as a half-open probe: the circuit is
+    /// open and its break is over, or half-open with a probe slot free. Changes nothing,
+    /// unlike [`try_acquire`](Self::try_acquire), which moves such an open circuit to
+    /// half-open. For a caller that can tell the probe could not reach the dependency
+    /// yet (its client has no connection up) and keeps it for a call that can: the
+    /// circuit stays open, its break does not grow, and the probe goes with the first
+    /// call after the client has reconnected.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stayfast_core::{CircuitBreaker, config::BreakerConfig, breaker::State};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mut config = BreakerConfig::default();
+    /// config.open_for = Duration::from_secs(1);
+    /// let breaker = CircuitBreaker::new("redis.main", &config).unwrap();
+    /// assert!(!breaker.probe_due()); // closed: calls are not probes
+    /// breaker.trip();
+    /// assert!(!breaker.probe_due()); // the break is not over
+    /// tokio::time::sleep(Duration::from_secs(1)).await;
+    /// assert!(breaker.probe_due());
+    /// assert_eq!(breaker.state(), State::Open); // still open until a call takes the probe
+    /// let probe = breaker.try_acquire().unwrap();
+    /// assert!(!breaker.probe_due()); // the only probe slot is taken
+    /// # drop(probe);
+    /// # }
+    /// ```
+    pub fn probe_due(&self) -> bool {
+        if matches!(self.state(), State::Closed | State::Disabled | State::ForcedOpen) {
+            return false; // no lock on the hot path
+        }
+        let m = lock(&self.shared.machine);
+        match m.state {
+            State::Open => m.open_until.is_some_and(|t| Instant::now() >= t),
+            State::HalfOpen => m.probes_admitted < self.shared.probes,
+            State::Closed | State::Disabled | State::ForcedOpen => false,
+        }
+    }
 }
 
 impl fmt::Debug for CircuitBreaker {

@@ -7,6 +7,13 @@
 //! own timer, so a command fred has not written yet when time runs out is dropped,
 //! never sent after the caller gave up.
 //!
+//! The breaker's half-open probe waits for a connection: while the circuit is open and
+//! no connection of the pool is up (fred still reconnecting), a call after the break is
+//! rejected as [`Error::CircuitOpen`] rather than sent as a probe fred would fail unsent
+//! — which would grow the break while Redis may already be back. The first call after
+//! fred has reconnected is the probe, so a restarted Redis serves again within fred's
+//! reconnect delay, not after a grown break.
+//!
 //! Every second the handle samples its pool into the saturation gauges (per `target`):
 //! `stayfast_redis_pool_size`, `stayfast_redis_connections{state}`,
 //! `stayfast_redis_commands_in_flight` ([`Redis::commands_in_flight`]) and
@@ -30,13 +37,12 @@ use fred::{
         config::{Options, UnresponsiveConfig},
     },
 };
-use futures_util::TryStreamExt;
 
 pub use self::config::{OperationTimeouts, RedisConfig};
 use self::gauges::InFlight;
 use crate::{
-    Attempt, CircuitBreaker, Error, ErrorChain, Name, Policy, backstop::Backstop, config::ConfigError,
-    telemetry::DEFAULT_PREFIX,
+    Attempt, CallMetrics, CircuitBreaker, Error, ErrorChain, Name, Outcome, Policy, backstop::Backstop,
+    breaker::State, config::ConfigError, telemetry::DEFAULT_PREFIX,
 };
 /// The fred version this handle is built on, for its types (`Value`, `Map`, the
 /// command traits a [`Redis::run`] closure calls) without a second dependency to keep
@@ -195,8 +201,8 @@ impl Command {
 
     /// Whether every attempt of the command hands its deadline to fred, which then ends
     /// it in time by itself: stayfast's own bound is only a safety net, kept by the
-    /// handle's [`Backstop`] instead of a timer per attempt. Not for SCAN (its pages are
-    /// bounded by stayfast's timer alone), pipelines (the caller's build step runs
+    /// handle's [`Backstop`] instead of a timer per attempt. Not for SCAN (many pages,
+    /// each handed the time left, the whole bounded by stayfast's timer), pipelines (the caller's build step runs
     /// outside fred) and [`Redis::run`]'s other commands.
     const fn deadline_in_fred(self) -> bool {
         !matches!(self, Command::Scan | Command::Pipeline | Command::Other)
@@ -248,7 +254,13 @@ struct Inner {
     pool: Pool,
     breaker: CircuitBreaker,
     policies: Vec<Policy>,
+    /// Each command's call metrics (the series its policy writes), for the calls the
+    /// handle rejects itself while it holds the probe back.
+    held: Vec<CallMetrics>,
     margin: Duration,
+    /// fred's longest reconnect delay: when a probe held back for want of a connection
+    /// may be tried again at the latest.
+    reconnect_max_delay: Duration,
     url: String,
     in_flight: InFlight,
     /// The background tasks: the gauge sampler and the disconnect listeners.
@@ -269,7 +281,12 @@ impl Drop for Inner {
 fn options(attempt: &Attempt, margin: Duration) -> Options {
     // NOTE: the time allotted, not the time remaining: the options are made as the
     // attempt starts, and a clock read per command is measurable (the Redis benchmark).
-    let timeout = attempt.allotted().map(|left| {
+    options_within(attempt.allotted(), margin)
+}
+
+/// The fred options for a command that must end within `left` (none: unbounded).
+fn options_within(left: Option<Duration>, margin: Duration) -> Options {
+    let timeout = left.map(|left| {
         left.checked_sub(margin)
             .filter(|t| !t.is_zero())
             .unwrap_or(Duration::from_millis(1))
@@ -394,6 +411,10 @@ impl Redis {
                 builder.build()
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let held = Command::ALL
+            .iter()
+            .map(|&command| CallMetrics::with_prefix(prefix, &command.into(), &Name::new_static(target)))
+            .collect();
         // Connect in the background: a Redis that is down must not stop the service.
         let _connection_tasks = pool.connect_pool();
         if tokio::time::timeout(config.connect_timeout, pool.wait_for_connect())
@@ -423,7 +444,9 @@ impl Redis {
                 pool,
                 breaker,
                 policies,
+                held,
                 margin: config.deadline_margin,
+                reconnect_max_delay: config.reconnect_max_delay,
                 url: config.redacted_url(),
                 in_flight,
                 tasks,
@@ -565,6 +588,40 @@ impl Redis {
         &self.inner.policies[command as usize]
     }
 
+    /// Holds back the breaker's half-open probe while no connection of the pool is up.
+    ///
+    /// fred fails a command at once, unsent, while its client is not connected (the
+    /// `fail_fast` option): as a probe, it asks Redis nothing. Counted as a failed probe,
+    /// it re-opened the circuit with a grown break (1 s, 2 s, 4 s… up to `max_open_for`)
+    /// while fred was still reconnecting, and a Redis restarted meanwhile was not used
+    /// again until that break had passed (issue #12 item 19: about 25 s). Instead the
+    /// call is rejected as the open circuit would reject it and the breaker is left
+    /// open: the probe goes with the first call after fred has reconnected, and a
+    /// restarted Redis serves again within fred's reconnect delay. Only an attempted
+    /// probe that fails (a timeout, an error reply) grows the break.
+    #[inline]
+    fn hold_probe_while_unconnected(&self, command: Command) -> Result<(), RedisError> {
+        if self.inner.breaker.state() == State::Closed {
+            return Ok(()); // the hot path: one atomic load
+        }
+        self.hold_probe_slow(command)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn hold_probe_slow(&self, command: Command) -> Result<(), RedisError> {
+        let breaker = &self.inner.breaker;
+        if !breaker.probe_due() || self.inner.pool.clients().iter().any(ClientLike::is_connected) {
+            return Ok(());
+        }
+        // Counted as the policy counts the calls an open circuit rejects.
+        self.inner.held[command as usize].record(Outcome::Rejected, Duration::ZERO);
+        Err(Error::CircuitOpen {
+            target: breaker.target().clone(),
+            retry_after: self.inner.reconnect_max_delay,
+        })
+    }
+
     /// Runs `op` under `command`'s policy, handing it a pool whose commands carry the
     /// attempt's deadline. Use it for commands the handle does not wrap.
     ///
@@ -575,7 +632,8 @@ impl Redis {
     ///
     /// # Errors
     ///
-    /// The policy's [`Error`], around fred's errors.
+    /// The policy's [`Error`], around fred's errors; [`Error::CircuitOpen`] also while
+    /// the circuit's break is over but no connection is up (see the [module docs](self)).
     ///
     /// ```no_run
     /// # use stayfast_core::redis::{Redis, RedisConfig};
@@ -599,6 +657,7 @@ impl Redis {
         // every attempt's future in one more async block cost 5–8 % of GET throughput
         // on the Redis benchmark; this guard is a local of this future and cost nothing
         // measurable.
+        self.hold_probe_while_unconnected(command)?;
         let _counted = self.inner.in_flight.enter();
         self.policy(command)
             .call_borrowed(|attempt| op(pool.with_options(&options(&attempt, margin))))
@@ -965,6 +1024,7 @@ impl Redis {
         Fut: Future<Output = Result<PipelineWithDeadline, FredError>>,
     {
         let (pool, margin) = (&self.inner.pool, self.inner.margin);
+        self.hold_probe_while_unconnected(Command::Pipeline)?;
         // One round trip: counted as one command in flight, however many it holds.
         let _counted = self.inner.in_flight.enter();
         self.policy(Command::Pipeline)
@@ -982,8 +1042,17 @@ impl Redis {
     }
 
     /// Every key matching `pattern` (a SCAN glob: escape user input), `count` per page,
-    /// at most `limit` keys. SCAN pages are read-only, so the whole scan is bounded by
-    /// stayfast's timer (`operations.scan`); fred's options do not reach it.
+    /// at most `limit` keys. The whole scan is bounded by `operations.scan` (stayfast's
+    /// timer), and each page is one SCAN command carrying the time left as its fred
+    /// deadline. Pages are requested one at a time, cursor by cursor, only while the
+    /// call runs: a scan that reaches `limit`, runs out of time or is dropped sends no
+    /// further page (fred's `scan_buffered` kept paging after its receiver was gone).
+    /// Keys that are not UTF-8 are skipped.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future stops the scan: at most the page in flight is still run by
+    /// the server, and only if fred had not dropped it at its deadline.
     ///
     /// # Errors
     ///
@@ -1005,25 +1074,31 @@ impl Redis {
         count: u32,
         limit: usize,
     ) -> Result<Vec<String>, RedisError> {
-        let pool = &self.inner.pool;
+        let (pool, margin) = (&self.inner.pool, self.inner.margin);
+        self.hold_probe_while_unconnected(Command::Scan)?;
         // One page outstanding at a time: the whole scan counts as one command.
         let _counted = self.inner.in_flight.enter();
         self.policy(Command::Scan)
-            .call(|| {
-                let stream = pool
-                    .next_connected()
-                    .scan_buffered(pattern.to_owned(), Some(count), None);
-                async move {
-                    let mut stream = std::pin::pin!(stream);
-                    let mut keys = Vec::new();
-                    while keys.len() < limit {
-                        match stream.try_next().await? {
-                            Some(key) => keys.extend(key.into_string()),
-                            None => break,
-                        }
+            .call_borrowed(|attempt| async move {
+                let mut keys = Vec::new();
+                let mut cursor = String::from("0");
+                loop {
+                    // Each page gets the time left, so fred drops a page it could not
+                    // write in time rather than run it after the caller gave up.
+                    let client = pool.with_options(&options_within(attempt.remaining(), margin));
+                    let (next, page): (String, Vec<Key>) =
+                        client.scan_page(cursor, pattern, Some(count), None).await?;
+                    keys.extend(page.into_iter().filter_map(Key::into_string));
+                    if keys.len() >= limit {
+                        keys.truncate(limit);
+                        break;
                     }
-                    Ok(keys)
+                    if next == "0" {
+                        break; // the server's cursor came back to its start: done
+                    }
+                    cursor = next;
                 }
+                Ok(keys)
             })
             .await
     }
