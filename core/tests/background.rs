@@ -176,7 +176,11 @@ fn shutdown_returns_within_its_grace_when_a_task_cannot_be_aborted() {
     // Drained on the tasks' own (real-time) runtime: the paused one would jump past
     // the grace at once, not knowing another runtime is about to finish the task.
     let report = tasks.block_on(s.shutdown(Duration::from_secs(10)));
-    assert_eq!((report.in_flight, report.aborted), (1, 0));
+    // Released just before, the task may already have finished when this shutdown
+    // counts what is in flight (it failed 1 run in 5 asserting exactly 1): either way
+    // nothing is aborted and the slot comes back.
+    assert!(report.in_flight <= 1, "{report:?}");
+    assert_eq!(report.aborted, 0);
     assert_eq!(s.in_flight(), 0);
 }
 
