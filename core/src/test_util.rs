@@ -22,6 +22,16 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
+mod sentinel;
+mod tls;
+
+pub use self::{
+    cluster::RedisCluster,
+    sentinel::RedisSentinel,
+    tls::{ClientAuth, TlsRedisServer},
+};
+
 use std::{
     env, fmt, io,
     net::TcpListener,
@@ -143,6 +153,20 @@ pub struct RedisServer {
     dir: PathBuf,
     port: u16,
     child: Option<Child>,
+    launch: Launch,
+}
+
+/// How a server is started beyond the defaults: the role-specific parts that a cluster
+/// node, a replica, a sentinel or a TLS server add.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Launch {
+    /// Extra command-line arguments, after the defaults (a later one wins).
+    pub(crate) args: Vec<String>,
+    /// A config file's contents, written into the server's directory and passed first
+    /// (a sentinel needs one it can rewrite).
+    pub(crate) config: Option<String>,
+    /// Run as a sentinel (`--sentinel`).
+    pub(crate) sentinel: bool,
 }
 
 impl RedisServer {
@@ -162,6 +186,11 @@ impl RedisServer {
     /// # Ok(()) }
     /// ```
     pub async fn start() -> Result<Self, TestServerError> {
+        Self::start_with(Launch::default()).await
+    }
+
+    /// Starts a server with the role-specific arguments of `launch`.
+    pub(crate) async fn start_with(launch: Launch) -> Result<Self, TestServerError> {
         let binary = find_binary()?;
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = env::temp_dir().join(format!(
@@ -176,13 +205,23 @@ impl RedisServer {
             dir,
             port,
             child: None,
+            launch,
         };
         server.spawn().await?;
         Ok(server)
     }
 
     async fn spawn(&mut self) -> Result<(), TestServerError> {
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(config) = &self.launch.config {
+            let path = self.dir.join("redis.conf");
+            std::fs::write(&path, config)?;
+            command.arg(path);
+        }
+        if self.launch.sentinel {
+            command.arg("--sentinel");
+        }
+        let child = command
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args([
                 "--save",
@@ -197,6 +236,7 @@ impl RedisServer {
             .arg(&self.dir)
             .arg("--logfile")
             .arg(self.log_path())
+            .args(&self.launch.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
