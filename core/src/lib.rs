@@ -69,6 +69,9 @@ pub mod telemetry;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
 mod timeout;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 mod watchdog;
 
 pub use background::{BackgroundConfig, FireAndForget, ShutdownReport, SpawnError, TaskOutcome};
