@@ -224,6 +224,13 @@ impl Bulkhead {
         self.acquire_until(None).await.map_err(|_| self.full())
     }
 
+    /// The slots themselves, for a caller that waits for one by polling (the tower
+    /// layer's `poll_ready`).
+    #[cfg(feature = "tower")]
+    pub(crate) fn slots(&self) -> &Arc<Semaphore> {
+        &self.0.slots
+    }
+
     pub(crate) fn full(&self) -> BulkheadFull {
         BulkheadFull {
             target: self.0.target.clone(),

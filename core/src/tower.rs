@@ -60,6 +60,7 @@ use std::{
     fmt,
     future::{Future, poll_fn},
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -67,7 +68,9 @@ use futures_util::future::Either;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{ByTrait, Classifier, Error, Policy};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit};
+
+use crate::{Bulkhead, ByTrait, Classifier, Error, Policy};
 
 /// Makes each attempt's copy of a request.
 ///
@@ -113,6 +116,7 @@ impl<Req, F: Fn(&Req) -> Req> Replay<Req> for F {
 pub struct PolicyLayer<C = ByTrait, R = Cloned> {
     policy: Policy<C>,
     replay: R,
+    bulkhead: Option<Bulkhead>,
 }
 
 impl<C> PolicyLayer<C, Cloned> {
@@ -127,11 +131,32 @@ impl<C> PolicyLayer<C, Cloned> {
         Self {
             policy,
             replay: Cloned,
+            bulkhead: None,
         }
     }
 }
 
 impl<C, R> PolicyLayer<C, R> {
+    /// Limits the calls in flight with `bulkhead`, as back-pressure: `poll_ready` is
+    /// pending until a slot is free, and the slot is held until the response future
+    /// ends (or is dropped). Unlike a [`Policy`]'s own bulkhead, which waits up to
+    /// `max_wait` inside the call and then sheds it, this one never sheds by itself:
+    /// put a load-shedding layer (tower's `LoadShed`) in front to refuse instead of
+    /// wait. Clones of the service share the bulkhead's slots.
+    ///
+    /// ```
+    /// use stayfast_core::{Bulkhead, Policy, config::BulkheadConfig, tower::PolicyLayer};
+    /// let mut config = BulkheadConfig::default();
+    /// config.max_concurrent = 32;
+    /// let layer = PolicyLayer::new(Policy::builder("upstream.get").build().unwrap())
+    ///     .bulkhead(Bulkhead::new("upstream", &config).unwrap());
+    /// # let _ = layer;
+    /// ```
+    pub fn bulkhead(mut self, bulkhead: Bulkhead) -> Self {
+        self.bulkhead = Some(bulkhead);
+        self
+    }
+
     /// Makes each attempt's request with `replay` instead of cloning it: for requests
     /// that are not `Clone`.
     ///
@@ -146,6 +171,7 @@ impl<C, R> PolicyLayer<C, R> {
         PolicyLayer {
             policy: self.policy,
             replay,
+            bulkhead: self.bulkhead,
         }
     }
 }
@@ -158,6 +184,7 @@ impl<S, C, R: Clone> Layer<S> for PolicyLayer<C, R> {
             inner,
             policy: self.policy.clone(),
             replay: self.replay.clone(),
+            slot: self.bulkhead.clone().map(Slot::new),
         }
     }
 }
@@ -167,6 +194,7 @@ impl<C, R: Clone> Clone for PolicyLayer<C, R> {
         Self {
             policy: self.policy.clone(),
             replay: self.replay.clone(),
+            bulkhead: self.bulkhead.clone(),
         }
     }
 }
@@ -191,6 +219,8 @@ pub struct PolicyService<S, C = ByTrait, R = Cloned> {
     inner: S,
     policy: Policy<C>,
     replay: R,
+    /// The layer's bulkhead, if any, and the slot `poll_ready` won for the next call.
+    slot: Option<Slot>,
 }
 
 impl<S, C> PolicyService<S, C, Cloned> {
@@ -207,6 +237,7 @@ impl<S, C> PolicyService<S, C, Cloned> {
             inner,
             policy,
             replay: Cloned,
+            slot: None,
         }
     }
 }
@@ -256,6 +287,11 @@ where
     type Future = ResponseFuture<S::Response, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // NOTE: the slot first, as tower's `ConcurrencyLimit` does: a service is not
+        // asked to reserve capacity for a call that could not start.
+        if let Some(slot) = &mut self.slot {
+            std::task::ready!(slot.poll_acquire(cx));
+        }
         self.inner.poll_ready(cx).map_err(|source| Error::Inner {
             operation: self.policy.operation().clone(),
             source,
@@ -264,6 +300,20 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        let held = match &mut self.slot {
+            Some(slot) => match slot.take() {
+                Some(held) => Some(held),
+                // `call` without a successful `poll_ready` breaks tower's contract; the
+                // call is refused as shed rather than let past the limit (or a panic).
+                None => {
+                    let shed = Error::Shed {
+                        target: slot.bulkhead.target().clone(),
+                    };
+                    return Box::pin(std::future::ready(Err(shed)));
+                }
+            },
+            None => None,
+        };
         // NOTE: the service that reported ready goes to the first attempt; the clone stays
         // for the next `poll_ready` (tower's own middleware does the same). Retries use
         // clones of their own, each driven ready inside its attempt.
@@ -273,6 +323,7 @@ where
         let replay = self.replay.clone();
         let policy = self.policy.clone();
         Box::pin(async move {
+            let _held = held; // the bulkhead slot, freed when the call ends or is dropped
             policy
                 .call(move || {
                     let request = replay.replay(&request);
@@ -298,6 +349,8 @@ impl<S: Clone, C, R: Clone> Clone for PolicyService<S, C, R> {
             inner: self.inner.clone(),
             policy: self.policy.clone(),
             replay: self.replay.clone(),
+            // A clone shares the limit, not the slot this one may hold.
+            slot: self.slot.as_ref().map(|s| Slot::new(s.bulkhead.clone())),
         }
     }
 }
@@ -308,5 +361,52 @@ impl<S: fmt::Debug, C, R> fmt::Debug for PolicyService<S, C, R> {
             .field("inner", &self.inner)
             .field("operation", self.policy.operation())
             .finish_non_exhaustive()
+    }
+}
+
+/// Waiting for a bulkhead slot by polling, and the slot once won.
+struct Slot {
+    bulkhead: Bulkhead,
+    held: Option<OwnedSemaphorePermit>,
+    /// The wait in progress: boxed, because tokio's acquire future has no name; only a
+    /// full bulkhead pays for it (a free slot is taken without waiting).
+    waiting: Option<Waiting>,
+}
+
+/// tokio's wait for an owned semaphore permit, boxed.
+type Waiting = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+impl Slot {
+    fn new(bulkhead: Bulkhead) -> Self {
+        Self {
+            bulkhead,
+            held: None,
+            waiting: None,
+        }
+    }
+
+    fn poll_acquire(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.held.is_some() {
+            return Poll::Ready(());
+        }
+        if self.waiting.is_none() {
+            if let Ok(permit) = Arc::clone(self.bulkhead.slots()).try_acquire_owned() {
+                self.held = Some(permit);
+                return Poll::Ready(());
+            }
+            self.waiting = Some(Box::pin(Arc::clone(self.bulkhead.slots()).acquire_owned()));
+        }
+        if let Some(waiting) = &mut self.waiting {
+            // The bulkhead never closes its semaphore, so the wait cannot fail.
+            if let Ok(permit) = std::task::ready!(waiting.as_mut().poll(cx)) {
+                self.held = Some(permit);
+            }
+            self.waiting = None;
+        }
+        Poll::Ready(())
+    }
+
+    fn take(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.held.take()
     }
 }

@@ -160,3 +160,43 @@ async fn dropping_the_response_future_cancels_the_attempt_and_retries_nothing() 
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(handle.poll_request().is_pending(), "no retry after cancellation");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_full_bulkhead_holds_poll_ready_until_a_call_ends() {
+    let mut config = stayfast_core::config::BulkheadConfig::default();
+    config.max_concurrent = 1;
+    let bulkhead = stayfast_core::Bulkhead::new("upstream", &config).unwrap();
+    let layer = PolicyLayer::new(policy(1)).bulkhead(bulkhead.clone());
+    let (mut first, mut handle) = mock::spawn_layer::<String, String, _>(layer);
+    let mut second = mock::Spawn::new(first.get_ref().clone());
+    handle.allow(2);
+    assert_ready_ok!(first.poll_ready());
+    assert_eq!(bulkhead.available(), 0, "poll_ready took the slot");
+    let response = tokio::spawn(first.call("one".to_owned()));
+    assert_pending!(second.poll_ready());
+    let (_, send) = next(&mut handle).await;
+    send.send_response("1".to_owned());
+    assert_eq!(response.await.unwrap().unwrap(), "1");
+    assert!(second.is_woken(), "the freed slot wakes the waiting caller");
+    assert_ready_ok!(second.poll_ready());
+    drop(second);
+    assert_eq!(
+        bulkhead.available(),
+        1,
+        "a ready service dropped unused gives its slot back"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn call_without_poll_ready_is_shed_not_let_past_the_limit() {
+    let bulkhead = stayfast_core::Bulkhead::new("upstream", &Default::default()).unwrap();
+    let layer = PolicyLayer::new(policy(1)).bulkhead(bulkhead);
+    let (mut service, mut handle) = mock::spawn_layer::<String, String, _>(layer);
+    handle.allow(1);
+    let error = service.call("GET /".to_owned()).await.unwrap_err();
+    assert!(error.is_shed(), "{error:?}");
+    assert!(
+        handle.poll_request().is_pending(),
+        "nothing reached the inner service"
+    );
+}
