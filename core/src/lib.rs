@@ -53,6 +53,9 @@ mod error;
 mod fallback;
 #[cfg(unix)]
 pub mod fs;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod metered;
 mod name;
 mod offload;
