@@ -110,11 +110,11 @@ fn loom_simultaneous_failures_trip_once() {
 fn loom_clear_racing_pushes_leaves_no_drift() {
     loom::model(|| {
         let window = Arc::new(window::CountWindow::new(2));
-        window.push(window::Sample::Failure);
+        let _ = window.push(window::Sample::Failure, 0);
         let pusher = {
             let window = Arc::clone(&window);
             thread::spawn(move || {
-                window.push(window::Sample::Failure);
+                let _ = window.push(window::Sample::Failure, 0);
             })
         };
         window.clear();
@@ -122,6 +122,50 @@ fn loom_clear_racing_pushes_leaves_no_drift() {
         assert!(window.totals_match_slots(), "the totals drifted from the slots");
         // And the next failures are counted as failures.
         window.clear();
-        assert_eq!(window.push(window::Sample::Failure).failures, 1);
+        assert_eq!(window.push(window::Sample::Failure, 0).0.failures, 1);
+    });
+}
+
+/// A closed-generation permit whose failure is recorded while another thread opens and
+/// resets the breaker: whatever the interleaving, the new generation starts from zero.
+fn stale_failure_racing_a_reset(config: BreakerConfig) -> CircuitBreaker {
+    let breaker = CircuitBreaker::new("loom", &config).expect("valid config");
+    // A permit borrows its breaker, so the thread records what a permit's `record` would.
+    let generation = breaker.try_acquire().expect("closed").generation();
+    let recorder = {
+        let breaker = breaker.clone();
+        thread::spawn(move || breaker.record(generation, false, Health::Failure, None))
+    };
+    breaker.force_open();
+    breaker.reset();
+    recorder.join().expect("thread");
+    assert_eq!(breaker.state(), State::Closed);
+    breaker
+}
+
+/// #12.7: the consecutive-failure count of the new generation never holds a failure of
+/// the generation a reset ended.
+#[test]
+fn loom_a_stale_failure_never_counts_in_the_next_generation() {
+    loom::model(|| {
+        let breaker = stale_failure_racing_a_reset(config(3, 1));
+        assert_eq!(breaker.failures_in_a_row(), 0, "a stale failure was counted");
+    });
+}
+
+/// #12.7: the same for the lock-free count window (`failure_rate` on): the stale sample
+/// is never left in the new generation's window, and the totals match the slots.
+#[test]
+fn loom_a_stale_sample_never_lands_in_the_next_window() {
+    loom::model(|| {
+        let mut c = config(3, 1);
+        c.consecutive_failures = None;
+        c.failure_rate = Some(0.5);
+        c.window = 2;
+        c.minimum_calls = 2;
+        let breaker = stale_failure_racing_a_reset(c);
+        let window = breaker.shared.window.as_ref().expect("a rate rule is on");
+        assert!(window.totals_match_slots(), "the totals drifted from the slots");
+        assert_eq!(window.failures(), 0, "a stale failure landed in the new window");
     });
 }

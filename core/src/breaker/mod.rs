@@ -1,6 +1,7 @@
 //! [`CircuitBreaker`]: stop calling a dependency that is failing, and probe it before
 //! trusting it again.
 
+mod in_a_row;
 mod machine;
 mod state;
 mod window;
@@ -13,6 +14,7 @@ use tokio::{sync::watch, time::Instant};
 pub use state::{State, Transition, TransitionReason};
 
 use self::{
+    in_a_row::InARow,
     machine::{Machine, OpenPolicy},
     state::{generation_of, pack},
     window::{CountWindow, Sample},
@@ -20,7 +22,7 @@ use self::{
 use crate::{
     Health, Name, clock,
     config::{BreakerConfig, ConfigError},
-    sync::{AtomicU32, AtomicU64, Mutex, Ordering, lock},
+    sync::{AtomicU64, Mutex, Ordering, lock},
     telemetry::{CIRCUIT_STATE, CIRCUIT_TRANSITIONS_TOTAL, DEFAULT_PREFIX, metric_name},
 };
 
@@ -84,7 +86,8 @@ struct Shared {
     open: OpenPolicy,
     /// State and generation, packed: the lock-free read path.
     snapshot: AtomicU64,
-    consecutive_failures: AtomicU32,
+    /// Failures in a row, tagged with the generation they count for: see [`InARow`].
+    consecutive_failures: AtomicU64,
     /// Present when a rate rule is on.
     window: Option<CountWindow>,
     machine: Mutex<Machine>,
@@ -211,7 +214,7 @@ impl BreakerBuilder {
                 slow_call_rate: c.slow_call_rate,
                 probes: c.half_open_probes,
                 snapshot: AtomicU64::new(pack(State::Closed, 0)),
-                consecutive_failures: AtomicU32::new(0),
+                consecutive_failures: AtomicU64::new(InARow::start(0)),
                 window: rates_on.then(|| CountWindow::new(c.window)),
                 machine: Mutex::new(Machine::new(&open, Instant::now())),
                 open,
@@ -503,19 +506,37 @@ impl CircuitBreaker {
         let (in_a_row, sample) = match health {
             Health::Ignore => return,
             Health::Success => {
-                if !slow && shared.consecutive_failures.load(Ordering::Relaxed) != 0 {
-                    shared.consecutive_failures.store(0, Ordering::Relaxed);
+                if !slow {
+                    InARow::success(&shared.consecutive_failures, permit_generation);
                 }
                 (0, if slow { Sample::Slow } else { Sample::Success })
             }
-            Health::Failure => (
-                shared.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1,
-                Sample::Failure,
-            ),
+            Health::Failure => match InARow::failure(&shared.consecutive_failures, permit_generation) {
+                Some(in_a_row) => (in_a_row, Sample::Failure),
+                None => return, // the generation ended after the check above
+            },
         };
         // NOTE: the rate rules are checked after every sample, successes included: the
         // sample that brings the window to `minimum_calls` may be a success.
-        let counts = shared.window.as_ref().map(|w| w.push(sample));
+        let counts = match &shared.window {
+            Some(w) => {
+                let (counts, written) = w.push(sample, permit_generation);
+                // NOTE: the generation may have ended between the check above and the
+                // push, and a reset cleared the window for the next: take the stale
+                // sample back. A window is cleared only on entering closed, always from
+                // another state whose generation was published before the clear; a push
+                // that landed after the clear read a slot the clear released, so this
+                // load sees a later generation than the permit's.
+                if let Some(written) = written
+                    && generation_of(shared.snapshot.load(Ordering::Acquire)) != permit_generation
+                {
+                    w.undo(written);
+                    return;
+                }
+                Some(counts)
+            }
+            None => None,
+        };
         let reason = if shared.consecutive_limit.is_some_and(|limit| in_a_row >= limit) {
             Some(TransitionReason::FailureThreshold)
         } else {
@@ -544,6 +565,12 @@ impl CircuitBreaker {
         } else {
             None
         }
+    }
+
+    /// Failures in a row the closed state has counted (for the model checks).
+    #[cfg(all(test, stayfast_loom))]
+    pub(crate) fn failures_in_a_row(&self) -> u32 {
+        InARow::count(self.shared.consecutive_failures.load(Ordering::Acquire))
     }
 
     /// Closed → open, once per generation however many callers see the threshold.
@@ -688,7 +715,7 @@ impl CircuitBreaker {
             if to == State::Closed {
                 // Already closed: forget the counts, keep the generation (nothing changed
                 // state, so in-flight permits still count).
-                self.shared.consecutive_failures.store(0, Ordering::Relaxed);
+                InARow::restart(&self.shared.consecutive_failures, m.generation);
                 if let Some(w) = &self.shared.window {
                     w.clear();
                 }
@@ -707,7 +734,7 @@ impl CircuitBreaker {
         let shared = &*self.shared;
         let from = m.enter(to, reason, &shared.open, now);
         if to == State::Closed {
-            shared.consecutive_failures.store(0, Ordering::Relaxed);
+            InARow::restart(&shared.consecutive_failures, m.generation);
             if let Some(w) = &shared.window {
                 w.clear();
             }
