@@ -1,4 +1,4 @@
-//! Model checks of the breaker's concurrent paths (B1). Run by `scripts/test` with
+//! Model checks of the breaker's concurrent paths. Run by `scripts/test` with
 //! `RUSTFLAGS="--cfg stayfast_loom"`; time is passed in as a value.
 
 use std::{
@@ -10,6 +10,7 @@ use loom::{sync::Arc, thread};
 use tokio::time::Instant;
 
 use super::*;
+use crate::{Health, config::BreakerConfig};
 
 fn config(consecutive: u32, probes: u32) -> BreakerConfig {
     let mut c = BreakerConfig::default();
@@ -134,7 +135,7 @@ fn stale_failure_racing_a_reset(config: BreakerConfig) -> CircuitBreaker {
     let generation = breaker.try_acquire().expect("closed").generation();
     let recorder = {
         let breaker = breaker.clone();
-        thread::spawn(move || breaker.record(generation, false, Health::Failure, None))
+        thread::spawn(move || breaker.shared.record(generation, false, Health::Failure, None))
     };
     breaker.force_open();
     breaker.reset();
@@ -149,7 +150,11 @@ fn stale_failure_racing_a_reset(config: BreakerConfig) -> CircuitBreaker {
 fn loom_a_stale_failure_never_counts_in_the_next_generation() {
     loom::model(|| {
         let breaker = stale_failure_racing_a_reset(config(3, 1));
-        assert_eq!(breaker.failures_in_a_row(), 0, "a stale failure was counted");
+        assert_eq!(
+            breaker.shared.failures_in_a_row(),
+            0,
+            "a stale failure was counted"
+        );
     });
 }
 

@@ -10,8 +10,14 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{FileOps, FsError, RealFs, Step, atomic, locks, pending::PendingSyncs, tail};
-use crate::{Error, ErrorChain, Policy, fs::DEFAULT_FILE_MODE};
+use super::{
+    FileOps, FsError, RealFs, Step,
+    io::{DEFAULT_FILE_MODE, lock_path, run_blocking, split, sync_dir},
+    locks,
+    pending::PendingSyncs,
+    tail,
+};
+use crate::{Error, ErrorChain, Policy};
 
 /// When an appended record is flushed to disk, as Redis's `appendfsync`.
 ///
@@ -262,7 +268,7 @@ impl DurableAppend {
             .call_with(|attempt| {
                 let (inner, path, line) = (Arc::clone(&inner), path.clone(), Arc::clone(&line));
                 let ops = Arc::clone(&inner.ops);
-                atomic::run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
+                run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
                     inner.append_blocking(ops, path, &line, deadline)
                 })
             })
@@ -306,8 +312,8 @@ impl DurableAppend {
             .call_with(|attempt| {
                 let (inner, path) = (Arc::clone(&inner), path.clone());
                 let ops = Arc::clone(&inner.ops);
-                atomic::run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
-                    let _serialised = locks::lock_path(ops, path, deadline)?;
+                run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
+                    let _serialised = lock_path(ops, path, deadline)?;
                     let file = ops
                         .open_read(path)
                         .map_err(|e| FsError::new(path, Step::Open, e))?;
@@ -416,15 +422,15 @@ impl DurableAppend {
             .call_with(|attempt| {
                 let (inner, path) = (Arc::clone(&inner), path.clone());
                 let ops = Arc::clone(&inner.ops);
-                atomic::run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
-                    let (dir, name) = atomic::split(path)?;
+                run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
+                    let (dir, name) = split(path)?;
                     let _serialised = locks::lock_file(ops, dir, name, deadline)?;
                     match ops.remove_file(path) {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
                         Err(e) => return Err(FsError::new(path, Step::Remove, e)),
                     }
-                    atomic::sync_dir(ops, dir)?;
+                    sync_dir(ops, dir)?;
                     Ok(true)
                 })
             })
@@ -440,7 +446,7 @@ impl Inner {
         line: &[u8],
         deadline: Option<std::time::Instant>,
     ) -> Result<Appended, FsError> {
-        let (dir, name) = atomic::split(path)?;
+        let (dir, name) = split(path)?;
         let _serialised = locks::lock_file(ops, dir, name, deadline)?;
         let created = match ops.symlink_metadata(path) {
             Ok(_) => false,
@@ -453,7 +459,7 @@ impl Inner {
         if created {
             ops.set_mode(&file, path, self.new_file_mode)
                 .map_err(|e| FsError::new(path, Step::SetMode, e))?;
-            atomic::sync_dir(ops, dir)?;
+            sync_dir(ops, dir)?;
         }
         let len = ops
             .len(&file, path)

@@ -10,15 +10,12 @@ use std::{
     time::Duration,
 };
 
-use super::{FileOps, FsError, RealFs, Step, locks, temp};
+use super::{
+    FileOps, FsError, RealFs, Step,
+    io::{DEFAULT_FILE_MODE, run_blocking, split, sync_dir, write_all},
+    locks, temp,
+};
 use crate::{Error, Policy};
-
-/// Mode of files this crate creates: owner read/write only.
-///
-/// ```
-/// assert_eq!(stayfast_core::fs::DEFAULT_FILE_MODE, 0o600); // rw-------
-/// ```
-pub const DEFAULT_FILE_MODE: u32 = 0o600;
 
 /// Replaces a file's whole content so that a reader — or the system after a crash —
 /// sees either the complete old content or the complete new content, never a mix.
@@ -219,48 +216,6 @@ impl AtomicFileWrite {
     }
 }
 
-/// Runs `work` on the blocking pool after every operation on `path` issued before it
-/// (see [`locks::spawn_in_order`]); the task is spawned now, not when the returned future
-/// is first polled. `budget` is the operation's time left: waiting for its turn gives up
-/// then (the work never runs), and `work` gets the deadline for its own waits. A task
-/// that panicked or was dropped unrun becomes an `FsError` at [`Step::Task`].
-pub(crate) fn run_blocking<T: Send + 'static>(
-    ops: Arc<dyn FileOps>,
-    path: PathBuf,
-    budget: Option<std::time::Duration>,
-    work: impl FnOnce(&dyn FileOps, &Path, Option<std::time::Instant>) -> Result<T, FsError> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, FsError>> + Send + 'static {
-    let task = locks::spawn_in_order(&path.clone(), budget, move |turn| {
-        turn.wait(&*ops, &path)?;
-        work(&*ops, &path, turn.deadline())
-    });
-    async move {
-        task.await.unwrap_or_else(|e| {
-            Err(FsError::new(
-                "blocking task",
-                Step::Task,
-                io::Error::other(e.to_string()),
-            ))
-        })
-    }
-}
-
-/// The directory and file name of `path`, or an `InvalidInput` error.
-pub(crate) fn split(path: &Path) -> Result<(&Path, &std::ffi::OsStr), FsError> {
-    let name = path.file_name().ok_or_else(|| {
-        FsError::new(
-            path,
-            Step::Inspect,
-            io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"),
-        )
-    })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    Ok((dir, name))
-}
-
 /// The blocking sequence: lock → inspect → temp → write → fsync → rename → fsync dir.
 pub(crate) fn replace(
     ops: &dyn FileOps,
@@ -326,29 +281,6 @@ fn fill(ops: &dyn FileOps, file: &File, path: &Path, contents: &[u8], mode: u32)
     write_all(ops, file, path, contents)?;
     ops.sync(file, path)
         .map_err(|e| FsError::new(path, Step::SyncTemp, e))
-}
-
-/// `write` until everything is written; `EINTR` is retried, a zero-length write is an
-/// error.
-pub(crate) fn write_all(ops: &dyn FileOps, file: &File, path: &Path, mut buf: &[u8]) -> Result<(), FsError> {
-    while !buf.is_empty() {
-        match ops.write(file, path, buf) {
-            Ok(0) => return Err(FsError::new(path, Step::Write, io::ErrorKind::WriteZero.into())),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(FsError::new(path, Step::Write, e)),
-        }
-    }
-    Ok(())
-}
-
-/// `fsync` of a directory, so a new or renamed entry in it survives a crash.
-pub(crate) fn sync_dir(ops: &dyn FileOps, dir: &Path) -> Result<(), FsError> {
-    let handle = ops
-        .open_dir(dir)
-        .map_err(|e| FsError::new(dir, Step::SyncDir, e))?;
-    ops.sync(&handle, dir)
-        .map_err(|e| FsError::new(dir, Step::SyncDir, e))
 }
 
 impl fmt::Debug for AtomicFileWrite {

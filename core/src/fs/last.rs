@@ -2,7 +2,13 @@
 
 use std::{path::Path, sync::Arc};
 
-use super::{FileOps, FsError, LogReader, ReadLogError, Step, atomic, locks, log::Validate, tail};
+use super::{
+    FileOps, FsError, LogReader, ReadLogError, Step,
+    io::{regular_file, split},
+    locks,
+    log::Validate,
+    tail,
+};
 use crate::Error;
 
 /// How much is read from the end at a time.
@@ -66,9 +72,9 @@ fn read_last_blocking(
     validate: &Validate,
     deadline: Option<std::time::Instant>,
 ) -> Result<Option<Vec<Vec<u8>>>, FsError> {
-    let (dir, name) = atomic::split(path)?;
+    let (dir, name) = split(path)?;
     let _serialised = locks::lock_file(ops, dir, name, deadline)?;
-    if super::log::regular_file(ops, path)?.is_none() {
+    if regular_file(ops, path)?.is_none() {
         return Ok(Some(Vec::new()));
     }
     let file = ops

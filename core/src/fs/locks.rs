@@ -258,13 +258,3 @@ pub(crate) fn lock_file(
     drop(held);
     Ok(FileGuard { lock })
 }
-
-/// Takes the write lock of `path`'s file (see [`lock_file`]).
-pub(crate) fn lock_path(
-    ops: &dyn FileOps,
-    path: &Path,
-    deadline: Option<Instant>,
-) -> Result<FileGuard, FsError> {
-    let (dir, name) = super::atomic::split(path)?;
-    lock_file(ops, dir, name, deadline)
-}

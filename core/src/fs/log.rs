@@ -9,7 +9,12 @@ use std::{
     sync::Arc,
 };
 
-use super::{FileOps, FsError, RealFs, Step, atomic, locks, tail};
+use super::{
+    FileOps, FsError, RealFs, Step,
+    io::{regular_file, split},
+    locks,
+    tail::{self, TornTail},
+};
 use crate::{Classify, Error, Policy, Verdict};
 
 /// What was read from a log.
@@ -25,23 +30,6 @@ pub struct Recovered {
     pub records: Vec<Vec<u8>>,
     /// The torn tail that was cut off the file, if there was one.
     pub torn: Option<TornTail>,
-}
-
-/// A torn or zero-filled tail, cut off the log after a copy was kept.
-///
-/// ```
-/// # use stayfast_core::fs::TornTail;
-/// # fn show(t: TornTail) { println!("{} bytes at {} kept in {}", t.len, t.offset, t.backup.display()); }
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TornTail {
-    /// Where the tail began: the new length of the log.
-    pub offset: u64,
-    /// How many bytes were cut.
-    pub len: u64,
-    /// The file holding a copy of them (`<name>.torn-<offset>`, mode 0600).
-    pub backup: PathBuf,
 }
 
 /// An invalid record with valid records after it: the log is corrupt in the middle.
@@ -305,20 +293,6 @@ impl LogReader {
 /// The record check a reader is given.
 pub(super) type Validate = dyn Fn(&[u8]) -> bool + Send + Sync;
 
-/// `path`'s metadata when a regular file is there, `None` when nothing is; an error for
-/// anything else (a directory, FIFO, device or symlink is never read through).
-pub(super) fn regular_file(ops: &dyn FileOps, path: &Path) -> Result<Option<std::fs::Metadata>, FsError> {
-    match ops.symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(FsError::new(path, Step::Inspect, e)),
-        Ok(meta) if !meta.file_type().is_file() => {
-            let e = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-            Err(FsError::new(path, Step::Open, e))
-        }
-        Ok(meta) => Ok(Some(meta)),
-    }
-}
-
 impl LogReader {
     /// Runs `work` over `path` through the policy, on the blocking pool in the path's
     /// turn, with the reader's record cap, `validate` and the attempt's deadline.
@@ -341,7 +315,7 @@ impl LogReader {
             .call_with(|attempt| {
                 let (validate, work) = (Arc::clone(&validate), work.clone());
                 let budget = attempt.remaining();
-                let task = atomic::run_blocking(
+                let task = super::io::run_blocking(
                     Arc::clone(&ops),
                     path.clone(),
                     budget,
@@ -375,7 +349,7 @@ impl ReaderInner {
         deadline: Option<std::time::Instant>,
     ) -> Result<Recovered, ReadLogError> {
         let ops = &*self.ops;
-        let (dir, name) = atomic::split(path)?;
+        let (dir, name) = split(path)?;
         let _serialised = locks::lock_file(ops, dir, name, deadline)?;
         if regular_file(ops, path)?.is_none() {
             return Ok(Recovered::default());

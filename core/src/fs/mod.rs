@@ -6,6 +6,7 @@
 mod append;
 mod atomic;
 mod error;
+mod io;
 mod last;
 mod locks;
 mod log;
@@ -16,8 +17,10 @@ mod tail;
 mod temp;
 
 pub use append::{Appended, Durability, DurableAppend, FsyncPolicy};
-pub use atomic::{AtomicFileWrite, DEFAULT_FILE_MODE};
+pub use atomic::AtomicFileWrite;
 pub use error::{FsError, Step};
-pub use log::{Corruption, DEFAULT_MAX_RECORD, LogReader, ReadLogError, Recovered, TornTail};
+pub use io::DEFAULT_FILE_MODE;
+pub use log::{Corruption, DEFAULT_MAX_RECORD, LogReader, ReadLogError, Recovered};
 pub use ops::{FileOps, RealFs};
 pub use repair::Repaired;
+pub use tail::TornTail;

@@ -9,7 +9,13 @@ use std::{
     sync::Arc,
 };
 
-use super::{FileOps, FsError, LogReader, ReadLogError, Step, atomic, locks, log::Validate, tail, temp};
+use super::{
+    FileOps, FsError, LogReader, ReadLogError, Step,
+    io::{regular_file, split, sync_dir, write_all},
+    locks,
+    log::Validate,
+    tail, temp,
+};
 use crate::Error;
 
 /// What [`LogReader::repair`] did.
@@ -93,9 +99,9 @@ fn repair_blocking(
     validate: &Validate,
     deadline: Option<std::time::Instant>,
 ) -> Result<Repaired, FsError> {
-    let (dir, name) = atomic::split(path)?;
+    let (dir, name) = split(path)?;
     let _serialised = locks::lock_file(ops, dir, name, deadline)?;
-    let Some(meta) = super::log::regular_file(ops, path)? else {
+    let Some(meta) = regular_file(ops, path)? else {
         return Ok(Repaired::default());
     };
     let source = ops
@@ -168,7 +174,7 @@ impl Sorter<'_> {
                 if byte == b'\n' {
                     let record = &line[..line.len() - 1];
                     if !spilled && validate(record) {
-                        atomic::write_all(self.ops, &self.kept.file, self.kept.path, &line)?;
+                        write_all(self.ops, &self.kept.file, self.kept.path, &line)?;
                         self.counts.kept += 1;
                     } else {
                         self.quarantine(line_start, &line, !spilled)?;
@@ -199,7 +205,7 @@ impl Sorter<'_> {
             self.quarantine = Some(tail::create_backup(self.ops, self.dir, self.name, &suffix)?);
         }
         if let Some((path, file)) = &self.quarantine {
-            atomic::write_all(self.ops, file, path, bytes)?;
+            write_all(self.ops, file, path, bytes)?;
         }
         if new_line {
             self.counts.quarantined += 1;
@@ -217,10 +223,10 @@ impl Sorter<'_> {
             .map_err(|e| FsError::new(&quarantine, Step::Backup, e))?;
         ops.sync(&self.kept.file, temp)
             .map_err(|e| FsError::new(temp, Step::SyncTemp, e))?;
-        atomic::sync_dir(ops, self.dir)?;
+        sync_dir(ops, self.dir)?;
         ops.rename(temp, path)
             .map_err(|e| FsError::new(path, Step::Rename, e))?;
-        atomic::sync_dir(ops, self.dir)?;
+        sync_dir(ops, self.dir)?;
         Ok(Repaired {
             quarantine: Some(quarantine),
             ..self.counts

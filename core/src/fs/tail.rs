@@ -2,9 +2,34 @@
 //! Shared by [`DurableAppend`](super::DurableAppend), which must never write after a
 //! fragment, and [`LogReader`](super::LogReader), which repairs what a crash left.
 
-use std::{ffi::OsStr, fs::File, io, path::Path};
+use std::{
+    ffi::OsStr,
+    fs::File,
+    io,
+    path::{Path, PathBuf},
+};
 
-use super::{DEFAULT_FILE_MODE, FileOps, FsError, Step, TornTail, atomic};
+use super::{
+    FileOps, FsError, Step,
+    io::{DEFAULT_FILE_MODE, sync_dir, write_all},
+};
+
+/// A torn or zero-filled tail, cut off the log after a copy was kept.
+///
+/// ```
+/// # use stayfast_core::fs::TornTail;
+/// # fn show(t: TornTail) { println!("{} bytes at {} kept in {}", t.len, t.offset, t.backup.display()); }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TornTail {
+    /// Where the tail began: the new length of the log.
+    pub offset: u64,
+    /// How many bytes were cut.
+    pub len: u64,
+    /// The file holding a copy of them (`<name>.torn-<offset>`, mode 0600).
+    pub backup: PathBuf,
+}
 
 /// How far back a torn tail is searched for in one read.
 const CHUNK: usize = 64 * 1024;
@@ -73,7 +98,7 @@ pub(crate) fn cut(
     copy_range(ops, &source, path, valid_end, total, &out, &backup)?;
     ops.sync(&out, &backup)
         .map_err(|e| FsError::new(&backup, Step::Backup, e))?;
-    atomic::sync_dir(ops, dir)?;
+    sync_dir(ops, dir)?;
     // Only once the copy is safe is the log cut.
     let rw = ops
         .open_read_write(path)
@@ -130,7 +155,7 @@ fn copy_range(
     while at < to {
         let want = usize::try_from(to - at).unwrap_or(CHUNK).min(CHUNK);
         let got = read_exact_at(ops, source, path, &mut chunk[..want], at)?;
-        atomic::write_all(ops, out, out_path, got)?;
+        write_all(ops, out, out_path, got)?;
         at += want as u64;
     }
     Ok(())
