@@ -133,7 +133,7 @@ async fn retry_stops_when_its_attempts_open_the_circuit() {
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
 }
 
-/// A6 / ANCHORS: a caller that gives up is not a failure: the breaker does not count
+/// A6: a caller that gives up is not a failure: the breaker does not count
 /// it, and it is not retried.
 #[tokio::test(start_paused = true)]
 async fn cancellation_is_not_a_failure() {
