@@ -109,7 +109,7 @@ static GLOBAL: OnceLock<Telemetry> = OnceLock::new();
 /// of reusing it — and it would leave its own HTTP listener running.
 static INSTALLING: Mutex<()> = Mutex::new(());
 
-/// The installed Prometheus recorder: DESIGN's histogram buckets, every stayfast metric
+/// The installed Prometheus recorder: the buckets of `HISTOGRAM_BUCKETS`, every stayfast metric
 /// described, upkeep running, and optionally an HTTP listener on loopback.
 ///
 /// # Examples

@@ -19,12 +19,11 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use support::TempDir;
+use support::{TempDir, settings};
 
 use stayfast::{
     StartError, StoreError,
     blocking::Stayfast,
-    settings::{RedisUrl, Settings},
     test_util::RedisServer,
     transcripts::{HistorySource, Message},
 };
@@ -38,17 +37,6 @@ fn start_server() -> RedisServer {
         .unwrap()
         .block_on(RedisServer::start())
         .unwrap()
-}
-
-/// Settings over `dir`, with Redis at `url` or file-only.
-fn settings(url: Option<String>, dir: &TempDir) -> Settings {
-    let mut s = Settings::default();
-    match url {
-        Some(url) => s.redis.url = RedisUrl::new(url),
-        None => s.redis.enabled = false,
-    }
-    s.transcripts.dir = dir.0.join("tx");
-    s
 }
 
 #[test]

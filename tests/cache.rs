@@ -4,6 +4,8 @@
 //! exactly, through a `DebuggingRecorder` the cache's handles were resolved from.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{
     sync::{
         Arc,
@@ -12,18 +14,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stayfast::{
     StoreError,
     cache::{Cache, CacheConfig},
-    redis::{Redis, RedisConfig},
-    test_util::{RedisServer, Reply},
+    test_util::Reply,
 };
+use support::cache::{COMMAND_TIMEOUT, Counts, Fixture};
 
-/// The bound of one Redis command in these tests (and of a whole call: retries included).
-const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// Scheduling and process slack on top of a bound.
 const SLACK: Duration = Duration::from_millis(250);
 
@@ -49,73 +48,12 @@ struct Lookup<'a> {
     id: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct Counts {
-    hit: u64,
-    miss: u64,
-    error: u64,
-    /// Concurrent calls coalesced on one load: tests/cache_flight.rs.
-    coalesced: u64,
-    loader_error: u64,
-}
-
-/// One server, one handle, one cache whose counters live in `recorder`.
-struct Fixture {
-    server: RedisServer,
-    redis: Redis,
-    cache: Cache,
-    config: CacheConfig,
-    snapshotter: Snapshotter,
-    /// Snapshots reset counters to 0: the running totals.
-    counted: Counts,
-}
-
-async fn connect(server: &RedisServer) -> Redis {
-    let mut c = RedisConfig::default();
-    c.url = server.url();
-    c.command_timeout = COMMAND_TIMEOUT;
-    Redis::connect(&c).await.unwrap()
-}
-
+/// Every fixture here is the cache `test`.
 async fn fixture(config: CacheConfig) -> Fixture {
-    let server = RedisServer::start().await.unwrap();
-    let redis = connect(&server).await;
-    let recorder = DebuggingRecorder::new();
-    // The counters are resolved in `new`: it must run while the recorder is active.
-    let cache =
-        metrics::with_local_recorder(&recorder, || Cache::new(redis.clone(), "test", &config)).unwrap();
-    Fixture {
-        server,
-        redis,
-        cache,
-        config,
-        snapshotter: recorder.snapshotter(),
-        counted: Counts::default(),
-    }
+    support::cache::fixture("test", config).await
 }
 
 impl Fixture {
-    fn counts(&mut self) -> Counts {
-        for (key, _, _, value) in self.snapshotter.snapshot().into_vec() {
-            let key = key.key();
-            assert_eq!(key.name(), "stayfast_cache_requests_total");
-            let label = |k: &str| key.labels().find(|l| l.key() == k).unwrap().value().to_owned();
-            assert_eq!(label("cache"), "test");
-            let DebugValue::Counter(n) = value else {
-                panic!("not a counter")
-            };
-            match label("result").as_str() {
-                "hit" => self.counted.hit += n,
-                "miss" => self.counted.miss += n,
-                "error" => self.counted.error += n,
-                "coalesced" => self.counted.coalesced += n,
-                "loader_error" => self.counted.loader_error += n,
-                other => panic!("unexpected result {other}"),
-            }
-        }
-        self.counted
-    }
-
     /// The key the docs promise, computed here rather than asked of the cache.
     fn expected_key(&self, context: &(impl Serialize + ?Sized)) -> String {
         let json = serde_json::to_vec(context).unwrap();
@@ -300,7 +238,12 @@ async fn context_types_give_distinct_keys_and_equal_contexts_share_across_instan
     }
 
     // A second cache (another handle, another name, same config) finds the same entries.
-    let other = Cache::new(connect(&f.server).await, "other", &f.config).unwrap();
+    let other = Cache::new(
+        support::connect(&f.server, |c| c.command_timeout = COMMAND_TIMEOUT).await,
+        "other",
+        &f.config,
+    )
+    .unwrap();
     f.cache.set("user:42", &"by str", None).await.unwrap();
     f.cache.set(&("user", 42), &"by tuple", None).await.unwrap();
     f.cache

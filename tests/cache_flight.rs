@@ -8,6 +8,8 @@
 //! an empty flight table.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::{
     future::Future,
     sync::{
@@ -17,82 +19,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use stayfast::{
     StoreError,
     cache::{Cache, CacheConfig, CoalescedError},
     redis::{Redis, RedisConfig},
-    test_util::{RedisServer, Reply},
+    test_util::Reply,
 };
+use support::cache::{COMMAND_TIMEOUT, Counts, Fixture};
 
-/// The bound of one Redis command in these tests.
-const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// Scheduling and process slack on top of a bound.
 const SLACK: Duration = Duration::from_millis(250);
 /// Longest a gate waits for the calls under test to get where it expects them.
 const GATE: Duration = Duration::from_secs(20);
 
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct Counts {
-    hit: u64,
-    miss: u64,
-    coalesced: u64,
-    loader_error: u64,
-    error: u64,
-}
-
-struct Fixture {
-    server: RedisServer,
-    cache: Cache,
-    snapshotter: Snapshotter,
-    /// Snapshots reset counters to 0: the running totals.
-    counted: Counts,
-}
-
+/// Every fixture here is the cache `flight`.
 async fn fixture(config: CacheConfig) -> Fixture {
-    let server = RedisServer::start().await.unwrap();
-    let mut c = RedisConfig::default();
-    c.url = server.url();
-    c.command_timeout = COMMAND_TIMEOUT;
-    let redis = Redis::connect(&c).await.unwrap();
-    let recorder = DebuggingRecorder::new();
-    // The counters are resolved in `new`: it must run while the recorder is active.
-    let cache = metrics::with_local_recorder(&recorder, || Cache::new(redis, "flight", &config)).unwrap();
-    Fixture {
-        server,
-        cache,
-        snapshotter: recorder.snapshotter(),
-        counted: Counts::default(),
-    }
+    support::cache::fixture("flight", config).await
 }
 
 impl Fixture {
-    fn counts(&mut self) -> Counts {
-        for (key, _, _, value) in self.snapshotter.snapshot().into_vec() {
-            let key = key.key();
-            assert_eq!(key.name(), "stayfast_cache_requests_total");
-            let result = key
-                .labels()
-                .find(|l| l.key() == "result")
-                .unwrap()
-                .value()
-                .to_owned();
-            let DebugValue::Counter(n) = value else {
-                panic!("not a counter")
-            };
-            let c = &mut self.counted;
-            *match result.as_str() {
-                "hit" => &mut c.hit,
-                "miss" => &mut c.miss,
-                "coalesced" => &mut c.coalesced,
-                "loader_error" => &mut c.loader_error,
-                "error" => &mut c.error,
-                other => panic!("unexpected result {other}"),
-            } += n;
-        }
-        self.counted
-    }
-
     async fn raw_get(&self, context: &str) -> Option<String> {
         let key = self.cache.key(context).unwrap();
         match self.server.command(&["GET", &key]).await.unwrap() {
@@ -676,19 +621,4 @@ async fn redis_stopped_calls_still_coalesce_within_one_bound() {
     // Every lookup failed: `error` each, coalesced or not.
     assert_eq!(f.counts(), counts(0, 0, 0, 0, CALLS as u64));
     assert_eq!(f.cache.in_flight(), 0);
-}
-
-/// `get_or_insert_with`'s future is `Send` (spawnable) for any `Send` loader, and the
-/// error type is `Send + Sync`.
-#[test]
-fn futures_and_errors_are_send() {
-    fn send<T: Send>(_: &T) {}
-    fn send_sync<T: Send + Sync + 'static>() {}
-    send_sync::<CoalescedError>();
-    let call = |cache: Cache| async move {
-        cache
-            .get_or_insert_with("k", None, || async { Ok::<u8, String>(1) })
-            .await
-    };
-    let _ = |cache: Cache| send(&call(cache));
 }

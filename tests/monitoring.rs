@@ -34,7 +34,7 @@ use support::{TempDir, free_port, service_settings};
 use serde_json::Value;
 use stayfast::{
     Cache, KnowledgeStore, Offload, OffloadConfig, Policy, Stayfast, TranscriptStore, redis::Redis,
-    settings::Settings, test_util::RedisServer, transcripts::Message,
+    test_util::RedisServer, transcripts::Message,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -422,10 +422,6 @@ async fn poll<T>(
 // The service under watch, and its workload
 // ---------------------------------------------------------------------------------
 
-fn settings(server: &RedisServer, dir: &TempDir) -> Settings {
-    service_settings(server, dir, GET_TIMEOUT)
-}
-
 /// What the workload calls, cloned out of the `Stayfast`.
 #[derive(Clone)]
 struct Stores {
@@ -543,7 +539,7 @@ async fn rules_and_dashboard_against_a_real_prometheus() {
 
     let server = RedisServer::start().await.unwrap();
     let dir = TempDir::new("monitoring");
-    let settings = settings(&server, &dir);
+    let settings = service_settings(&server, &dir, GET_TIMEOUT);
     let app = Stayfast::from_settings(&settings).await.unwrap();
     let metrics = settings.metrics.listen;
     let stores = Stores {

@@ -6,7 +6,7 @@
 //! 2. a failing Redis (SIGSTOP): a GET times out, the breaker opens and rejects, the
 //!    stores degrade (history from the file, the cache's loader answers), then recover;
 //! 3. a `/metrics` scrape over HTTP, parsed as the exposition format: every metric of
-//!    DESIGN's table that exists so far, its type, its exact label keys, the 12 buckets;
+//!    the metrics table that exists so far, its type, its exact label keys, the 12 buckets;
 //! 4. F4 metrics_exposure: loopback by default, and 100 000 distinct session ids,
 //!    10 000 cache keys and 1 000 fact ids leave the series count unchanged;
 //! 5. `shutdown(grace)`: nothing aborted, pending appends flushed, the pool closed (a
@@ -43,12 +43,12 @@ const GET_TIMEOUT: Duration = Duration::from_millis(300);
 const SLACK: Duration = Duration::from_millis(750);
 /// Concurrent callers in the F4 step.
 const CONCURRENCY: usize = 64;
-/// TEST-PLAN F4's figures.
+/// F4's figures (`docs/testing.md`): distinct ids that must not grow the series count.
 const SESSIONS: usize = 100_000;
 const CACHE_KEYS: usize = 10_000;
 const FACT_IDS: usize = 1_000;
 
-/// The 12 DESIGN buckets and `+Inf`, as the exporter renders them.
+/// The 12 buckets of `HISTOGRAM_BUCKETS` and `+Inf`, as the exporter renders them.
 const BUCKETS: [&str; 13] = [
     "0.001", "0.005", "0.01", "0.05", "0.1", "0.5", "1", "2", "5", "10", "30", "60", "+Inf",
 ];
@@ -452,7 +452,6 @@ async fn fail_and_recover(app: &Stayfast, server: &RedisServer) {
     assert_eq!(history.records[0].content, "before");
 }
 
-/// Step 3: the scrape, parsed and checked against DESIGN's metrics table.
 /// A blocking call offloaded beside the stores, whose caller gives up before it ends:
 /// the offload series (`stayfast_offload_*`) are then in the scrape, with values.
 async fn abandon_an_offloaded_call() {
@@ -470,6 +469,8 @@ async fn abandon_an_offloaded_call() {
     assert!(error.is_timeout(), "{error}");
 }
 
+/// Step 3: the scrape, parsed and checked: each metric of the library, its type and
+/// its exact label keys.
 fn check_exposition(text: &str) {
     let x = Exposition::parse(text);
     eprintln!(

@@ -1,6 +1,6 @@
 //! The Prometheus exporter end to end: installed before anything is built, a `/metrics`
 //! scrape over HTTP parsed as the exposition format, holding the core metrics with their
-//! types, exact label keys and DESIGN's 12 buckets; the listener on loopback; a second
+//! types, exact label keys and the 12 buckets of `HISTOGRAM_BUCKETS`; the listener on loopback; a second
 //! install an error, not a panic. One test: the recorder is process-wide.
 #![allow(clippy::unwrap_used)]
 

@@ -1,5 +1,5 @@
-//! Durable append and log recovery (DURABILITY.md tier 1: torn tails, zero fill,
-//! corruption in the middle, exactly-once concurrent appends; TEST-PLAN E6 for logs).
+//! Durable append and log recovery: torn tails, zero fill, corruption in the middle,
+//! exactly-once concurrent appends, and E6 (`docs/testing.md`) for logs.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -269,7 +269,7 @@ async fn an_oversized_record_is_invalid_and_memory_stays_bounded() {
     assert!(c.reason.contains("longer than"), "{}", c.reason);
 }
 
-/// TEST-PLAN E6: a directory, a FIFO, or a symlink (to /dev/zero) at the log's path is
+/// E6: a directory, a FIFO, or a symlink (to /dev/zero) at the log's path is
 /// a typed error — never a hang, never a link followed.
 #[tokio::test]
 async fn non_regular_files_are_typed_errors() {

@@ -1,5 +1,5 @@
-//! `AtomicFileWrite` against DURABILITY.md: the exact syscall sequence through a
-//! recording seam, a failure injected at every step, typed errors, concurrency,
+//! `AtomicFileWrite` (temp in the same directory → write → fsync → rename → fsync of the
+//! directory): the exact syscall sequence through a recording seam, a failure injected at every step, typed errors, concurrency,
 //! cancellation, the A/B lost update, file modes, symlinks and the stale-temp sweep.
 //!
 //! Temp directories live under `/dev/shm` when it exists (tmpfs: fsync is cheap), named

@@ -1,4 +1,5 @@
-//! TEST-PLAN D3: 10⁶ submissions against a stalled sink. Its own test binary, so the
+//! D3 (`docs/testing.md`): 10⁶ submissions against a stalled sink: in-flight stays
+//! within the cap, the excess is shed and counted. Its own test binary, so the
 //! peak-RSS figure is this test's alone.
 #![allow(clippy::unwrap_used)]
 

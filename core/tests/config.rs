@@ -1,5 +1,6 @@
 //! Configuration: the duration format, unknown keys, and invalid values rejected with
-//! errors naming the field — never a panic (TEST-PLAN E1, E2 for the wrappers).
+//! errors naming the field — never a panic (E1, E2 of `docs/testing.md`, for the
+//! wrappers).
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! Crash loops (DURABILITY.md, "Tests"): a child process writes in a loop and is killed
-//! with SIGKILL at random moments; the parent then checks what is left on disk.
+//! Crash loops (`docs/testing.md`): a child process writes in a loop and is killed with
+//! SIGKILL at random moments; the parent then checks what is left on disk.
 //!
 //! # The child-process harness
 //!
@@ -736,7 +736,7 @@ fn check_naive_append(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// DURABILITY.md `crash_loop_kill9_append`.
+/// After each kill, the log loads gap-free up to the last acknowledged record.
 #[test]
 fn crash_loop_kill9_append() {
     let kills = iterations(300);
@@ -796,7 +796,8 @@ fn crash_loop_kill9_append() {
     );
 }
 
-/// DURABILITY.md `crash_loop_kill9_replace`.
+/// After each kill, the file is absent or exactly one complete version (the last
+/// acknowledged one or the next), and only the crate's temps are left, then swept.
 #[test]
 fn crash_loop_kill9_replace() {
     let kills = iterations(300);

@@ -180,20 +180,7 @@ async fn eventually(limit: Duration, condition: impl Fn() -> bool) -> bool {
     condition()
 }
 
-fn is_send_sync<T: Send + Sync>() {}
-
 // ---- tests ----
-
-#[test]
-fn public_types_are_send_and_sync() {
-    is_send_sync::<Offload>();
-    is_send_sync::<OffloadConfig>();
-    is_send_sync::<OffloadError<io::Error>>();
-    let offload = offload(1, Duration::ZERO);
-    let policy = policy(Duration::from_secs(1));
-    fn is_send<T: Send>(_: &T) {}
-    is_send(&offload.run(&policy, || Ok::<_, io::Error>(1)));
-}
 
 #[test]
 fn config_parses_validates_and_names_the_field() {

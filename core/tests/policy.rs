@@ -1,4 +1,5 @@
-//! Policy composition, cancellation, fallback and metrics (TEST-PLAN A6, A7, B3, B5).
+//! Policy composition, cancellation, fallback and metrics (A6, A7, B3, B5 of
+//! `docs/testing.md`).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -132,7 +133,7 @@ async fn retry_stops_when_its_attempts_open_the_circuit() {
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
 }
 
-/// A6 / ANCHORS: a caller that gives up is not a failure: the breaker does not count
+/// A6: a caller that gives up is not a failure: the breaker does not count
 /// it, and it is not retried.
 #[tokio::test(start_paused = true)]
 async fn cancellation_is_not_a_failure() {
@@ -242,7 +243,8 @@ async fn fallback_may_pass_the_error_on() {
     assert_eq!(err.into_inner(), Some(Fake::WrongType));
 }
 
-/// Every outcome of DESIGN's table is counted under its label, exactly once per call;
+/// Every outcome (success, failure, timeout, unknown, rejected, shed, …) is counted under
+/// its label, exactly once per call;
 /// attempts and retries are counted per attempt.
 #[tokio::test(start_paused = true)]
 async fn outcomes_attempts_and_retries_are_counted() {
@@ -377,93 +379,6 @@ async fn cancellation_storm_leaks_no_permits() {
     let ok = policy.call(|| async { Ok::<_, Fake>(1) }).await;
     assert!(ok.is_ok(), "{:?} in state {:?}", ok.err(), breaker.state());
     assert_eq!(bulkhead.available(), 8);
-}
-
-fn assert_send_static<T: Send + 'static>(_: &T) {}
-fn assert_send_sync<T: Send + Sync>() {}
-
-/// The futures `Policy::call*` return can be spawned; every public type is Send + Sync.
-#[tokio::test]
-async fn policy_futures_are_send_and_static_and_types_are_send_sync() {
-    let policy = Policy::builder("fake.op")
-        .retry(&fixed_retry(2, 1))
-        .breaker(breaker(3))
-        .build()
-        .unwrap();
-    let call = policy.call(|| async { Ok::<_, Fake>(1) });
-    assert_send_static(&call);
-    let with = policy.call_with_fallback(|_| async { Ok::<_, Fake>(1) }, |e| async move { Err(e) });
-    assert_send_static(&with);
-    assert_eq!(tokio::spawn(call).await.unwrap().unwrap(), 1);
-    drop(policy);
-    assert_eq!(tokio::spawn(with).await.unwrap().unwrap().value, 1);
-
-    assert_send_sync::<Policy>();
-    assert_send_sync::<stayfast_core::PolicyBuilder>();
-    assert_send_sync::<CircuitBreaker>();
-    assert_send_sync::<stayfast_core::breaker::Permit<'static>>();
-    assert_send_sync::<stayfast_core::breaker::Rejected>();
-    assert_send_sync::<stayfast_core::breaker::BreakerBuilder>();
-    assert_send_sync::<Bulkhead>();
-    assert_send_sync::<stayfast_core::BulkheadPermit<'static>>();
-    assert_send_sync::<stayfast_core::RetryBudget>();
-    assert_send_sync::<stayfast_core::retry::Backoff>();
-    assert_send_sync::<stayfast_core::CallMetrics>();
-    assert_send_sync::<stayfast_core::Metered<std::future::Ready<Result<(), Fake>>>>();
-    assert_send_sync::<stayfast_core::Timeout<std::future::Ready<()>>>();
-    assert_send_sync::<Error<Fake>>();
-    assert_send_sync::<stayfast_core::Elapsed>();
-    assert_send_sync::<stayfast_core::Attempt>();
-    assert_send_sync::<stayfast_core::config::PolicyConfig>();
-    assert_send_sync::<stayfast_core::config::ConfigError>();
-    assert_send_sync::<stayfast_core::FireAndForget>();
-    assert_send_sync::<stayfast_core::ShutdownReport>();
-    assert_send_sync::<stayfast_core::LagWatchdog>();
-    assert_send_sync::<stayfast_core::fs::AtomicFileWrite>();
-    assert_send_sync::<stayfast_core::fs::DurableAppend>();
-    assert_send_sync::<stayfast_core::fs::LogReader>();
-    assert_send_sync::<stayfast_core::fs::FsError>();
-    assert_send_sync::<stayfast_core::fs::ReadLogError>();
-    assert_send_sync::<stayfast_core::fs::RealFs>();
-    #[cfg(feature = "redis")]
-    {
-        assert_send_sync::<stayfast_core::redis::Redis>();
-        assert_send_sync::<stayfast_core::redis::RedisConfig>();
-        assert_send_sync::<stayfast_core::redis::RedisError>();
-    }
-    #[cfg(feature = "test-util")]
-    assert_send_sync::<stayfast_core::test_util::RedisServer>();
-}
-
-fn assert_send<T: Send>(_: &T) {}
-
-/// The file futures are `Send`: a cheap clone of the handle moved into a task makes them
-/// spawnable (they borrow the handle, like tokio's own file futures).
-#[tokio::test]
-async fn file_futures_are_send_and_spawnable_with_a_cloned_handle() {
-    let policy = Policy::builder("fs.write").build().unwrap();
-    let dir = std::env::temp_dir();
-    let writer = stayfast_core::fs::AtomicFileWrite::new(policy.clone());
-    let appender = stayfast_core::fs::DurableAppend::new(policy.clone());
-    let reader = stayfast_core::fs::LogReader::new(policy);
-    let (write, append, read) = (
-        writer.write(dir.join("never-polled"), b"x".to_vec()),
-        appender.append(dir.join("never-polled"), b"x".to_vec()),
-        reader.read(dir.join("never-polled"), |_| true),
-    );
-    assert_send(&write);
-    assert_send(&append);
-    assert_send(&read);
-    drop((write, append, read)); // never polled: nothing touches the disk
-    let task = tokio::spawn({
-        let reader = reader.clone();
-        async move {
-            reader
-                .read(std::env::temp_dir().join("stayfast-no-such-log"), |_| true)
-                .await
-        }
-    });
-    assert!(task.await.unwrap().unwrap().records.is_empty());
 }
 
 /// A7: paused-time tests use fakes; the paused clock only moves when every task waits.

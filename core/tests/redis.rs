@@ -1,7 +1,9 @@
-//! The Redis handle against a real redis-server (TEST-PLAN C2, C3, C3b, C7, A5's
-//! execution counts, and a deadline test per fred `WithOptions` trap). Real time,
+//! The Redis handle against a real redis-server (C2, C3, C3b, C7 and A5's execution
+//! counts in `docs/testing.md`, and a deadline test per fred `WithOptions` trap). Real time,
 //! serialised, wall-clock bounds with +250 ms slack; measured figures printed.
 #![allow(clippy::unwrap_used)]
+
+mod support;
 
 use std::{
     collections::HashMap,
@@ -14,9 +16,10 @@ use fred::{
 };
 use stayfast_core::{
     breaker::State,
-    redis::{Command, Redis, RedisConfig},
+    redis::{Command, Redis},
     test_util::RedisServer,
 };
+use support::redis::config;
 
 const SLACK: Duration = Duration::from_millis(250);
 
@@ -25,20 +28,6 @@ type Call<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send 
 
 /// One real-server test at a time: wall-clock bounds on a 2-core machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn config(url: &str, timeout_ms: u64) -> RedisConfig {
-    let mut c = RedisConfig::default();
-    c.url = url.to_owned();
-    c.pool_size = 2;
-    c.command_timeout = Duration::from_millis(timeout_ms);
-    c.connect_timeout = Duration::from_millis(500);
-    c.operations.scan = Some(Duration::from_millis(timeout_ms));
-    c.retry.min_delay = Duration::from_millis(10);
-    c.retry.max_delay = Duration::from_millis(50);
-    c.breaker.consecutive_failures = Some(5);
-    c.breaker.open_for = Duration::from_millis(500);
-    c
-}
 
 #[tokio::test]
 async fn commands_round_trip() {

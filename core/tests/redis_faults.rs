@@ -1,8 +1,10 @@
-//! Faults against a real redis-server (TEST-PLAN C1, C4, C5, C6, C8, and A5's execution
-//! counts): kill and restart under load, a stalled server, OOM, killed connections, and
+//! Faults against a real redis-server (C1, C4, C5, C6, C8 and A5's execution counts in
+//! `docs/testing.md`): kill and restart under load, a stalled server, OOM, killed connections, and
 //! a loopback TCP proxy that delays, black-holes, resets and slices the byte stream.
 //! Real time, serialised, wall-clock bounds with +250 ms slack; measured figures printed.
 #![allow(clippy::unwrap_used)]
+
+mod support;
 
 use std::{
     borrow::Cow,
@@ -45,19 +47,10 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// As `tests/redis.rs`, with the reconnect delay capped at 500 ms.
+/// The real-server tests' config, with the reconnect delay capped at 500 ms.
 fn config(url: &str, timeout_ms: u64) -> RedisConfig {
-    let mut c = RedisConfig::default();
-    c.url = url.to_owned();
-    c.pool_size = 2;
-    c.command_timeout = ms(timeout_ms);
-    c.connect_timeout = ms(500);
-    c.operations.scan = Some(ms(timeout_ms));
+    let mut c = support::redis::config(url, timeout_ms);
     c.reconnect_max_delay = ms(500);
-    c.retry.min_delay = ms(10);
-    c.retry.max_delay = ms(50);
-    c.breaker.consecutive_failures = Some(5);
-    c.breaker.open_for = ms(500);
     c
 }
 

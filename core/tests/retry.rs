@@ -1,4 +1,5 @@
-//! Retry behaviour under paused time (TEST-PLAN A4, A5 with fakes).
+//! Retry behaviour under paused time: A4 (backoff bounds) and A5 (which errors are
+//! retried) of `docs/testing.md`, with fakes.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -407,7 +408,9 @@ async fn a_policy_closure_overrides_classify() {
     assert_eq!(attempts.load(Ordering::SeqCst), 1);
 }
 
-/// `std::io::Error` by kind, per DESIGN's table.
+/// `std::io::Error` by kind: a refused connection is transient, a reset, broken pipe or
+/// EOF indeterminate (the request may have been applied), bad input the caller's, full
+/// or read-only storage permanent.
 #[test]
 fn io_errors_are_classified_by_kind() {
     use stayfast_core::{Classify, Verdict};

@@ -1,4 +1,5 @@
-//! Timeout semantics (TEST-PLAN A6).
+//! Timeout semantics (A6): at the deadline the inner future is dropped and the error
+//! names the operation; the caller's own cancellation is not a timeout.
 #![allow(clippy::unwrap_used)]
 
 use std::{

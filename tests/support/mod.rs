@@ -1,6 +1,10 @@
-//! What the facade's test files share: a scratch directory, a free loopback port, and a
-//! `/metrics` scrape over plain HTTP. Each test binary uses only a part of it.
+//! What the facade's test files share: a scratch directory, a free loopback port, a
+//! `/metrics` scrape over plain HTTP, a Redis handle on a test server, the settings of
+//! a whole service, and (in [`cache`]) a cache whose counters can be read back. Each
+//! test binary uses only a part of it.
 #![allow(dead_code)]
+
+pub(crate) mod cache;
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -70,6 +74,32 @@ pub(crate) async fn scrape(addr: SocketAddr) -> String {
         .unwrap_or_default()
 }
 
+/// A handle on `server`: the default config, then `tweak` (each test file sets the
+/// bounds its faults need).
+pub(crate) async fn connect(
+    server: &stayfast::test_util::RedisServer,
+    tweak: impl FnOnce(&mut stayfast::redis::RedisConfig),
+) -> stayfast::redis::Redis {
+    let mut c = stayfast::redis::RedisConfig::default();
+    c.url = server.url();
+    tweak(&mut c);
+    stayfast::redis::Redis::connect(&c)
+        .await
+        .expect("connect to the test server")
+}
+
+/// Default settings with the transcripts under `dir`, and Redis at `url` or, with
+/// `None`, file-only.
+pub(crate) fn settings(url: Option<String>, dir: &TempDir) -> stayfast::Settings {
+    let mut s = stayfast::Settings::default();
+    match url {
+        Some(url) => s.redis.url = stayfast::settings::RedisUrl::new(url),
+        None => s.redis.enabled = false,
+    }
+    s.transcripts.dir = dir.0.join("tx");
+    s
+}
+
 /// A whole service on `server`, its transcripts under `dir`, `/metrics` on a free
 /// loopback port: GETs bounded by `get_timeout`, other commands by 1 s, and a breaker
 /// that opens after two failed attempts and probes again soon, so faults and recovery
@@ -80,10 +110,8 @@ pub(crate) fn service_settings(
     get_timeout: std::time::Duration,
 ) -> stayfast::Settings {
     use std::time::Duration;
-    let mut s = stayfast::Settings::default();
-    s.redis.url = stayfast::settings::RedisUrl::new(server.url());
+    let mut s = settings(Some(server.url()), dir);
     s.redis.reconnect_max_delay = Duration::from_millis(200);
-    s.transcripts.dir = dir.0.join("tx");
     s.metrics.http_listener = true;
     s.metrics.listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     s.timeouts.redis.operations.get = Some(get_timeout);

@@ -10,7 +10,7 @@ use stayfast_core::telemetry::HISTOGRAM_BUCKETS;
 /// its histograms every second, as a service's scrape or upkeep task would: every
 /// variant of a bench pays for the same recorder.
 pub(crate) fn install_recorder() -> PrometheusHandle {
-    // DESIGN's buckets, as the facade's telemetry sets them: without buckets the exporter
+    // `HISTOGRAM_BUCKETS`, as the facade's telemetry sets them: without buckets the exporter
     // keeps summaries, whose upkeep (a DDSketch per series) costs CPU a service never pays.
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &HISTOGRAM_BUCKETS)

@@ -1,12 +1,20 @@
-//! Shared test helpers: a fake dependency error covering DESIGN's classification table,
-//! and small policy/breaker constructors.
+//! Shared test helpers: a fake dependency error covering every row of the
+//! classification table (`Classify`), small policy/breaker constructors, a seeded
+//! generator, counters read back from a debugging recorder, and (with `redis`) the
+//! real-server tests' handle config.
 #![allow(dead_code, unreachable_pub)]
+
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::{fmt, time::Duration};
 
 use stayfast_core::{CircuitBreaker, Classify, Verdict, config::BreakerConfig};
 
-/// The error kinds a Redis-like dependency returns, classified as DESIGN.md says.
+/// The error kinds a Redis-like dependency returns, one per row of the classification
+/// table: transient (retry if idempotent, a breaker failure), indeterminate (the command
+/// may have run), permanent (no retry, a failure), the caller's error (no retry, ignored
+/// by the breaker), an expected answer (a success), and retry-after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fake {
     ConnectionRefused,
