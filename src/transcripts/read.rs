@@ -6,8 +6,8 @@ use stayfast_core::{ErrorChain, FallbackReason, Outcome};
 use super::{
     Inner, TranscriptStore,
     pushes::bridge,
-    record::{Degradation, History, HistorySource, Record},
-    session::{End, Session, SessionKey},
+    record::{Degradation, End, History, HistorySource, Record},
+    session::{Session, SessionKey},
 };
 use crate::StoreError;
 

@@ -9,7 +9,7 @@ use stayfast_core::{
     test_util::RedisServer,
 };
 
-use super::{Message, Push, SessionKey, TranscriptConfig, TranscriptStore, session::End};
+use super::{Message, SessionKey, TranscriptConfig, TranscriptStore, pushes::Push, record::End};
 
 async fn store(server: &RedisServer, dir: &std::path::Path) -> (TranscriptStore, FireAndForget) {
     let mut redis = RedisConfig::default();
