@@ -1,6 +1,8 @@
-//! How `TranscriptStore::history` is counted when its caller gives up on it.
+//! What `TranscriptStore::append` reports (its receipt's durability under each fsync
+//! policy) and how `history` is counted when its caller gives up on it.
 //!
-//! A real redis-server, so the test runs on the real clock; the bound is generous.
+//! Real files and (for the history metric) a real redis-server, so the tests run on the
+//! real clock; the bounds are generous.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -12,9 +14,10 @@ use std::{
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use stayfast::{
+    fs::FsyncPolicy,
     redis::{Redis, RedisConfig},
     test_util::RedisServer,
-    transcripts::{Message, TranscriptConfig, TranscriptStore},
+    transcripts::{Durability, Message, TranscriptConfig, TranscriptStore},
 };
 
 /// A fresh directory under the system's temp dir, removed on drop.
@@ -36,6 +39,80 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A file-only store over `dir` with the given fsync policy.
+async fn file_store(dir: &TempDir, fsync: FsyncPolicy) -> TranscriptStore {
+    let mut config = TranscriptConfig::default();
+    config.dir = dir.0.clone();
+    config.fsync = fsync;
+    TranscriptStore::builder(&config).open().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_reports_synced_for_every_append_and_a_repeat() {
+    let dir = TempDir::new("always");
+    let store = file_store(&dir, FsyncPolicy::Always).await;
+    for i in 1..=3 {
+        let receipt = store
+            .append(
+                "s",
+                Message::new("user", format!("m{i}")).with_id(format!("id{i}")),
+            )
+            .await
+            .unwrap();
+        assert_eq!((receipt.record.seq, receipt.durability), (i, Durability::Synced));
+    }
+    // A retry of a stored id: the same record, and the same promise.
+    let repeat = store
+        .append("s", Message::new("user", "m2").with_id("id2"))
+        .await
+        .unwrap();
+    assert_eq!((repeat.record.seq, repeat.durability), (2, Durability::Synced));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ms_reports_written_until_the_interval_has_passed() {
+    let dir = TempDir::new("every-ms");
+    // An interval no test run reaches: only the first append, which finds the file
+    // never synced, syncs it.
+    let store = file_store(&dir, FsyncPolicy::EveryMs(600_000)).await;
+    let first = store
+        .append("s", Message::new("user", "one").with_id("a"))
+        .await
+        .unwrap();
+    assert_eq!(first.durability, Durability::Synced, "the first append syncs");
+    for text in ["two", "three"] {
+        let receipt = store.append("s", Message::new("user", text)).await.unwrap();
+        assert_eq!(
+            receipt.durability,
+            Durability::Written,
+            "{text}: appended within the interval, awaiting the timer"
+        );
+    }
+    // A repeat claims no more than it knows, even of a record that was synced.
+    let repeat = store
+        .append("s", Message::new("user", "one").with_id("a"))
+        .await
+        .unwrap();
+    assert_eq!((repeat.record.seq, repeat.durability), (1, Durability::Written));
+    // `flush` syncs; the next append within the interval is again only written.
+    store.flush().await.unwrap();
+    let after = store.append("s", Message::new("user", "four")).await.unwrap();
+    assert_eq!((after.record.seq, after.durability), (4, Durability::Written));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_reports_written() {
+    let dir = TempDir::new("never");
+    let store = file_store(&dir, FsyncPolicy::Never).await;
+    for i in 1..=2 {
+        let receipt = store
+            .append("s", Message::new("user", format!("m{i}")))
+            .await
+            .unwrap();
+        assert_eq!((receipt.record.seq, receipt.durability), (i, Durability::Written));
     }
 }
 

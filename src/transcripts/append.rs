@@ -3,22 +3,42 @@
 
 use std::{path::Path, sync::Arc, time::SystemTime};
 
+use stayfast_core::fs::FsyncPolicy;
+
 use super::{
-    Inner, TranscriptStore, load,
+    Durability, Inner, TranscriptStore, load,
     pushes::{Push, Turn},
-    record::{End, MAX_ID_BYTES, MAX_ROLE_BYTES, Message, Record},
+    record::{End, MAX_ID_BYTES, MAX_ROLE_BYTES, Message, Receipt, Record},
     session::SessionKey,
     window::Pushed,
 };
 use crate::StoreError;
 
 impl TranscriptStore {
-    /// Appends `message` to `session` and returns the stored record. The message is in
-    /// the file (durable as the `fsync` setting says) when this returns `Ok`; Redis is
-    /// updated afterwards in the background.
+    /// Appends `message` to `session` and returns the stored record in a [`Receipt`]
+    /// that says how durable it is. The message is in the file when this returns `Ok`;
+    /// Redis is updated afterwards in the background.
     ///
     /// With a message id the append is idempotent: when the session already holds a
     /// message with that id, its stored record is returned and nothing is added.
+    ///
+    /// # Durability
+    ///
+    /// What [`Receipt::durability`] reports, per
+    /// [`TranscriptConfig::fsync`](super::TranscriptConfig::fsync):
+    ///
+    /// - [`FsyncPolicy::Always`] (the default): [`Durability::Synced`]: the file was
+    ///   fsynced after the record was written, before `append` returned.
+    /// - [`FsyncPolicy::EveryMs`]: [`Durability::Synced`] when the interval had passed
+    ///   since the file's last fsync (or this store never synced it), so this append
+    ///   synced it; otherwise [`Durability::Written`]: a timer syncs it within the
+    ///   interval, even if no other append comes.
+    /// - [`FsyncPolicy::Never`]: [`Durability::Written`] until [`flush`](Self::flush)
+    ///   (or the app's shutdown) syncs it.
+    /// - A repeated message id: with `Always` the file is fsynced again before
+    ///   returning `Synced` (the first append's answer, which the caller lost, is not
+    ///   known here); otherwise `Written`, which it is at least. A receipt never claims
+    ///   more than was reached.
     ///
     /// # Errors
     ///
@@ -26,7 +46,8 @@ impl TranscriptStore {
     /// over `max_message_bytes`, an empty or overlong role, id or session id);
     /// [`StoreError::Corrupt`] when the session's file is damaged (nothing is appended
     /// after damage until [`repair`](Self::repair)); [`StoreError::File`] when the write
-    /// failed, timed out ([`Error::OutcomeUnknown`]: it may still land — retry with the
+    /// failed (with `fsync = "always"`, the fsync too: the record is then taken back
+    /// out), timed out ([`Error::OutcomeUnknown`]: it may still land — retry with the
     /// same id), the directory's breaker is open, or the wait for the session's writer
     /// (another append to it, slow) outlasted the write deadline ([`Error::Timeout`]:
     /// nothing was written).
@@ -47,12 +68,12 @@ impl TranscriptStore {
     /// let store = TranscriptStore::builder(&config).open().await?;
     /// let first = store.append("s", Message::new("user", "hi").with_id("m1")).await?;
     /// let again = store.append("s", Message::new("user", "hi").with_id("m1")).await?; // a retry
-    /// assert_eq!(first, again);
+    /// assert_eq!(first.record, again.record);
     /// assert_eq!(store.history("s", 10).await?.records.len(), 1); // stored once
     /// # std::fs::remove_dir_all(&config.dir)?;
     /// # Ok(()) }
     /// ```
-    pub async fn append(&self, session: &str, message: Message) -> Result<Record, StoreError> {
+    pub async fn append(&self, session: &str, message: Message) -> Result<Receipt, StoreError> {
         self.check(&message)?;
         let key = SessionKey::new(session)?;
         let inner = &self.inner;
@@ -70,7 +91,8 @@ impl TranscriptStore {
             && writer.ids.contains(id)
         {
             drop(writer);
-            return inner.find(&path, id).await;
+            let record = inner.find(&path, id).await?;
+            return inner.repeated(&path, record).await;
         }
         let record = Record {
             seq: writer.last.seq + 1,
@@ -79,13 +101,16 @@ impl TranscriptStore {
             content: message.content,
             at: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
         };
-        if let Err(e) = inner.appender.append(&path, record.encode()).await {
-            // The write may still land (a timeout) or have half-happened: re-read the
-            // file before the next append rather than guess its last seq.
-            writer.loaded = false;
-            session.set_known(None);
-            return Err(e.into());
-        }
+        let appended = match inner.appender.append(&path, record.encode()).await {
+            Ok(appended) => appended,
+            Err(e) => {
+                // The write may still land (a timeout) or have half-happened: re-read the
+                // file before the next append rather than guess its last seq.
+                writer.loaded = false;
+                session.set_known(None);
+                return Err(e.into());
+            }
+        };
         if writer.last.seq == 0 {
             // The first record of a new (or deleted and restarted) file.
             writer.first = End::of(Some(&record));
@@ -111,7 +136,10 @@ impl TranscriptStore {
                 task_inner.drain_pushes(key, turn).await
             });
         }
-        Ok(record)
+        Ok(Receipt {
+            record,
+            durability: appended.durability,
+        })
     }
 
     fn check(&self, message: &Message) -> Result<(), StoreError> {
@@ -163,6 +191,19 @@ impl Inner {
                 what: "transcript file",
                 problem: format!("{} lost a record it held", path.display()),
             })
+    }
+
+    /// The receipt of a repeated append of `record`, stored by an earlier one whose
+    /// durability is not known here: under `Always` the file is synced again (the
+    /// caller was promised `Synced`), otherwise it is at least `Written`.
+    async fn repeated(&self, path: &Path, record: Record) -> Result<Receipt, StoreError> {
+        let durability = if self.fsync == FsyncPolicy::Always {
+            self.appender.sync(path).await?;
+            Durability::Synced
+        } else {
+            Durability::Written
+        };
+        Ok(Receipt { record, durability })
     }
 
     /// Sends the session's queued pushes, in batches of all that waits; the first

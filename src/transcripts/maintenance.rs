@@ -103,7 +103,7 @@ impl TranscriptStore {
     /// assert!(store.append("s", Message::new("user", "two")).await.is_err());
     /// let repaired = store.repair("s").await?;
     /// assert_eq!((repaired.kept, repaired.quarantined), (1, 1));
-    /// assert_eq!(store.append("s", Message::new("user", "two")).await?.seq, 2);
+    /// assert_eq!(store.append("s", Message::new("user", "two")).await?.record.seq, 2);
     /// # std::fs::remove_dir_all(&config.dir)?;
     /// # Ok(()) }
     /// ```

@@ -3,9 +3,9 @@
 //!
 //! - **append** assigns the session's next `seq` under its writer lock, appends the
 //!   record to the session's file durably (one `write()`, fsync per
-//!   [`TranscriptConfig::fsync`]), and only then updates Redis, in the background and
-//!   in seq order (one drainer per session): a Redis outage never fails or slows an
-//!   append.
+//!   [`TranscriptConfig::fsync`]; its [`Receipt`] says which [`Durability`] it
+//!   reached), and only then updates Redis, in the background and in seq order (one
+//!   drainer per session): a Redis outage never fails or slows an append.
 //! - **history** reads the Redis window under its deadline, completed with the
 //!   records whose pushes are still on their way; when Redis is slow, down, cold or
 //!   behind the file, it reads the file instead (under its own deadline) and
@@ -18,7 +18,7 @@
 //! # Examples
 //!
 //! ```
-//! use stayfast::transcripts::{HistorySource, Message, TranscriptConfig, TranscriptStore};
+//! use stayfast::transcripts::{Durability, HistorySource, Message, TranscriptConfig, TranscriptStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = std::env::temp_dir().join(format!("stayfast-doc-tx-{}", std::process::id()));
@@ -28,7 +28,8 @@
 //!
 //! store.append("session-1", Message::new("user", "Where is my order?")).await?;
 //! let reply = store.append("session-1", Message::new("assistant", "On its way.")).await?;
-//! assert_eq!(reply.seq, 2);
+//! assert_eq!(reply.record.seq, 2);
+//! assert_eq!(reply.durability, Durability::Synced); // fsync = "always", the default
 //!
 //! let history = store.history("session-1", 10).await?;
 //! assert_eq!(history.records.len(), 2);
@@ -56,13 +57,13 @@ use std::{
 
 use stayfast_core::{
     Error, FireAndForget, Name,
-    fs::{DurableAppend, LogReader, ReadLogError},
+    fs::{DurableAppend, FsyncPolicy, LogReader, ReadLogError},
 };
 
 pub use self::{
     builder::TranscriptStoreBuilder,
     config::TranscriptConfig,
-    record::{Degradation, History, HistorySource, Message, Record},
+    record::{Degradation, History, HistorySource, Message, Receipt, Record},
 };
 use self::{
     record::End,
@@ -70,6 +71,8 @@ use self::{
     window::Window,
 };
 use crate::StoreError;
+/// How durable an appended record is (a [`Receipt`] says it): the file layer's levels.
+pub use stayfast_core::fs::Durability;
 
 /// Chat history per session: the file is the durable record, Redis the cache. See the
 /// [module docs](self). Cheap to clone.
@@ -106,6 +109,8 @@ struct Inner {
     /// How long a writer waits for its session's lock: the write deadline.
     write_timeout: std::time::Duration,
     max_message_bytes: usize,
+    /// The appender's policy: what a repeated append's receipt can claim.
+    fsync: FsyncPolicy,
     window: Option<Window>,
     background: FireAndForget,
     appender: DurableAppend,

@@ -1,9 +1,9 @@
-//! What a transcript holds: the message a caller appends, the record stored for it, the
-//! history read back, and a file's end (its first or last record) as the writer, the
+//! What a transcript holds: the message a caller appends, the record stored for it and
+//! the receipt saying how durably, the history read back, and a file's end (its first or last record) as the writer, the
 //! pushes and the read path compare it.
 
 use serde::{Deserialize, Serialize};
-use stayfast_core::FallbackReason;
+use stayfast_core::{FallbackReason, fs::Durability};
 
 /// Longest accepted role, in bytes.
 pub(crate) const MAX_ROLE_BYTES: usize = 64;
@@ -93,6 +93,38 @@ pub struct Record {
     pub content: String,
     /// When it was appended (RFC 3339, UTC, microseconds).
     pub at: String,
+}
+
+/// What [`append`](super::TranscriptStore::append) stored, and how durable it was when
+/// `append` returned: [`Durability::Synced`] when the file was fsynced with the record in
+/// it (it survives a power loss), [`Durability::Written`] when it is in the operating
+/// system's cache, awaiting the fsync policy's timer or a
+/// [`flush`](super::TranscriptStore::flush) (it survives a crash of the process, not of
+/// the machine). See `append` for the level each
+/// [`FsyncPolicy`](stayfast_core::fs::FsyncPolicy) gives.
+///
+/// ```
+/// # use stayfast::transcripts::{Durability, Message, TranscriptConfig, TranscriptStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let mut config = TranscriptConfig::default();
+/// # config.dir = std::env::temp_dir().join(format!("stayfast-doc-tx-receipt-{}", std::process::id()));
+/// let store = TranscriptStore::builder(&config).open().await?;
+/// let receipt = store.append("s", Message::new("user", "hi")).await?;
+/// assert_eq!(receipt.record.seq, 1);
+/// if receipt.durability != Durability::Synced {
+///     store.flush().await?; // needed on disk before answering? sync it now
+/// }
+/// # std::fs::remove_dir_all(&config.dir)?;
+/// # Ok(()) }
+/// ```
+// A struct, not a tuple: later fields (where the record stands in Redis) are additions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Receipt {
+    /// The stored record (for a repeated message id, the one stored first).
+    pub record: Record,
+    /// How durable the record was when `append` returned.
+    pub durability: Durability,
 }
 
 impl Record {

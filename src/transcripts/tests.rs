@@ -55,7 +55,13 @@ async fn late_writes_of_a_deleted_session_are_refused() {
     let (store, background) = store(&server, &dir).await;
     let mut old = Vec::new();
     for text in ["one", "two", "three"] {
-        old.push(store.append("s", Message::new("user", text)).await.unwrap());
+        old.push(
+            store
+                .append("s", Message::new("user", text))
+                .await
+                .unwrap()
+                .record,
+        );
     }
     settle(&background).await;
     let key = SessionKey::new("s").unwrap();
@@ -86,7 +92,11 @@ async fn late_writes_of_a_deleted_session_are_refused() {
     );
 
     // The session written again is a new incarnation: cached and served as usual.
-    let fresh = store.append("s", Message::new("user", "again")).await.unwrap();
+    let fresh = store
+        .append("s", Message::new("user", "again"))
+        .await
+        .unwrap()
+        .record;
     assert_eq!(fresh.seq, 1);
     settle(&background).await;
     assert_eq!(window_len(&server, &key).await, 1);
