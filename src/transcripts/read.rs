@@ -30,8 +30,8 @@ impl TranscriptStore {
     ///
     /// # Cancellation
     ///
-    /// Dropping the future changes no data; the call is counted as `cancelled` in the
-    /// `transcripts.history` metrics.
+    /// Dropping the future changes no data; with Redis, the call is counted as
+    /// `cancelled` in the `transcripts.history` metrics (one count, at the drop).
     ///
     /// ```
     /// # use stayfast::transcripts::{HistorySource, Message, TranscriptConfig, TranscriptStore};
