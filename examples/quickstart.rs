@@ -98,10 +98,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         println!("\n== outage: redis-server stopped (SIGSTOP)");
         server.pause()?;
         let started = Instant::now();
-        chat.append("session-1", Message::new("user", "Are you there?"))
+        let receipt = chat
+            .append("session-1", Message::new("user", "Are you there?"))
             .await?;
         println!(
-            "append during the outage: stored in the file in {:.1?}",
+            "append during the outage: stored in the file ({:?}) in {:.1?}",
+            receipt.durability,
             started.elapsed()
         );
         let started = Instant::now();

@@ -36,7 +36,7 @@ use crate::{
     cache::CoalescedError,
     knowledge::{Fact, KnowledgeHealth},
     settings::Settings,
-    transcripts::{History, Message, Record},
+    transcripts::{History, Message, Receipt},
 };
 
 /// Worker threads of the runtime behind a blocking handle: enough for fred's connection
@@ -237,10 +237,11 @@ impl TranscriptStore {
     /// ```no_run
     /// # use stayfast::transcripts::Message;
     /// # fn f(store: &stayfast::blocking::TranscriptStore) -> Result<(), stayfast::StoreError> {
-    /// let record = store.append("s", Message::new("user", "hi").with_id("m1"))?;
+    /// let receipt = store.append("s", Message::new("user", "hi").with_id("m1"))?;
+    /// println!("stored as #{} ({:?})", receipt.record.seq, receipt.durability);
     /// # Ok(()) }
     /// ```
-    pub fn append(&self, session: &str, message: Message) -> Result<Record, StoreError> {
+    pub fn append(&self, session: &str, message: Message) -> Result<Receipt, StoreError> {
         self.runtime.block_on(self.store.append(session, message))?
     }
 

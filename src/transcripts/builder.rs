@@ -182,6 +182,7 @@ impl TranscriptStoreBuilder {
                 dir: config.dir.clone(),
                 write_timeout: self.write_timeout,
                 max_message_bytes: config.max_message_bytes,
+                fsync: config.fsync,
                 window,
                 background,
                 appender,

@@ -16,7 +16,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use super::{record::Record, session::End};
+use super::record::{End, Record};
 
 /// One push: the record, the record it was appended after, and the file's first record
 /// (its incarnation: a push of a deleted incarnation is refused by Redis).

@@ -1,13 +1,13 @@
 //! The read path: `history` from the Redis window, else from the file's end, else the
 //! whole file; never an error for a slow or unavailable dependency.
 
-use stayfast_core::{ErrorChain, FallbackReason, Outcome};
+use stayfast_core::{ErrorChain, FallbackReason, Metered, Outcome, ToOutcome};
 
 use super::{
     Inner, TranscriptStore,
     pushes::bridge,
-    record::{Degradation, History, HistorySource, Record},
-    session::{End, Session, SessionKey},
+    record::{Degradation, End, History, HistorySource, Record},
+    session::{Session, SessionKey},
 };
 use crate::StoreError;
 
@@ -30,7 +30,8 @@ impl TranscriptStore {
     ///
     /// # Cancellation
     ///
-    /// Dropping the future changes nothing.
+    /// Dropping the future changes no data; with Redis, the call is counted as
+    /// `cancelled` in the `transcripts.history` metrics (one count, at the drop).
     ///
     /// ```
     /// # use stayfast::transcripts::{HistorySource, Message, TranscriptConfig, TranscriptStore};
@@ -49,28 +50,34 @@ impl TranscriptStore {
     /// # Ok(()) }
     /// ```
     pub async fn history(&self, session: &str, limit: usize) -> Result<History, StoreError> {
-        let started = tokio::time::Instant::now();
-        let result = self.read_history(session, limit).await;
-        if let Some(window) = &self.inner.window {
-            let outcome = match &result {
-                Ok(history) => match history.reason {
-                    Some(Degradation::Redis(reason)) => {
-                        window.history_metrics.fallback(reason);
-                        Outcome::Fallback
-                    }
-                    // The file could not stand in: the call failed in substance.
-                    Some(Degradation::FileUnavailable(reason)) => match reason {
-                        FallbackReason::Timeout => Outcome::Timeout,
-                        FallbackReason::Rejected => Outcome::Rejected,
-                        _ => Outcome::Failure,
-                    },
-                    _ => Outcome::Success,
-                },
-                Err(e) => e.outcome(),
-            };
-            window.history_metrics.record(outcome, started.elapsed());
+        let Some(window) = &self.inner.window else {
+            // File-only: no Redis target to count the call against.
+            return self.read_history(session, limit).await;
+        };
+        // `Metered` records the call when it ends, and `cancelled` when it is dropped
+        // first, as every other wrapped call is. It labels an `Err` by its outcome, so
+        // the read's result travels as an `Err` whenever it is not a plain success.
+        let metered = Metered::new(
+            async {
+                let result = self.read_history(session, limit).await;
+                let outcome = outcome(&result);
+                if let Ok(History {
+                    reason: Some(Degradation::Redis(reason)),
+                    ..
+                }) = &result
+                {
+                    window.history_metrics.fallback(*reason);
+                }
+                match outcome {
+                    Outcome::Success => Ok(result),
+                    outcome => Err(Counted { result, outcome }),
+                }
+            },
+            window.history_metrics.clone(),
+        );
+        match metered.await {
+            Ok(result) | Err(Counted { result, .. }) => result,
         }
-        result
     }
 
     async fn read_history(&self, session: &str, limit: usize) -> Result<History, StoreError> {
@@ -190,6 +197,35 @@ impl Inner {
             self.repopulate_in_background(key, &End::of(read.records.first()), &read.records);
         }
         Ok((read.records, read.damaged))
+    }
+}
+
+/// A `history` result that is not a plain success, with the outcome it counts as.
+struct Counted {
+    result: Result<History, StoreError>,
+    outcome: Outcome,
+}
+
+impl ToOutcome for Counted {
+    fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+}
+
+/// The outcome a `history` result counts as.
+fn outcome(result: &Result<History, StoreError>) -> Outcome {
+    match result {
+        Ok(history) => match history.reason {
+            Some(Degradation::Redis(_)) => Outcome::Fallback,
+            // The file could not stand in: the call failed in substance.
+            Some(Degradation::FileUnavailable(reason)) => match reason {
+                FallbackReason::Timeout => Outcome::Timeout,
+                FallbackReason::Rejected => Outcome::Rejected,
+                _ => Outcome::Failure,
+            },
+            _ => Outcome::Success,
+        },
+        Err(e) => e.outcome(),
     }
 }
 

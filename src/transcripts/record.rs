@@ -1,8 +1,9 @@
-//! What a transcript holds: the message a caller appends, the record stored for it, and
-//! the history read back.
+//! What a transcript holds: the message a caller appends, the record stored for it and
+//! the receipt saying how durably, the history read back, and a file's end (its first or last record) as the writer, the
+//! pushes and the read path compare it.
 
 use serde::{Deserialize, Serialize};
-use stayfast_core::FallbackReason;
+use stayfast_core::{FallbackReason, fs::Durability};
 
 /// Longest accepted role, in bytes.
 pub(crate) const MAX_ROLE_BYTES: usize = 64;
@@ -94,6 +95,38 @@ pub struct Record {
     pub at: String,
 }
 
+/// What [`append`](super::TranscriptStore::append) stored, and how durable it was when
+/// `append` returned: [`Durability::Synced`] when the file was fsynced with the record in
+/// it (it survives a power loss), [`Durability::Written`] when it is in the operating
+/// system's cache, awaiting the fsync policy's timer or a
+/// [`flush`](super::TranscriptStore::flush) (it survives a crash of the process, not of
+/// the machine). See `append` for the level each
+/// [`FsyncPolicy`](stayfast_core::fs::FsyncPolicy) gives.
+///
+/// ```
+/// # use stayfast::transcripts::{Durability, Message, TranscriptConfig, TranscriptStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let mut config = TranscriptConfig::default();
+/// # config.dir = std::env::temp_dir().join(format!("stayfast-doc-tx-receipt-{}", std::process::id()));
+/// let store = TranscriptStore::builder(&config).open().await?;
+/// let receipt = store.append("s", Message::new("user", "hi")).await?;
+/// assert_eq!(receipt.record.seq, 1);
+/// if receipt.durability != Durability::Synced {
+///     store.flush().await?; // needed on disk before answering? sync it now
+/// }
+/// # std::fs::remove_dir_all(&config.dir)?;
+/// # Ok(()) }
+/// ```
+// A struct, not a tuple: later fields (where the record stands in Redis) are additions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Receipt {
+    /// The stored record (for a repeated message id, the one stored first).
+    pub record: Record,
+    /// How durable the record was when `append` returned.
+    pub durability: Durability,
+}
+
 impl Record {
     /// One line of JSON, no newline (JSON escapes every control character, so the
     /// content's own newlines cannot split a record).
@@ -104,6 +137,42 @@ impl Record {
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
         serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// The last record of a session's file: its seq, and its identity (message id and
+/// timestamp). The Redis window is trusted only when it ends with this very record, and
+/// a push extends it only after it: a seq alone cannot tell this session's records
+/// from a deleted session's that a late push or repopulation left in the window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct End {
+    /// 0 for an empty file.
+    pub(crate) seq: u64,
+    pub(crate) id: String,
+    pub(crate) at: String,
+}
+
+impl End {
+    /// The end of a file whose last record is `last` (`None`: an empty file).
+    pub(crate) fn of(last: Option<&Record>) -> Self {
+        last.map_or_else(Self::default, |r| Self {
+            seq: r.seq,
+            id: r.id.clone(),
+            at: r.at.clone(),
+        })
+    }
+
+    /// The incarnation a file whose first record is this one belongs to: a session
+    /// deleted and written again starts a new one (a new first record: a fresh
+    /// timestamp and id), so Redis can refuse a late write of a deleted incarnation
+    /// while accepting the new one's. An unambiguous encoding of the id and timestamp.
+    pub(crate) fn incarnation(&self) -> String {
+        serde_json::to_string(&(&self.id, &self.at)).unwrap_or_default()
+    }
+
+    /// Whether `record` is this very record.
+    pub(crate) fn is(&self, record: &Record) -> bool {
+        record.seq == self.seq && record.id == self.id && record.at == self.at
     }
 }
 

@@ -12,7 +12,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-use super::{pushes::PushQueue, record::Record};
+use super::{pushes::PushQueue, record::End};
 use crate::StoreError;
 
 /// Longest accepted session id, in bytes.
@@ -63,42 +63,6 @@ impl SessionKey {
     /// [`End::incarnation`]), so a late write of one is refused.
     pub(crate) fn tombstone_key(&self) -> String {
         format!("{{tx:{}}}:deleted", self.hex)
-    }
-}
-
-/// The last record of a session's file: its seq, and its identity (message id and
-/// timestamp). The Redis window is trusted only when it ends with this very record, and
-/// a push extends it only after it: a seq alone cannot tell this session's records
-/// from a deleted session's that a late push or repopulation left in the window.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct End {
-    /// 0 for an empty file.
-    pub(crate) seq: u64,
-    pub(crate) id: String,
-    pub(crate) at: String,
-}
-
-impl End {
-    /// The end of a file whose last record is `last` (`None`: an empty file).
-    pub(crate) fn of(last: Option<&Record>) -> Self {
-        last.map_or_else(Self::default, |r| Self {
-            seq: r.seq,
-            id: r.id.clone(),
-            at: r.at.clone(),
-        })
-    }
-
-    /// The incarnation a file whose first record is this one belongs to: a session
-    /// deleted and written again starts a new one (a new first record: a fresh
-    /// timestamp and id), so Redis can refuse a late write of a deleted incarnation
-    /// while accepting the new one's. An unambiguous encoding of the id and timestamp.
-    pub(crate) fn incarnation(&self) -> String {
-        serde_json::to_string(&(&self.id, &self.at)).unwrap_or_default()
-    }
-
-    /// Whether `record` is this very record.
-    pub(crate) fn is(&self, record: &Record) -> bool {
-        record.seq == self.seq && record.id == self.id && record.at == self.at
     }
 }
 

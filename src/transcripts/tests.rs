@@ -1,15 +1,24 @@
-//! Races no public call can order on demand, replayed in the order that loses data.
+//! What no public call can show: races replayed in the order that loses data, and what
+//! a power loss would take from a file that an append's receipt called durable.
 #![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    fs::File,
+    io,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use stayfast_core::{
     BackgroundConfig, FireAndForget,
+    fs::{FileOps, FsyncPolicy, RealFs},
     redis::{Redis, RedisConfig},
     test_util::RedisServer,
 };
 
-use super::{Message, Push, SessionKey, TranscriptConfig, TranscriptStore, session::End};
+use super::{Durability, Message, SessionKey, TranscriptConfig, TranscriptStore, pushes::Push, record::End};
 
 async fn store(server: &RedisServer, dir: &std::path::Path) -> (TranscriptStore, FireAndForget) {
     let mut redis = RedisConfig::default();
@@ -55,7 +64,13 @@ async fn late_writes_of_a_deleted_session_are_refused() {
     let (store, background) = store(&server, &dir).await;
     let mut old = Vec::new();
     for text in ["one", "two", "three"] {
-        old.push(store.append("s", Message::new("user", text)).await.unwrap());
+        old.push(
+            store
+                .append("s", Message::new("user", text))
+                .await
+                .unwrap()
+                .record,
+        );
     }
     settle(&background).await;
     let key = SessionKey::new("s").unwrap();
@@ -86,12 +101,102 @@ async fn late_writes_of_a_deleted_session_are_refused() {
     );
 
     // The session written again is a new incarnation: cached and served as usual.
-    let fresh = store.append("s", Message::new("user", "again")).await.unwrap();
+    let fresh = store
+        .append("s", Message::new("user", "again"))
+        .await
+        .unwrap()
+        .record;
     assert_eq!(fresh.seq, 1);
     settle(&background).await;
     assert_eq!(window_len(&server, &key).await, 1);
     let history = store.history("s", 10).await.unwrap();
     assert_eq!(history.source, super::HistorySource::Redis);
     assert_eq!(history.records, [fresh]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The real file system, watched as a power loss sees it: per file, the bytes written
+/// and the bytes an fsync made durable. A power loss keeps only the durable prefix.
+#[derive(Clone, Debug, Default)]
+struct PowerLoss(Arc<Mutex<HashMap<PathBuf, (u64, u64)>>>);
+
+impl PowerLoss {
+    fn set(&self, path: &Path, f: impl FnOnce(&mut (u64, u64))) {
+        f(self.0.lock().unwrap().entry(path.to_path_buf()).or_default());
+    }
+
+    /// Bytes of `path` a power loss now would take.
+    fn at_risk(&self, path: &Path) -> u64 {
+        let (written, durable) = self.0.lock().unwrap().get(path).copied().unwrap_or_default();
+        written - durable
+    }
+}
+
+impl FileOps for PowerLoss {
+    fn write(&self, file: &File, path: &Path, buf: &[u8]) -> io::Result<usize> {
+        let n = RealFs.write(file, path, buf)?;
+        let len = file.metadata()?.len();
+        self.set(path, |(written, _)| *written = len);
+        Ok(n)
+    }
+
+    fn sync(&self, file: &File, path: &Path) -> io::Result<()> {
+        RealFs.sync(file, path)?;
+        let len = file.metadata()?.len();
+        self.set(path, |ends| *ends = (len, len));
+        Ok(())
+    }
+
+    fn set_len(&self, file: &File, path: &Path, len: u64) -> io::Result<()> {
+        RealFs.set_len(file, path, len)?;
+        self.set(path, |(written, durable)| {
+            (*written, *durable) = (len, (*durable).min(len))
+        });
+        Ok(())
+    }
+}
+
+/// A receipt says `Synced` only when a power loss right after `append` returned would
+/// lose nothing of the file, and a fresh append's `Written` is a record a power loss
+/// would take; a flush leaves nothing at risk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_receipt_agrees_with_what_a_power_loss_would_take() {
+    use Durability::{Synced, Written};
+    let dir = std::env::temp_dir().join(format!("stayfast-unit-power-loss-{}", std::process::id()));
+    // An interval no run reaches: only the first append, finding the file never synced, syncs.
+    let cases = [
+        (FsyncPolicy::Always, [Synced, Synced, Synced, Synced]),
+        (FsyncPolicy::EveryMs(600_000), [Synced, Written, Written, Written]),
+        (FsyncPolicy::Never, [Written, Written, Written, Written]),
+    ];
+    for (fsync, expected) in cases {
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut config = TranscriptConfig::default();
+        config.dir = dir.clone();
+        config.fsync = fsync;
+        let mut store = TranscriptStore::builder(&config).open().await.unwrap();
+        let disk = PowerLoss::default();
+        let inner = Arc::get_mut(&mut store.inner).unwrap();
+        inner.appender = inner.appender.clone().with_ops(disk.clone());
+        let file = SessionKey::new("s").unwrap().file(&dir);
+        let mut reported = Vec::new();
+        // The fourth repeats the first's id: a retry, answered from the file.
+        for (i, id) in ["a", "b", "c", "a"].into_iter().enumerate() {
+            let receipt = store
+                .append("s", Message::new("user", format!("m{i}")).with_id(id))
+                .await
+                .unwrap();
+            let at_risk = disk.at_risk(&file);
+            match receipt.durability {
+                Synced => assert_eq!(at_risk, 0, "{fsync:?} #{i}: Synced, yet {at_risk} bytes at risk"),
+                _ if i < 3 => assert!(at_risk > 0, "{fsync:?} #{i}: Written, yet nothing at risk"),
+                _ => {}
+            }
+            reported.push(receipt.durability);
+        }
+        assert_eq!(reported, expected, "{fsync:?}");
+        store.flush().await.unwrap();
+        assert_eq!(disk.at_risk(&file), 0, "{fsync:?}: flushed");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

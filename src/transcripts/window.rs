@@ -12,8 +12,8 @@ use stayfast_core::{
 
 use super::{
     pushes::Push,
-    record::Record,
-    session::{End, SessionKey},
+    record::{End, Record},
+    session::SessionKey,
 };
 
 /// Appends a batch of consecutive records (ARGV[7..], oldest first, the first of seq
