@@ -325,7 +325,8 @@ async fn exercise_every_store_method(app: &Stayfast) {
         let record = tx
             .append("stack-session", Message::new("user", text))
             .await
-            .unwrap();
+            .unwrap()
+            .record;
         assert_eq!(record.seq, i as u64 + 1);
     }
     let history = wait_for_redis_history(app, "stack-session", 3).await;

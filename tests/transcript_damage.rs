@@ -68,7 +68,12 @@ async fn newer_and_oversized_records_are_still_served() {
     assert!(!history.degraded);
     assert_eq!(history.source, HistorySource::File);
     assert_eq!(
-        store.append("s", Message::new("user", "four")).await.unwrap().seq,
+        store
+            .append("s", Message::new("user", "four"))
+            .await
+            .unwrap()
+            .record
+            .seq,
         4
     );
 }
@@ -124,7 +129,11 @@ async fn repair_takes_damage_out_and_appends_continue() {
     assert_eq!((repaired.kept, repaired.quarantined), (2, 1));
     let quarantine = repaired.quarantine.unwrap();
     assert_eq!(std::fs::read(&quarantine).unwrap(), b"{\"seq\":2, damaged\n");
-    let four = store.append("s", Message::new("user", "four")).await.unwrap();
+    let four = store
+        .append("s", Message::new("user", "four"))
+        .await
+        .unwrap()
+        .record;
     assert_eq!(four.seq, 4, "seqs are not reused");
     let history = store.history("s", 10).await.unwrap();
     assert_eq!(contents(&history), ["one", "three", "four"]);

@@ -48,7 +48,8 @@ async fn append_check(fault: Fault) {
                         )
                         .await
                     {
-                        Ok(r) => {
+                        Ok(receipt) => {
+                            let r = receipt.record;
                             assert_eq!(r.id, id);
                             acks.push(Ack {
                                 appender: a,

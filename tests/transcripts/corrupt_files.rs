@@ -41,7 +41,12 @@ async fn corrupt_transcript_load() {
         &third[..third.len() / 2]
     );
     assert_eq!(
-        store.append("torn", Message::new("user", "3")).await.unwrap().seq,
+        store
+            .append("torn", Message::new("user", "3"))
+            .await
+            .unwrap()
+            .record
+            .seq,
         3
     );
 
@@ -57,6 +62,7 @@ async fn corrupt_transcript_load() {
             .append("empty", Message::new("user", "1"))
             .await
             .unwrap()
+            .record
             .seq,
         1
     );

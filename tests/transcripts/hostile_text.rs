@@ -25,7 +25,13 @@ async fn text_and_size() {
     ];
     let mut sent = Vec::new();
     for t in texts {
-        sent.push(store.append("text", Message::new("user", t)).await.unwrap());
+        sent.push(
+            store
+                .append("text", Message::new("user", t))
+                .await
+                .unwrap()
+                .record,
+        );
     }
     // Exactly the cap: accepted, even when JSON escaping makes its line 6x longer.
     let at_cap_nul = "\0".repeat(MAX);
@@ -35,13 +41,15 @@ async fn text_and_size() {
         store
             .append("text", Message::new("user", at_cap_nul.as_str()))
             .await
-            .unwrap(),
+            .unwrap()
+            .record,
     );
     sent.push(
         store
             .append("text", Message::new("user", at_cap_multibyte.as_str()))
             .await
-            .unwrap(),
+            .unwrap()
+            .record,
     );
 
     let (h, _) = until_redis(&store, "text", sent.len()).await;
@@ -74,7 +82,8 @@ async fn text_and_size() {
             store
                 .append("text", Message::new("user", id).with_id(id))
                 .await
-                .unwrap(),
+                .unwrap()
+                .record,
         );
         settle(&bg).await;
     }

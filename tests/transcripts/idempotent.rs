@@ -10,12 +10,14 @@ async fn idempotent_append_also_after_restart() {
     let first = store
         .append("s", Message::new("user", "hello").with_id("msg-1"))
         .await
-        .unwrap();
+        .unwrap()
+        .record;
     // A retry — even one whose content differs — returns the stored record.
     let retry = store
         .append("s", Message::new("user", "hello, retried").with_id("msg-1"))
         .await
-        .unwrap();
+        .unwrap()
+        .record;
     assert_eq!(retry, first);
     assert_eq!(
         file_records(&tmp.tx(), "s"),
@@ -25,7 +27,8 @@ async fn idempotent_append_also_after_restart() {
     let second = store
         .append("s", Message::new("assistant", "hi").with_id("msg-2"))
         .await
-        .unwrap();
+        .unwrap()
+        .record;
     assert_eq!(second.seq, 2);
     settle(&bg).await;
     drop(store);
@@ -35,12 +38,14 @@ async fn idempotent_append_also_after_restart() {
     let after_restart = store
         .append("s", Message::new("user", "hello").with_id("msg-1"))
         .await
-        .unwrap();
+        .unwrap()
+        .record;
     assert_eq!(after_restart, first);
     let third = store
         .append("s", Message::new("user", "more").with_id("msg-3"))
         .await
-        .unwrap();
+        .unwrap()
+        .record;
     assert_eq!(third.seq, 3);
     assert_eq!(file_records(&tmp.tx(), "s"), [first, second, third]);
     let (h, _) = until_redis(&store, "s", 10).await;

@@ -21,7 +21,8 @@ async fn redis_killed_appends_go_on_and_history_falls_back_to_the_file() {
     let r = store
         .append("s", Message::new("user", "while down"))
         .await
-        .unwrap();
+        .unwrap()
+        .record;
     let append_latency = t.elapsed();
     assert_eq!(r.seq, 4);
     let mut latencies = Vec::new();
@@ -63,7 +64,8 @@ async fn redis_paused_history_is_bounded_and_degraded() {
     let r = store
         .append("s", Message::new("user", "while paused"))
         .await
-        .unwrap();
+        .unwrap()
+        .record;
     let append_latency = t.elapsed();
     assert_eq!(r.seq, 4);
     eprintln!(

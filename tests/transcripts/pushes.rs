@@ -26,7 +26,13 @@ async fn a_burst_of_appends_is_pushed_in_order() {
     let mut appended = Vec::new();
     for i in 0..BURST {
         let text = format!("m{i}");
-        appended.push(store.append("burst", Message::new("user", text)).await.unwrap());
+        appended.push(
+            store
+                .append("burst", Message::new("user", text))
+                .await
+                .unwrap()
+                .record,
+        );
     }
     let appends = started.elapsed();
     settle(&bg).await;
@@ -57,7 +63,13 @@ async fn history_right_after_an_append_needs_no_file_read() {
     let mut latencies = Vec::new();
     for i in 0..TURNS {
         let text = format!("m{i}");
-        appended.push(store.append("turns", Message::new("user", text)).await.unwrap());
+        appended.push(
+            store
+                .append("turns", Message::new("user", text))
+                .await
+                .unwrap()
+                .record,
+        );
         let t = Instant::now();
         let h = store.history("turns", 10).await.unwrap();
         latencies.push(t.elapsed());

@@ -62,7 +62,8 @@ async fn repopulation_never_replaces_a_newer_window() {
     let real = store
         .append("s", Message::new("user", "real four"))
         .await
-        .unwrap();
+        .unwrap()
+        .record;
     assert_eq!(real.seq, 4);
     settle(&bg).await;
     let (h, _) = until_redis(&store, "s", 4).await;
@@ -82,7 +83,13 @@ async fn a_deleted_session_is_never_served_from_a_stale_window() {
     let old: Vec<Record> = {
         let mut v = Vec::new();
         for text in ["old secret 1", "old secret 2"] {
-            v.push(store.append("s", Message::new("user", text)).await.unwrap());
+            v.push(
+                store
+                    .append("s", Message::new("user", text))
+                    .await
+                    .unwrap()
+                    .record,
+            );
         }
         v
     };
@@ -95,7 +102,11 @@ async fn a_deleted_session_is_never_served_from_a_stale_window() {
         server.command(&["RPUSH", &key_of("s"), &json]).await.unwrap();
     }
 
-    let new1 = store.append("s", Message::new("user", "new 1")).await.unwrap();
+    let new1 = store
+        .append("s", Message::new("user", "new 1"))
+        .await
+        .unwrap()
+        .record;
     settle(&bg).await;
     assert_eq!(new1.seq, 1);
     let h = store.history("s", 1).await.unwrap();
@@ -110,7 +121,13 @@ async fn a_deleted_session_is_never_served_from_a_stale_window() {
     // nor served.
     let mut news = vec![new1];
     for text in ["new 2", "new 3"] {
-        news.push(store.append("s", Message::new("user", text)).await.unwrap());
+        news.push(
+            store
+                .append("s", Message::new("user", text))
+                .await
+                .unwrap()
+                .record,
+        );
         settle(&bg).await;
         let h = store.history("s", 10).await.unwrap();
         assert_eq!(h.records, news, "served from {:?}", h.source);

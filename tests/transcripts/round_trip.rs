@@ -14,7 +14,8 @@ async fn append_and_history_with_redis() {
         let r = store
             .append("s", Message::new("user", format!("m{i}")))
             .await
-            .unwrap();
+            .unwrap()
+            .record;
         assert_eq!(r.seq, i, "seqs are assigned 1, 2, 3…");
         assert_eq!((r.role.as_str(), r.content.clone()), ("user", format!("m{i}")));
         assert_eq!(r.id.len(), 36, "a UUID v4 is assigned: {:?}", r.id);
@@ -105,7 +106,8 @@ async fn delete_session_removes_file_and_window() {
     let again = store
         .append("doomed", Message::new("user", "new life"))
         .await
-        .unwrap();
+        .unwrap()
+        .record;
     assert_eq!(again.seq, 1);
     let (h, _) = until_redis(&store, "doomed", 10).await;
     assert_eq!(h.records, [again]);

@@ -40,7 +40,8 @@ async fn session_id_paths() {
         let r = store
             .append(id, Message::new("user", format!("for {id:?}")))
             .await
-            .unwrap();
+            .unwrap()
+            .record;
         assert_eq!(r.seq, 1, "{id:?} is its own session");
         let h = store.history(id, 10).await.unwrap();
         assert_eq!(h.records, std::slice::from_ref(&r), "{id:?}");

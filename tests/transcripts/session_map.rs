@@ -25,7 +25,8 @@ async fn bounded_session_map_keeps_seqs_across_eviction() {
                             Message::new("user", "first").with_id(format!("first-{i}")),
                         )
                         .await
-                        .unwrap();
+                        .unwrap()
+                        .record;
                     assert_eq!(r.seq, 1);
                 }
             })
@@ -41,9 +42,14 @@ async fn bounded_session_map_keeps_seqs_across_eviction() {
         let retry = store
             .append(&s, Message::new("user", "first").with_id(format!("first-{i}")))
             .await
-            .unwrap();
+            .unwrap()
+            .record;
         assert_eq!(retry.seq, 1, "{s}: a retried append is still recognised");
-        let next = store.append(&s, Message::new("user", "second")).await.unwrap();
+        let next = store
+            .append(&s, Message::new("user", "second"))
+            .await
+            .unwrap()
+            .record;
         assert_eq!(next.seq, 2, "{s}: seq continues after eviction");
         assert_eq!(seqs(&store.history(&s, 10).await.unwrap().records), [1, 2]);
     }
