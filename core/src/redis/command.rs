@@ -30,6 +30,8 @@ pub enum Command {
     Incr,
     /// HGETALL
     Hgetall,
+    /// HGET
+    Hget,
     /// HSET
     Hset,
     /// HDEL
@@ -48,6 +50,8 @@ pub enum Command {
     Smembers,
     /// SINTER
     Sinter,
+    /// SCARD
+    Scard,
     /// SCAN, every page
     Scan,
     /// A pipeline
@@ -59,7 +63,7 @@ pub enum Command {
 }
 
 impl Command {
-    pub(super) const ALL: [Command; 20] = [
+    pub(super) const ALL: [Command; 22] = [
         Command::Get,
         Command::Set,
         Command::Del,
@@ -67,6 +71,7 @@ impl Command {
         Command::Expire,
         Command::Incr,
         Command::Hgetall,
+        Command::Hget,
         Command::Hset,
         Command::Hdel,
         Command::Lrange,
@@ -76,6 +81,7 @@ impl Command {
         Command::Srem,
         Command::Smembers,
         Command::Sinter,
+        Command::Scard,
         Command::Scan,
         Command::Pipeline,
         Command::Eval,
@@ -97,6 +103,7 @@ impl Command {
             Command::Expire => "redis.expire",
             Command::Incr => "redis.incr",
             Command::Hgetall => "redis.hgetall",
+            Command::Hget => "redis.hget",
             Command::Hset => "redis.hset",
             Command::Hdel => "redis.hdel",
             Command::Lrange => "redis.lrange",
@@ -106,6 +113,7 @@ impl Command {
             Command::Srem => "redis.srem",
             Command::Smembers => "redis.smembers",
             Command::Sinter => "redis.sinter",
+            Command::Scard => "redis.scard",
             Command::Scan => "redis.scan",
             Command::Pipeline => "redis.pipeline",
             Command::Eval => "redis.eval",
@@ -155,5 +163,33 @@ impl Command {
 impl From<Command> for Name {
     fn from(c: Command) -> Self {
         Name::new_static(c.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Command;
+
+    /// The handle finds a command's policy at `command as usize` in `ALL`'s order.
+    #[test]
+    fn all_lists_every_command_in_declaration_order() {
+        for (i, command) in Command::ALL.iter().enumerate() {
+            assert_eq!(*command as usize, i, "{command:?}");
+        }
+        let mut names: Vec<_> = Command::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Command::ALL.len(), "one label per command");
+    }
+
+    /// SCARD and HGET were run as `Command::Other` (labelled `redis.other`, never
+    /// retried): they are reads, with their own labels, retried like GET.
+    #[test]
+    fn reads_have_their_own_label_and_are_retried() {
+        for (command, name) in [(Command::Scard, "redis.scard"), (Command::Hget, "redis.hget")] {
+            assert_eq!(command.name(), name);
+            assert!(command.is_idempotent(), "{name}");
+        }
+        assert!(!Command::Other.is_idempotent());
     }
 }

@@ -339,4 +339,102 @@ impl Redis {
         })
         .await
     }
+
+    /// `INCR key`; the new value. Not idempotent: an attempt that timed out is
+    /// `OutcomeUnknown`, never retried.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let redis = Redis::connect(&RedisConfig::default()).await?;
+    /// let next: u64 = redis.incr("orders:seq").await?; // 1 for a key that did not exist
+    /// assert!(next >= 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn incr<R: FromValue>(&self, key: impl Into<Key>) -> Result<R, RedisError> {
+        let key = key.into();
+        self.run(Command::Incr, |c| {
+            let key = key.clone();
+            async move { c.incr(key).await }
+        })
+        .await
+    }
+
+    /// `HGET key field`; nil (`None`) when the key or the field is missing.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run); a key holding another type is a `WRONGTYPE` reply
+    /// ([`RedisError::is_wrong_type`](super::RedisError)).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let redis = Redis::connect(&RedisConfig::default()).await?;
+    /// redis.hset("user:1", [("plan", "pro")]).await?;
+    /// let plan: Option<String> = redis.hget("user:1", "plan").await?;
+    /// assert_eq!(plan.as_deref(), Some("pro"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn hget<R: FromValue>(
+        &self,
+        key: impl Into<Key>,
+        field: impl Into<Key>,
+    ) -> Result<R, RedisError> {
+        let (key, field) = (key.into(), field.into());
+        self.run(Command::Hget, |c| {
+            let (key, field) = (key.clone(), field.clone());
+            async move { c.hget(key, field).await }
+        })
+        .await
+    }
+
+    /// `SCARD key`: how many members the set has (0 for a missing key).
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let redis = Redis::connect(&RedisConfig::default()).await?;
+    /// # redis.del("tags").await?;
+    /// redis.sadd("tags", vec!["a", "b"]).await?;
+    /// assert_eq!(redis.scard("tags").await?, 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn scard(&self, key: impl Into<Key>) -> Result<u64, RedisError> {
+        let key = key.into();
+        self.run(Command::Scard, |c| {
+            let key = key.clone();
+            async move { c.scard(key).await }
+        })
+        .await
+    }
+
+    /// `PING`, under [`Command::Other`]'s policy: never retried, so a health check
+    /// sees the first answer or failure. `Ok` means Redis answered.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let redis = Redis::connect(&RedisConfig::default()).await?;
+    /// let answered = tokio::time::timeout(std::time::Duration::from_millis(200), redis.ping()).await;
+    /// let healthy = matches!(answered, Ok(Ok(())));
+    /// # Ok(()) }
+    /// ```
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        self.run(Command::Other, |c| async move { c.ping::<String>(None).await })
+            .await
+            .map(drop)
+    }
 }

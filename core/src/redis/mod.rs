@@ -20,16 +20,19 @@
 //! `stayfast_redis_commands_buffered` ([`Redis::commands_buffered`]). A call costs the
 //! gauges one relaxed atomic increment and decrement, never a metrics update.
 
+mod batch;
 mod classify;
 mod command;
 mod commands;
 mod config;
 mod connect;
+mod error;
 mod events;
 mod gauges;
 mod pipeline;
 mod run;
 mod scan;
+mod value;
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -41,8 +44,10 @@ use fred::{
 
 use self::gauges::InFlight;
 pub use self::{
+    batch::Batch,
     command::Command,
     config::{OperationTimeouts, RedisConfig},
+    value::RedisValue,
 };
 use crate::{CallMetrics, CircuitBreaker, Error, Policy};
 /// The fred version this handle is built on, for its types (`Value`, `Map`, the
