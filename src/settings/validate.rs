@@ -100,11 +100,9 @@ impl Settings {
     /// assert_eq!(Settings::default().redis_config(), RedisConfig::default());
     /// ```
     pub fn redis_config(&self) -> RedisConfig {
-        let (redis, timeouts) = (&self.redis, &self.timeouts.redis);
+        let timeouts = &self.timeouts.redis;
         let mut config = RedisConfig::default();
-        config.url = redis.url.expose().to_owned();
-        config.password = redis.password.as_ref().map(|p| p.expose().to_owned());
-        config.pool_size = redis.pool_size;
+        self.redis.apply(&mut config);
         config.connect_timeout = timeouts.connection.connect;
         config.unresponsive_timeout = timeouts.connection.socket;
         config.health_check_interval = timeouts.connection.health_check;
@@ -114,12 +112,6 @@ impl Settings {
         config.operations.hgetall = timeouts.operations.hgetall;
         config.operations.pipeline = timeouts.operations.pipeline;
         config.operations.scan = timeouts.operations.scan;
-        config.max_command_buffer = redis.max_command_buffer;
-        config.reconnect_min_delay = redis.reconnect_min_delay;
-        config.reconnect_max_delay = redis.reconnect_max_delay;
-        config.deadline_margin = redis.deadline_margin;
-        config.tcp_nodelay = redis.tcp_nodelay;
-        config.open_on_disconnect = redis.open_on_disconnect;
         config.retry = self.retry.clone();
         config.breaker = self.breaker.clone();
         config
