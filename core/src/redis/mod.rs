@@ -19,6 +19,12 @@
 //! `stayfast_redis_commands_in_flight` ([`Redis::commands_in_flight`]) and
 //! `stayfast_redis_commands_buffered` ([`Redis::commands_buffered`]). A call costs the
 //! gauges one relaxed atomic increment and decrement, never a metrics update.
+//!
+//! Where things are: the handle and its accessors here; building it in `connect.rs`;
+//! the `run` path every command takes in `run.rs`; the command catalogue ([`Command`]:
+//! names, idempotency, bounds) in `command.rs`; the typed commands in `commands.rs`,
+//! `pipeline.rs`, `batch.rs` and `scan.rs`; what the stores ask of an error
+//! ([`RedisError::is_wrong_type`]) in `error.rs`.
 
 mod batch;
 mod classify;
