@@ -102,7 +102,6 @@ use metrics::{Counter, counter};
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use stayfast_core::{
-    Error,
     config::ConfigError,
     redis::Redis,
     telemetry::{DEFAULT_PREFIX, metric_name},
@@ -507,12 +506,10 @@ impl Cache {
             // NOTE: a hash or a list at our key (WRONGTYPE) is damaged data, not a failing
             // Redis: reported as `Corrupt`, so `get_or_insert_with` replaces it (SET
             // overwrites any type) instead of bypassing the entry forever.
-            Err(Error::Inner { source, .. }) if source.details().starts_with("WRONGTYPE") => {
-                Err(StoreError::Corrupt {
-                    what: VALUE,
-                    problem: "not a string (WRONGTYPE)".into(),
-                })
-            }
+            Err(e) if e.is_wrong_type() => Err(StoreError::Corrupt {
+                what: VALUE,
+                problem: "not a string (WRONGTYPE)".into(),
+            }),
             Err(e) => Err(e.into()),
         }
     }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use stayfast_core::redis::fred::types::Value;
+use stayfast_core::redis::RedisValue;
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -75,7 +75,7 @@ pub(crate) struct StoredFact {
 
 impl StoredFact {
     /// Decodes the hash of the fact `id`; an error names what is wrong, never the content.
-    pub(crate) fn decode(id: &str, mut hash: HashMap<String, Value>) -> Result<Self, String> {
+    pub(crate) fn decode(id: &str, mut hash: HashMap<String, RedisValue>) -> Result<Self, String> {
         let mut text = |field: &'static str| -> Result<String, String> {
             let value = hash
                 .remove(field)
@@ -135,10 +135,10 @@ mod tests {
     #[test]
     fn decode_names_the_bad_field() {
         let id = "67e55044-10b1-426f-9247-bb680e5fe0c8";
-        let hash = |pairs: &[(&str, &str)]| -> HashMap<String, Value> {
+        let hash = |pairs: &[(&str, &str)]| -> HashMap<String, RedisValue> {
             pairs
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+                .map(|(k, v)| ((*k).to_owned(), RedisValue::from(*v)))
                 .collect()
         };
         let good = [

@@ -3,10 +3,7 @@
 
 use std::time::Duration;
 
-use stayfast_core::{
-    breaker::State,
-    redis::{Command, Redis, fred::interfaces::ClientLike},
-};
+use stayfast_core::{breaker::State, redis::Redis};
 use tokio::time::Instant;
 
 /// What [`KnowledgeStore::health`](super::KnowledgeStore::health) sees without any
@@ -65,7 +62,7 @@ impl KnowledgeHealth {
         // or a path that drops packets looks connected indefinitely. Only an answer
         // says Redis is there.
         let started = Instant::now();
-        let ping = redis.run(Command::Other, |c| async move { c.ping::<String>(None).await });
+        let ping = redis.ping();
         let answered = matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)));
         let ping = answered.then(|| started.elapsed());
         let (connected, pool_size) = redis.connected();

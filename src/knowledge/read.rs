@@ -2,10 +2,7 @@
 
 use std::collections::HashMap;
 
-use stayfast_core::redis::{
-    Command, Redis, RedisError,
-    fred::{error::ErrorKind, interfaces::HashesInterface, types::Value},
-};
+use stayfast_core::redis::{Batch, Redis, RedisValue};
 
 use super::{
     fact::{self, StoredFact},
@@ -15,9 +12,9 @@ use crate::StoreError;
 
 /// The fact `id` (already checked), `None` if absent.
 pub(super) async fn one(redis: &Redis, keys: &Keys, id: &str) -> Result<Option<StoredFact>, StoreError> {
-    let hash: HashMap<String, Value> = match redis.hgetall(keys.fact(id)).await {
+    let hash: HashMap<String, RedisValue> = match redis.hgetall(keys.fact(id)).await {
         Ok(hash) => hash,
-        Err(e) if is_wrong_type(&e) => {
+        Err(e) if e.is_wrong_type() => {
             return Err(StoreError::Corrupt {
                 what: "fact",
                 problem: "its key holds something other than a hash".into(),
@@ -47,22 +44,16 @@ pub(super) async fn many(
     let mut facts = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(per_pipeline.max(1)) {
         let fact_keys: Vec<String> = chunk.iter().map(|id| keys.fact(id)).collect();
-        let read: Result<Vec<Value>, _> = redis
-            .pipeline(|p| {
-                let fact_keys = fact_keys.clone();
-                async move {
-                    for key in fact_keys {
-                        let () = p.hgetall(key).await?;
-                    }
-                    Ok(p)
-                }
-            })
-            .await;
-        let hashes: Vec<Option<HashMap<String, Value>>> = match read {
-            Ok(values) => values.into_iter().map(|v| v.convert().ok()).collect(),
+        let mut batch = Batch::new();
+        for key in &fact_keys {
+            batch.hgetall(key.as_str());
+        }
+        let read = redis.batch(&batch).await;
+        let hashes: Vec<Option<HashMap<String, RedisValue>>> = match read {
+            Ok(values) => values.into_iter().map(RedisValue::into_map).collect(),
             // A pipeline stops at its first error: one foreign non-hash key among the
             // fact keys fails the whole chunk. Rare, so that chunk is read key by key.
-            Err(e) if is_wrong_type(&e) => each(redis, &fact_keys).await?,
+            Err(e) if e.is_wrong_type() => each(redis, &fact_keys).await?,
             Err(e) => return Err(e.into()),
         };
         for (id, hash) in chunk.iter().zip(hashes) {
@@ -93,27 +84,21 @@ pub(super) async fn seqs(
     let mut ranked = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(per_pipeline.max(1)) {
         let fact_keys: Vec<String> = chunk.iter().map(|id| keys.fact(id)).collect();
-        let read: Result<Vec<Value>, _> = redis
-            .pipeline(|p| {
-                let fact_keys = fact_keys.clone();
-                async move {
-                    for key in fact_keys {
-                        let () = p.hget(key, fact::SEQ).await?;
-                    }
-                    Ok(p)
-                }
-            })
-            .await;
-        let values: Vec<Option<Value>> = match read {
+        let mut batch = Batch::new();
+        for key in &fact_keys {
+            batch.hget(key.as_str(), fact::SEQ);
+        }
+        let read = redis.batch(&batch).await;
+        let values: Vec<Option<RedisValue>> = match read {
             Ok(values) => values.into_iter().map(Some).collect(),
             // As in `many`: a foreign non-hash key fails the chunk; read it key by key.
-            Err(e) if is_wrong_type(&e) => seq_each(redis, &fact_keys).await?,
+            Err(e) if e.is_wrong_type() => seq_each(redis, &fact_keys).await?,
             Err(e) => return Err(e.into()),
         };
         for (id, value) in chunk.iter().zip(values) {
             let seq = value
-                .and_then(|v| v.as_bytes().map(<[u8]>::to_vec))
-                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .as_ref()
+                .and_then(RedisValue::as_text)
                 .and_then(|text| text.parse().ok());
             if let Some(seq) = seq {
                 ranked.push((seq, id.clone()));
@@ -124,19 +109,12 @@ pub(super) async fn seqs(
 }
 
 /// `HGET seq` of each key; `None` for a key holding another type.
-async fn seq_each(redis: &Redis, fact_keys: &[String]) -> Result<Vec<Option<Value>>, StoreError> {
+async fn seq_each(redis: &Redis, fact_keys: &[String]) -> Result<Vec<Option<RedisValue>>, StoreError> {
     let mut values = Vec::with_capacity(fact_keys.len());
     for key in fact_keys {
-        let key = key.clone();
-        let read = redis
-            .run(Command::Other, |c| {
-                let key = key.clone();
-                async move { c.hget::<Value, _, _>(key, fact::SEQ).await }
-            })
-            .await;
-        match read {
+        match redis.hget(key.as_str(), fact::SEQ).await {
             Ok(value) => values.push(Some(value)),
-            Err(e) if is_wrong_type(&e) => values.push(None),
+            Err(e) if e.is_wrong_type() => values.push(None),
             Err(e) => return Err(e.into()),
         }
     }
@@ -147,20 +125,14 @@ async fn seq_each(redis: &Redis, fact_keys: &[String]) -> Result<Vec<Option<Valu
 async fn each(
     redis: &Redis,
     fact_keys: &[String],
-) -> Result<Vec<Option<HashMap<String, Value>>>, StoreError> {
+) -> Result<Vec<Option<HashMap<String, RedisValue>>>, StoreError> {
     let mut hashes = Vec::with_capacity(fact_keys.len());
     for key in fact_keys {
         match redis.hgetall(key.as_str()).await {
             Ok(hash) => hashes.push(Some(hash)),
-            Err(e) if is_wrong_type(&e) => hashes.push(None),
+            Err(e) if e.is_wrong_type() => hashes.push(None),
             Err(e) => return Err(e.into()),
         }
     }
     Ok(hashes)
-}
-
-/// A `WRONGTYPE` reply: the key exists but holds another type (not the store's).
-fn is_wrong_type(e: &RedisError) -> bool {
-    e.inner()
-        .is_some_and(|f| *f.kind() == ErrorKind::InvalidArgument && f.details().starts_with("WRONGTYPE"))
 }

@@ -8,13 +8,7 @@ use std::{
 
 use stayfast_core::{
     config::ConfigError,
-    redis::{
-        Command, Redis,
-        fred::{
-            interfaces::{HashesInterface, KeysInterface, SetsInterface},
-            types::Value,
-        },
-    },
+    redis::{Batch, Redis, RedisValue},
 };
 use uuid::Uuid;
 
@@ -142,12 +136,7 @@ impl KnowledgeStore {
                 .map(|w| keys.index(w))
                 .collect();
 
-        let seq: u64 = redis
-            .run(Command::Incr, |c| {
-                let key = keys.seq.clone();
-                async move { c.incr(key).await }
-            })
-            .await?;
+        let seq: u64 = redis.incr(keys.seq.as_str()).await?;
         let member = index::member(seq, &id);
         let fields = [
             (fact::ID, id.clone()),
@@ -159,20 +148,14 @@ impl KnowledgeStore {
         // NOTE: derived entries (index, id set) first, the hash last; `delete_fact` does
         // the reverse. A pipeline cut short thus leaves, at worst, index members without
         // a fact (readers skip them), never a listed fact that search cannot find.
-        let _: Vec<Value> = redis
-            .pipeline(|p| {
-                let (index_keys, member, fields) = (index_keys.clone(), member.clone(), fields.clone());
-                let (ids, id, fact_key) = (keys.ids.clone(), id.clone(), keys.fact(&id));
-                async move {
-                    for key in index_keys {
-                        let () = p.sadd(key, member.as_str()).await?;
-                    }
-                    let () = p.sadd(ids, id).await?;
-                    let () = p.hset(fact_key, fields).await?;
-                    Ok(p)
-                }
-            })
-            .await?;
+        let mut batch = Batch::new();
+        for key in index_keys {
+            batch.sadd(key, member.as_str());
+        }
+        batch
+            .sadd(keys.ids.as_str(), id.as_str())
+            .hset(keys.fact(&id), fields);
+        redis.batch(&batch).await?;
         Ok(id)
     }
 
@@ -243,24 +226,18 @@ impl KnowledgeStore {
                 .iter()
                 .map(|w| keys.index(w))
                 .collect();
-        let removed: Vec<i64> = self
-            .inner
-            .redis
-            .pipeline(|p| {
-                let (index_keys, member) = (index_keys.clone(), member.clone());
-                let (ids, id, fact_key) = (keys.ids.clone(), id.clone(), keys.fact(&id));
-                async move {
-                    let () = p.del(fact_key).await?;
-                    for key in index_keys {
-                        let () = p.srem(key, member.as_str()).await?;
-                    }
-                    let () = p.srem(ids, id).await?;
-                    Ok(p)
-                }
-            })
-            .await?;
+        let mut batch = Batch::new();
+        batch.del(keys.fact(&id));
+        for key in index_keys {
+            batch.srem(key, member.as_str());
+        }
+        batch.srem(keys.ids.as_str(), id.as_str());
+        let removed = self.inner.redis.batch(&batch).await?;
         // DEL's count decides: of two concurrent deletes, exactly one answers `true`.
-        Ok(removed.first().is_some_and(|&n| n > 0))
+        Ok(removed
+            .first()
+            .and_then(RedisValue::as_integer)
+            .is_some_and(|n| n > 0))
     }
 
     /// Every fact, in insertion order.
@@ -465,14 +442,7 @@ impl KnowledgeStore {
     /// ```
     pub async fn count(&self) -> Result<u64, StoreError> {
         let key = &self.inner.keys.ids;
-        Ok(self
-            .inner
-            .redis
-            .run(Command::Other, |c| {
-                let key = key.clone();
-                async move { c.scard(key).await }
-            })
-            .await?)
+        Ok(self.inner.redis.scard(key.as_str()).await?)
     }
 
     /// The Redis handle's state, read without I/O: the breaker and the connections.

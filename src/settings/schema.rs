@@ -146,64 +146,118 @@ impl Default for FileTimeouts {
     }
 }
 
-/// `[redis]`: the connection pool. Its timeouts are under `[timeouts.redis]`, its
-/// breaker and retry are `[breaker]` and `[retry]`.
-///
-/// `Debug` shows neither the password nor the URL's.
-///
-/// ```
-/// let r = stayfast::settings::RedisSettings::default();
-/// assert!(r.enabled);
-/// assert_eq!(r.url.expose(), "redis://127.0.0.1:6379");
-/// assert_eq!(r.pool_size, 4);
-/// ```
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct RedisSettings {
-    /// `false`: file-only mode, no pool is built.
-    pub enabled: bool,
-    /// `redis://[user:password@]host[:port][/db]`; `rediss://` needs the `tls` feature.
-    pub url: RedisUrl,
-    /// Replaces any password in the URL, so it can come from its own secret.
-    pub password: Option<Secret>,
-    /// Connections in the pool.
-    pub pool_size: u32,
-    /// Commands fred may queue while disconnected before refusing new ones.
-    pub max_command_buffer: u32,
-    /// First reconnect delay.
-    #[serde(with = "duration")]
-    pub reconnect_min_delay: Duration,
-    /// Largest reconnect delay.
-    #[serde(with = "duration")]
-    pub reconnect_max_delay: Duration,
-    /// How much earlier than stayfast's own bound fred's deadline fires; also how late
-    /// after its bound stayfast's safety net ends a command fred failed to end.
-    #[serde(with = "duration")]
-    pub deadline_margin: Duration,
-    /// Disable Nagle's algorithm (lowest latency with few callers; off gives more
-    /// throughput with many).
-    pub tcp_nodelay: bool,
-    /// Open the breaker as soon as every connection is lost, before any call fails
-    /// (an idle service rejects its first calls at once); off: a Redis that restarts
-    /// within milliseconds does not cost the breaker's open duration.
-    pub open_on_disconnect: bool,
+/// Declares [`RedisSettings`] from one list of the [`RedisConfig`] fields `[redis]`
+/// carries as they are: the struct's fields, their defaults (core's) and their copy into
+/// a [`RedisConfig`] are generated from that list, so a field added to it reaches all
+/// three; a field left out of it is simply not settable (a test compares every field
+/// of the resulting config with core's defaults).
+macro_rules! redis_settings {
+    ($(#[$struct_meta:meta])* pub struct $name:ident {
+        $(#[$own_meta:meta])* enabled: bool,
+        $(#[$url_meta:meta])* url: RedisUrl,
+        $(#[$password_meta:meta])* password: Option<Secret>,
+        $( $(#[$meta:meta])* $field:ident: $ty:ty, )*
+    }) => {
+        $(#[$struct_meta])*
+        pub struct $name {
+            $(#[$own_meta])*
+            pub enabled: bool,
+            $(#[$url_meta])*
+            pub url: RedisUrl,
+            $(#[$password_meta])*
+            pub password: Option<Secret>,
+            $( $(#[$meta])* pub $field: $ty, )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                let core = RedisConfig::default();
+                Self {
+                    enabled: true,
+                    url: RedisUrl::new(core.url),
+                    password: core.password.map(Secret::new),
+                    $( $field: core.$field, )*
+                }
+            }
+        }
+
+        impl $name {
+            /// Copies `[redis]` into `config`, the URL and password exposed for the client.
+            pub(super) fn apply(&self, config: &mut RedisConfig) {
+                config.url = self.url.expose().to_owned();
+                config.password = self.password.as_ref().map(|p| p.expose().to_owned());
+                $( config.$field = self.$field.clone(); )*
+            }
+        }
+    };
 }
 
-impl Default for RedisSettings {
-    fn default() -> Self {
-        let core = RedisConfig::default();
-        Self {
-            enabled: true,
-            url: RedisUrl::new(core.url),
-            password: core.password.map(Secret::new),
-            pool_size: core.pool_size,
-            max_command_buffer: core.max_command_buffer,
-            reconnect_min_delay: core.reconnect_min_delay,
-            reconnect_max_delay: core.reconnect_max_delay,
-            deadline_margin: core.deadline_margin,
-            tcp_nodelay: core.tcp_nodelay,
-            open_on_disconnect: core.open_on_disconnect,
-        }
+redis_settings! {
+    /// `[redis]`: the connection pool. Its timeouts are under `[timeouts.redis]`, its
+    /// breaker and retry are `[breaker]` and `[retry]`. Every field but `enabled` is the
+    /// [`RedisConfig`] field of the same name (the URL and password kept as secrets).
+    ///
+    /// `Debug` shows neither the password nor the URL's.
+    ///
+    /// ```
+    /// let r = stayfast::settings::RedisSettings::default();
+    /// assert!(r.enabled);
+    /// assert_eq!(r.url.expose(), "redis://127.0.0.1:6379");
+    /// assert_eq!(r.pool_size, 4);
+    /// ```
+    #[derive(Clone, Debug, PartialEq, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    #[non_exhaustive]
+    pub struct RedisSettings {
+        /// `false`: file-only mode, no pool is built.
+        enabled: bool,
+        /// `redis://[user:password@]host[:port][/db]`; `rediss://` needs the `tls` feature.
+        url: RedisUrl,
+        /// Replaces any password in the URL, so it can come from its own secret.
+        password: Option<Secret>,
+        /// Connections in the pool.
+        pool_size: u32,
+        /// Commands fred may queue while disconnected before refusing new ones.
+        max_command_buffer: u32,
+        /// First reconnect delay.
+        #[serde(with = "duration")]
+        reconnect_min_delay: Duration,
+        /// Largest reconnect delay.
+        #[serde(with = "duration")]
+        reconnect_max_delay: Duration,
+        /// How much earlier than stayfast's own bound fred's deadline fires; also how late
+        /// after its bound stayfast's safety net ends a command fred failed to end.
+        #[serde(with = "duration")]
+        deadline_margin: Duration,
+        /// Disable Nagle's algorithm (lowest latency with few callers; off gives more
+        /// throughput with many).
+        tcp_nodelay: bool,
+        /// Open the breaker as soon as every connection is lost, before any call fails
+        /// (an idle service rejects its first calls at once); off: a Redis that restarts
+        /// within milliseconds does not cost the breaker's open duration.
+        open_on_disconnect: bool,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::Settings;
+
+    /// The generated struct keeps the secrets wrapped: `Debug` shows neither password,
+    /// and the client's config gets both, exposed.
+    #[test]
+    fn generated_redis_settings_keep_secrets_out_of_debug() {
+        let toml =
+            "[redis]\nurl = \"redis://app:in-url-w0rd@db:6379/1\"\npassword = \"own-w0rd\"\npool_size = 3";
+        let settings = Settings::from_toml(toml).unwrap();
+        let shown = format!("{:?}", settings.redis);
+        assert!(!shown.contains("w0rd"), "{shown}");
+        let config = settings.redis_config();
+        assert_eq!(config.url, "redis://app:in-url-w0rd@db:6379/1");
+        assert_eq!(
+            (config.password.as_deref(), config.pool_size),
+            (Some("own-w0rd"), 3)
+        );
     }
 }

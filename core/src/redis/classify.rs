@@ -20,7 +20,7 @@ const AUTH_REPLIES: [&str; 2] = ["NOAUTH", "WRONGPASS"];
 /// open because writes are refused (issue #12 item 13).
 const REFUSED_COMMAND_REPLIES: [&str; 2] = ["OOM", "NOPERM"];
 
-/// DESIGN.md's table. Transient: a command that was certainly not applied (`Canceled`
+/// How each fred error is classified. Transient: a command that was certainly not applied (`Canceled`
 /// by `fail_fast`, `Backpressure`, routing changes, fred's "Failed to route command.", `LOADING`/`BUSY`/`TRYAGAIN`/
 /// `MASTERDOWN`/`READONLY`). Indeterminate: an `IO` error (the connection dropped, maybe
 /// after the command was written). A `Timeout` is fred's own deadline — the one handed
@@ -28,8 +28,9 @@ const REFUSED_COMMAND_REPLIES: [&str; 2] = ["OOM", "NOPERM"];
 /// Not retried but unhealthy: `Auth`, `NOAUTH`/`WRONGPASS`, TLS and protocol
 /// failures. Refused commands, not retried and ignored by the breaker
 /// ([`Verdict::refused`]): `OOM` (writes refused at `maxmemory`, reads still served)
-/// and `NOPERM` (a right the ACL user lacks) — this departs from DESIGN.md's table,
-/// which lists `OOM` as a failure. The caller's mistakes, ignored by the breaker: `WRONGTYPE` (an
+/// and `NOPERM` (a right the ACL user lacks): `OOM` is a state of the server that
+/// refuses writes while it still serves reads, so it must not open the breaker the
+/// reads share. The caller's mistakes, ignored by the breaker: `WRONGTYPE` (an
 /// `InvalidArgument`), parse and not-found errors, other `ERR` replies. A BLPOP-style
 /// nil timeout also arrives as `Timeout`: give such an operation its own classifier
 /// ([`Verdict::expected`]).
@@ -69,11 +70,11 @@ mod tests {
 
     use crate::{Classify, Health, Retryable, Verdict};
 
-    /// DESIGN.md's table, over the errors fred actually produces (server replies are
+    /// The classification above, over the errors fred actually produces (server replies are
     /// mapped by prefix: WRONGTYPE → InvalidArgument, NOAUTH/WRONGPASS → Auth, the rest
     /// → Unknown with the reply as details).
     #[test]
-    fn fred_errors_classified_per_design_table() {
+    fn fred_errors_classified() {
         let cases = [
             (ErrorKind::Timeout, "Request timed out.", Verdict::timed_out()),
             (

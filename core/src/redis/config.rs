@@ -161,12 +161,21 @@ impl RedisConfig {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the first invalid field (never echoing the URL, which may
-    /// hold a password).
+    /// hold a password): among others a URL fred cannot parse (`url`), and a bound no
+    /// longer than `deadline_margin` (`command_timeout`, `operations.<name>`), which
+    /// would leave fred no time.
     ///
     /// ```
+    /// use std::time::Duration;
     /// let mut c = stayfast_core::redis::RedisConfig::default();
     /// c.pool_size = 0;
     /// assert_eq!(c.validate().unwrap_err().field(), "pool_size");
+    /// c.pool_size = 4;
+    /// c.url = "redis://127.0.0.1:99999".into();
+    /// assert_eq!(c.validate().unwrap_err().problem(), "not a valid Redis URL (InvalidPort)");
+    /// c.url = "redis://127.0.0.1:6379".into();
+    /// c.operations.get = Some(c.deadline_margin);
+    /// assert_eq!(c.validate().unwrap_err().field(), "operations.get");
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         let scheme = self.url.split("://").next().unwrap_or_default();
@@ -212,8 +221,47 @@ impl RedisConfig {
                 "must be at least `reconnect_min_delay`",
             ));
         }
+        self.url_parses()?;
+        self.margin_leaves_time()?;
         self.retry.validate().map_err(|e| e.prefixed("retry"))?;
         self.breaker.validate().map_err(|e| e.prefixed("breaker"))
+    }
+
+    /// A URL fred can parse (host, port, database…), beyond the scheme checked first.
+    fn url_parses(&self) -> Result<(), ConfigError> {
+        fred::types::config::Config::from_url(&self.url).map_err(|e| {
+            // NOTE: fred's details are the `url` crate's error name for a parse error
+            // (`InvalidPort`), but may quote part of the URL for others: kind only.
+            let why = match e.kind() {
+                fred::error::ErrorKind::Url => e.details().to_owned(),
+                kind => format!("{kind:?} error"),
+            };
+            ConfigError::new("url", format!("not a valid Redis URL ({why})"))
+        })?;
+        Ok(())
+    }
+
+    /// Every bound longer than `deadline_margin`: fred's deadline is the bound minus
+    /// the margin, so a bound within the margin would leave fred no time at all.
+    fn margin_leaves_time(&self) -> Result<(), ConfigError> {
+        let (margin, o) = (self.deadline_margin, &self.operations);
+        let bounds = [
+            ("command_timeout", Some(self.command_timeout)),
+            ("operations.get", o.get),
+            ("operations.set", o.set),
+            ("operations.hgetall", o.hgetall),
+            ("operations.pipeline", o.pipeline),
+            ("operations.scan", o.scan),
+        ];
+        for (field, bound) in bounds {
+            if bound.is_some_and(|t| t <= margin) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be longer than `deadline_margin` ({margin:?}), or fred gets no time"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The URL with any password replaced by `***` (see [`redact_url`](crate::redact_url)).
@@ -280,6 +328,35 @@ mod tests {
             ..RedisConfig::default()
         };
         assert!(config.validate().is_ok());
+    }
+
+    /// Checked at connect time only, or by the settings layer, before: now by
+    /// `validate` itself, naming the field.
+    #[test]
+    fn unparsable_urls_and_margin_swallowing_bounds_are_refused() {
+        let port = RedisConfig {
+            url: "redis://:s3cret@127.0.0.1:99999".into(),
+            ..RedisConfig::default()
+        };
+        let err = port.validate().unwrap_err();
+        assert_eq!(
+            (err.field(), err.problem()),
+            ("url", "not a valid Redis URL (InvalidPort)")
+        );
+        assert!(!err.to_string().contains("s3cret"), "the URL is never echoed");
+        let mut tight = RedisConfig::default();
+        tight.command_timeout = tight.deadline_margin;
+        let err = tight.validate().unwrap_err();
+        assert_eq!(err.field(), "command_timeout");
+        assert_eq!(
+            err.problem(),
+            "must be longer than `deadline_margin` (25ms), or fred gets no time"
+        );
+        let mut tight = RedisConfig::default();
+        tight.operations.scan = Some(Duration::from_millis(10));
+        assert_eq!(tight.validate().unwrap_err().field(), "operations.scan");
+        tight.operations.scan = Some(Duration::from_millis(26));
+        assert!(tight.validate().is_ok());
     }
 
     #[test]

@@ -1,0 +1,57 @@
+//! [`Redis::pipeline`]: several commands in one round trip, under one policy.
+
+use std::future::Future;
+
+use fred::{error::Error as FredError, interfaces::ClientLike, types::FromValue};
+
+use super::{Command, PipelineWithDeadline, Redis, RedisError, run::options};
+
+impl Redis {
+    /// Sends the commands `build` queues on the pipeline in one round trip and returns
+    /// every reply. The deadline is set on the pipeline itself (`pipeline()
+    /// .with_options`), the form fred honours. Not idempotent.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = RedisConfig::default();
+    /// # config.url = "redis://127.0.0.1:6379".into();
+    /// # let redis = Redis::connect(&config).await?;
+    /// use fred::interfaces::KeysInterface;
+    /// let (a, b): (Option<String>, Option<String>) = redis
+    ///     .pipeline(|p| async move {
+    ///         let () = p.get("a").await?; // queued, not sent yet
+    ///         let () = p.get("b").await?;
+    ///         Ok(p)
+    ///     })
+    ///     .await?; // one round trip, every reply
+    /// # Ok(()) }
+    /// ```
+    pub async fn pipeline<R, F, Fut>(&self, mut build: F) -> Result<R, RedisError>
+    where
+        R: FromValue,
+        F: FnMut(PipelineWithDeadline) -> Fut,
+        Fut: Future<Output = Result<PipelineWithDeadline, FredError>>,
+    {
+        let (pool, margin) = (&self.inner.pool, self.inner.margin);
+        self.hold_probe_while_unconnected(Command::Pipeline)?;
+        // One round trip: counted as one command in flight, however many it holds.
+        let _counted = self.inner.in_flight.enter();
+        self.policy(Command::Pipeline)
+            .call_borrowed(|attempt| {
+                // NOTE: `pipeline().with_options(..)`, not `with_options(..).pipeline()`:
+                // the latter derefs to the bare client and loses the deadline.
+                let pipeline = pool
+                    .next_connected()
+                    .pipeline()
+                    .with_options(&options(&attempt, margin));
+                let queued = build(pipeline);
+                async move { queued.await?.all().await }
+            })
+            .await
+    }
+}
