@@ -394,19 +394,19 @@ impl<C> PolicyBuilder<C> {
         if let Some(d) = config.timeout {
             positive("timeout", d)?;
         }
-        let retry = match &config.retry {
-            Some(r) => {
-                let mut retry = Retry::new(r).map_err(|e| e.prefixed("retry"))?;
-                if let Some(seed) = self.seed {
-                    retry.backoff = retry.backoff.seeded(seed);
-                }
-                if self.budget.is_some() {
-                    retry.budget = self.budget;
-                }
-                Some(retry)
-            }
-            None => None,
+        let retries = config.retry.is_some();
+        let mut retry = match &config.retry {
+            Some(r) => Retry::new(r).map_err(|e| e.prefixed("retry"))?,
+            None => Retry::once(),
         };
+        if retries {
+            if let Some(seed) = self.seed {
+                retry = retry.jitter_seed(seed);
+            }
+            if let Some(budget) = self.budget {
+                retry = retry.retry_budget(budget);
+            }
+        }
         let target = self
             .target
             .or_else(|| self.breaker.as_ref().map(|b| b.target().clone()))
@@ -417,21 +417,23 @@ impl<C> PolicyBuilder<C> {
             Some(prefix) => CallMetrics::with_prefix(prefix, &self.operation, &target),
             None => CallMetrics::disabled(),
         };
+        let mut retry = retry
+            .operation(self.operation)
+            .idempotent(config.idempotent)
+            .with_classifier(self.classifier);
+        retry.on_retry = self.on_retry;
         Ok(Policy {
             inner: Arc::new(Inner {
-                operation: self.operation,
                 target,
                 timeout: config.timeout,
                 deadline: config.deadline,
-                idempotent: config.idempotent,
                 retry,
+                retries,
                 bulkhead: self.bulkhead,
                 breaker: self.breaker,
                 backstop: self.backstop,
                 metrics,
                 metered: self.prefix.is_some(),
-                classifier: self.classifier,
-                on_retry: self.on_retry,
             }),
         })
     }

@@ -6,17 +6,14 @@ mod call;
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
-use tokio::{sync::OwnedSemaphorePermit, time::Instant};
+use tokio::sync::OwnedSemaphorePermit;
 
 pub use attempt::Attempt;
 pub use builder::PolicyBuilder;
 
 use crate::{
     Bulkhead, ByTrait, CallMetrics, CircuitBreaker, Classifier, Error, FallbackReason, Name, Outcome, Served,
-    Source,
-    backstop::Backstop,
-    metered::InFlight,
-    retry::{Retry, RetryHook},
+    Source, backstop::Backstop, retry::Retry,
 };
 
 /// A resilience policy for one operation, built once and cheap to clone.
@@ -75,12 +72,14 @@ pub struct Policy<C = ByTrait> {
 }
 
 struct Inner<C> {
-    operation: Name,
     target: Name,
     timeout: Option<Duration>,
     deadline: Option<Duration>,
-    idempotent: bool,
-    retry: Option<Retry>,
+    /// The retry layer, which also names the operation, classifies its errors and
+    /// knows whether it is idempotent; a single attempt when none was configured.
+    retry: Retry<C>,
+    /// Whether a retry was configured (for the stack's name).
+    retries: bool,
     bulkhead: Option<Bulkhead>,
     breaker: Option<CircuitBreaker>,
     /// Enforces the per-attempt timeout coarsely instead of a timer per attempt, for
@@ -88,8 +87,6 @@ struct Inner<C> {
     backstop: Option<Backstop>,
     metrics: CallMetrics,
     metered: bool,
-    classifier: C,
-    on_retry: Option<RetryHook>,
 }
 
 impl<C> Clone for Policy<C> {
@@ -123,7 +120,7 @@ impl<C> Policy<C> {
     /// assert_eq!(policy.operation().as_str(), "redis.get");
     /// ```
     pub fn operation(&self) -> &Name {
-        &self.inner.operation
+        &self.inner.retry.operation
     }
 
     /// The dependency it calls.
@@ -286,17 +283,7 @@ impl<C> Policy<C> {
     {
         let inner = Arc::clone(&self.inner);
         async move {
-            let started = Instant::now();
-            let mut in_flight = InFlight::start(&inner.metrics, started);
-            let result = match call::run(
-                &inner,
-                None,
-                &mut |attempt, _| op(attempt),
-                started,
-                &mut in_flight,
-            )
-            .await
-            {
+            let serve = async |result| match result {
                 Ok(value) => Ok(Served {
                     value,
                     source: Source::Primary,
@@ -310,14 +297,14 @@ impl<C> Policy<C> {
                     })
                 }
             };
-            in_flight.finish(match &result {
+            let outcome = |served: &Result<Served<T>, Error<E>>| match served {
                 Ok(Served {
                     source: Source::Fallback(_),
                     ..
                 }) => Outcome::Fallback,
                 other => call::outcome_of(other),
-            });
-            result
+            };
+            call::metered_then(&inner, None, &mut |attempt, _| op(attempt), serve, outcome).await
         }
     }
 }
@@ -329,7 +316,7 @@ impl<C> fmt::Display for Policy<C> {
         let layers = [
             ("Metered", i.metered),
             ("Deadline", i.deadline.is_some()),
-            ("Retry", i.retry.is_some()),
+            ("Retry", i.retries),
             ("Bulkhead", i.bulkhead.is_some()),
             ("CircuitBreaker", i.breaker.is_some()),
             ("Timeout", i.timeout.is_some()),
@@ -339,7 +326,7 @@ impl<C> fmt::Display for Policy<C> {
             write!(f, "{name}(")?;
             open += 1;
         }
-        write!(f, "{}", i.operation)?;
+        write!(f, "{}", i.retry.operation)?;
         (0..open).try_for_each(|_| f.write_str(")"))
     }
 }
@@ -352,8 +339,8 @@ impl<C> fmt::Debug for Policy<C> {
             .field("target", &i.target)
             .field("timeout", &i.timeout)
             .field("deadline", &i.deadline)
-            .field("idempotent", &i.idempotent)
-            .field("retry", &i.retry)
+            .field("idempotent", &i.retry.idempotent)
+            .field("retry", &i.retries.then_some(&i.retry))
             .field("bulkhead", &i.bulkhead)
             .field("breaker", &i.breaker)
             .finish_non_exhaustive()
