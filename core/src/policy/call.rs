@@ -139,24 +139,12 @@ where
     Op: FnMut(Attempt, Option<OwnedSemaphorePermit>) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let slot = match &inner.bulkhead {
-        Some(bulkhead) => Some(
-            bulkhead
-                .acquire_until(overall)
-                .await
-                .map_err(|refusal| inner.refused(bulkhead, refusal))?,
-        ),
-        None => None,
-    };
-    let thread = match threads {
-        Some(threads) => Some(
-            threads
-                .acquire_owned_until(overall)
-                .await
-                .map_err(|refusal| inner.refused(threads, refusal))?,
-        ),
-        None => None,
-    };
+    let slot = inner
+        .admitted(inner.bulkhead.as_ref(), |b| b.acquire_until(overall))
+        .await?;
+    let thread = inner
+        .admitted(threads, |b| b.acquire_owned_until(overall))
+        .await?;
     let queued = slot.as_ref().is_some_and(|s| s.queued()) || thread.as_ref().is_some_and(|t| t.1);
     let permit = match &inner.breaker {
         Some(breaker) => Some(breaker.try_acquire().map_err(|rejected| {
@@ -279,9 +267,24 @@ pub(super) fn outcome_of<T, E>(result: &Result<T, Error<E>>) -> Outcome {
 }
 
 impl<C> Inner<C> {
-    /// The error of a call `bulkhead` did not admit: never retried.
-    fn refused<E>(&self, bulkhead: &Bulkhead, refusal: Refusal) -> Failed<E> {
-        Failed::fatal(match refusal {
+    /// A slot from `bulkhead`, when there is one, asked for with `acquire`; a refusal
+    /// ends the call, never retried.
+    async fn admitted<'b, P, Fut, E>(
+        &self,
+        bulkhead: Option<&'b Bulkhead>,
+        acquire: impl FnOnce(&'b Bulkhead) -> Fut,
+    ) -> Result<Option<P>, Failed<E>>
+    where
+        Fut: Future<Output = Result<P, Refusal>>,
+    {
+        let Some(bulkhead) = bulkhead else {
+            return Ok(None);
+        };
+        let refusal = match acquire(bulkhead).await {
+            Ok(slot) => return Ok(Some(slot)),
+            Err(refusal) => refusal,
+        };
+        Err(Failed::fatal(match refusal {
             Refusal::Full => Error::Shed {
                 target: bulkhead.target().clone(),
             },
@@ -289,6 +292,6 @@ impl<C> Inner<C> {
                 operation: self.retry.operation.clone(),
                 after: self.deadline.unwrap_or(Duration::ZERO),
             },
-        })
+        }))
     }
 }
