@@ -320,7 +320,7 @@ impl<C> Retry<C> {
         self.run(
             started,
             None,
-            &mut Plain {
+            Plain {
                 retry: self,
                 op,
                 started,

@@ -82,7 +82,7 @@ impl<C> Retry<C> {
         &self,
         started: Instant,
         overall: Option<Instant>,
-        attempts: &mut impl Attempts<T, E>,
+        mut attempts: impl Attempts<T, E>,
     ) -> Result<T, Error<E>> {
         if let Some(budget) = &self.budget {
             budget.deposit();
