@@ -113,15 +113,7 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     fn attempt(&mut self, number: u32) -> impl Future<Output = Result<T, Failed<E>>> {
-        attempt(
-            self.inner,
-            self.threads,
-            self.op,
-            number,
-            self.started,
-            self.overall,
-            self.in_flight,
-        )
+        attempt(self, number)
     }
 
     fn retrying(&mut self) {
@@ -134,20 +126,20 @@ where
 ///
 /// NOTE: the bulkhead slot is dropped when the attempt returns, before the backoff, so
 /// waiting callers are not held up by one that is only sleeping.
-async fn attempt<C, Op, Fut, T, E>(
-    inner: &Inner<C>,
-    threads: Option<&Bulkhead>,
-    op: &mut Op,
-    number: u32,
-    started: Instant,
-    overall: Option<Instant>,
-    in_flight: &mut InFlight<'_>,
-) -> Result<T, Failed<E>>
+async fn attempt<C, Op, Fut, T, E>(call: &mut Call<'_, '_, C, Op>, number: u32) -> Result<T, Failed<E>>
 where
     C: Classifier<E>,
     Op: FnMut(Attempt, Option<OwnedSemaphorePermit>) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    let Call {
+        inner,
+        threads,
+        ref mut op,
+        started,
+        overall,
+        ref mut in_flight,
+    } = *call;
     // NOTE: matched here, not in a shared async helper: a helper's future cost the
     // common case (no bulkhead) measurably more instructions per call.
     let slot = match &inner.bulkhead {
