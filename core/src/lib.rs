@@ -89,6 +89,6 @@ pub use offload::{Offload, OffloadConfig, OffloadError};
 pub use outcome::{Outcome, ToOutcome};
 pub use policy::{Attempt, Policy, PolicyBuilder};
 pub use redact::redact_url;
-pub use retry::RetryBudget;
+pub use retry::{Retry, RetryBudget};
 pub use timeout::{Elapsed, Timeout, TimeoutExt};
 pub use watchdog::LagWatchdog;
