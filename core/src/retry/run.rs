@@ -68,12 +68,52 @@ pub(crate) trait Attempts<T, E> {
     fn retrying(&mut self) {}
 }
 
+/// One call's progress through its retries: which attempt runs, and whether a failed one
+/// is tried again. Both loops that retry — [`Retry::run`] and every
+/// [`Policy`](crate::Policy) call — step through it, so the decisions live here once.
+pub(crate) struct Retrying<'r, C> {
+    retry: &'r Retry<C>,
+    started: Instant,
+    overall: Option<Instant>,
+    number: u32,
+}
+
+impl<C> Retrying<'_, C> {
+    /// The number of the attempt about to run (1 for the first).
+    #[inline]
+    pub(crate) fn next_attempt(&mut self) -> u32 {
+        self.number += 1;
+        self.number
+    }
+
+    /// After the current attempt failed as `failed`: the delay before the next one, or
+    /// the error the call ends with.
+    #[inline]
+    pub(crate) fn after_failure<E>(&self, failed: Failed<E>) -> Result<Duration, Error<E>> {
+        self.retry
+            .backoff_after(failed, self.number, self.started, self.overall)
+    }
+}
+
 impl<C> Retry<C> {
+    /// Starts one call's retries: `started` is when the call began (`max_elapsed` counts
+    /// from it); `overall` is the caller's deadline, if any: no retry starts whose
+    /// backoff would end past it. Deposits into the budget, if any.
+    #[inline]
+    pub(crate) fn start(&self, started: Instant, overall: Option<Instant>) -> Retrying<'_, C> {
+        if let Some(budget) = &self.budget {
+            budget.deposit();
+        }
+        Retrying {
+            retry: self,
+            started,
+            overall,
+            number: 0,
+        }
+    }
+
     /// Makes attempts until one succeeds or its failure is not retried, sleeping the
-    /// backoff between them.
-    ///
-    /// `started` is when the call began (`max_elapsed` counts from it); `overall` is the
-    /// caller's deadline, if any: no retry starts whose backoff would end past it.
+    /// backoff between them (see [`start`](Self::start) for `started` and `overall`).
     ///
     /// NOTE: every attempt's future and the backoff sleep live inside this future, so
     /// dropping it (cancellation) ends the call where it stands: nothing runs on, and
@@ -84,17 +124,13 @@ impl<C> Retry<C> {
         overall: Option<Instant>,
         mut attempts: impl Attempts<T, E>,
     ) -> Result<T, Error<E>> {
-        if let Some(budget) = &self.budget {
-            budget.deposit();
-        }
-        let mut number = 0;
+        let mut retrying = self.start(started, overall);
         loop {
-            number += 1;
-            let failed = match attempts.attempt(number).await {
+            let failed = match attempts.attempt(retrying.next_attempt()).await {
                 Ok(value) => return Ok(value),
                 Err(failed) => failed,
             };
-            let delay = self.backoff_after(failed, number, started, overall)?;
+            let delay = retrying.after_failure(failed)?;
             attempts.retrying();
             sleep(delay).await;
         }
