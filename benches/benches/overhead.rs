@@ -12,6 +12,10 @@
 //! - `stayfast_bulkhead`: a [`Bulkhead`] slot.
 //! - `stayfast_policy_full`(`_bulkhead`): a [`Policy`] with timeout, deadline, retry,
 //!   breaker and metrics (and a bulkhead).
+//! - `stayfast_policy_full_info_subscriber`: the same under a `tracing` subscriber at
+//!   `INFO`, which does not want the calls' `DEBUG` spans (the usual production setup).
+//! - `stayfast_policy_full_traced`: the same under a subscriber that records every span
+//!   (`tracing-subscriber`'s registry at `DEBUG`, writing nothing).
 //! - `floor`: what any metered call must cost: two clock reads, one histogram record
 //!   and one counter increment on cached handles.
 //! - `peer_stack`: backon retry → failsafe breaker → tokio timeout → `metrics` macros
@@ -118,6 +122,22 @@ fn overhead(c: &mut Criterion) {
 
     group.bench_function("stayfast_policy_full_bulkhead", |b| {
         b.to_async(&rt).iter(|| policy_bulkhead.call(ready))
+    });
+
+    group.bench_function("stayfast_policy_full_info_subscriber", |b| {
+        let info = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(io::sink)
+            .finish();
+        let _on_this_thread = tracing::subscriber::set_default(info);
+        b.to_async(&rt).iter(|| policy.call(ready))
+    });
+
+    group.bench_function("stayfast_policy_full_traced", |b| {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let everything = tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::DEBUG);
+        let _on_this_thread = tracing::subscriber::set_default(everything);
+        b.to_async(&rt).iter(|| policy.call(ready))
     });
 
     group.bench_function("floor", |b| {

@@ -10,6 +10,8 @@
 //! - `stayfast_layer`: that policy as a [`PolicyLayer`] around the service.
 //! - `tower_stack`: tower's concurrency limit → retry (3 attempts) → timeout.
 //! - `tower_resilience_breaker`: tower-resilience's circuit breaker → tower's timeout.
+//! - `tower_full_stack`: the same features as the policy, from the peers: tower's
+//!   concurrency limit → retry → tower-resilience's breaker → tower's timeout.
 //!
 //! Run with `cargo bench -p stayfast-benches --bench tower`.
 
@@ -93,6 +95,16 @@ fn tower_overhead(c: &mut Criterion) {
         .timeout(Duration::from_secs(1))
         .service(service_fn(answer));
 
+    let breaker = CircuitBreakerLayer::builder()
+        .build()
+        .expect("build tower-resilience's breaker");
+    let mut full_stack = ServiceBuilder::new()
+        .concurrency_limit(1024)
+        .retry(Attempts(1))
+        .layer(breaker)
+        .timeout(Duration::from_secs(1))
+        .service(service_fn(answer));
+
     let mut group = c.benchmark_group("tower");
     group.bench_function("bare_service", |b| {
         b.iter(|| rt.block_on(async { black_box(call(&mut bare).await.ok()) }))
@@ -108,6 +120,9 @@ fn tower_overhead(c: &mut Criterion) {
     });
     group.bench_function("tower_resilience_breaker", |b| {
         b.iter(|| rt.block_on(async { black_box(call(&mut resilience).await.ok()) }))
+    });
+    group.bench_function("tower_full_stack", |b| {
+        b.iter(|| rt.block_on(async { black_box(call(&mut full_stack).await.ok()) }))
     });
     group.finish();
 }

@@ -75,6 +75,7 @@ mod timeout;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
+mod trace;
 mod watchdog;
 
 pub use background::{BackgroundConfig, FireAndForget, ShutdownReport, SpawnError, TaskOutcome};

@@ -1,7 +1,8 @@
 //! After a policy is built, a call allocates nothing and registers no metric — on the
 //! success path and on the error paths (the operation's error, an open circuit, a
 //! timeout, retries given up) — except `BudgetExhausted`, which boxes the last error:
-//! one allocation. A counting global allocator and a counting recorder prove it. (Its
+//! one allocation — also under a subscriber that does not want the calls' spans. A
+//! counting global allocator and a counting recorder prove it. (Its
 //! own test binary: the allocator and the recorder are process-wide.)
 #![allow(clippy::unwrap_used)]
 // A global allocator can only be written with `unsafe`; this harness delegates to
@@ -251,10 +252,38 @@ fn a_call_allocates_nothing_and_registers_no_metric() {
         allocated() - before
     });
 
+    // A subscriber that does not want the calls' spans (the usual `INFO`): a retried
+    // call, the path with the most to trace, still allocates nothing.
+    let quiet = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(io::sink)
+        .finish();
+    let untraced = tracing::subscriber::with_default(quiet, || {
+        runtime.block_on(async {
+            let once = || async {
+                let result = retrying
+                    .call(|| async { Err::<u8, _>(io::Error::from(io::ErrorKind::ConnectionRefused)) })
+                    .await;
+                assert!(matches!(result, Err(Error::Inner { attempts: 3, .. })));
+            };
+            once().await;
+            let before = allocated();
+            for _ in 0..1000 {
+                once().await;
+            }
+            allocated() - before
+        })
+    });
+
     println!(
         "allocations per 1000 calls: success {success}, failure {failure}, rejected {rejected}, \
-         timeout {timeout}, retried {retried}, budget exhausted {exhausted}; {} registrations",
+         timeout {timeout}, retried {retried}, budget exhausted {exhausted}, retried under an \
+         INFO subscriber {untraced}; {} registrations",
         recorder.registrations.load(Ordering::SeqCst) - registered
+    );
+    assert_eq!(
+        untraced, 0,
+        "allocations per 1000 retried calls under an INFO subscriber"
     );
     assert_eq!(success, 0, "allocations per 1000 successful calls");
     assert_eq!(failure, 0, "allocations per 1000 failed calls");

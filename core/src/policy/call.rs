@@ -5,11 +5,17 @@
 use std::{future::Future, pin::pin, time::Duration};
 
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
+use tracing::Span;
 
 use super::{Attempt, Inner};
 use crate::{
-    Bulkhead, Classifier, Elapsed, Error, Health, Outcome, Timeout, Verdict, breaker::Permit,
-    bulkhead::Refusal, clock, metered::InFlight, retry::Failed,
+    Bulkhead, Classifier, Elapsed, Error, Health, Outcome, Timeout, Verdict,
+    breaker::Permit,
+    bulkhead::Refusal,
+    clock,
+    metered::InFlight,
+    retry::Failed,
+    trace::{self, Traced, Tracer, Untraced},
 };
 
 /// One logical call, metered: its duration and final outcome (`cancelled` if dropped).
@@ -28,20 +34,27 @@ where
     // another state in its future.
     let started = Instant::now();
     let mut in_flight = InFlight::start(&inner.metrics, started);
-    let result = run(inner, threads, op, started, &mut in_flight).await;
+    let result = if trace::wanted() {
+        let traced = inner.traced(started);
+        let result = run(inner, threads, op, started, &mut in_flight, &traced).await;
+        traced.finish(outcome_of(&result));
+        result
+    } else {
+        run(inner, threads, op, started, &mut in_flight, &Untraced).await
+    };
     in_flight.finish(outcome_of(&result));
     result
 }
 
 /// One logical call whose result `then` turns into the caller's (a fallback serves a
-/// failed call), metered as one: its duration up to the end of `then`, and `outcome`
+/// failed call; `then` is lent the call's span for its events), metered as one: its duration up to the end of `then`, and `outcome`
 /// of the final result (`cancelled` if dropped, `then` included).
 #[inline]
 pub(super) async fn metered_then<C, Op, Fut, T, E, R>(
     inner: &Inner<C>,
     threads: Option<&Bulkhead>,
     op: &mut Op,
-    then: impl AsyncFnOnce(Result<T, Error<E>>) -> R,
+    then: impl AsyncFnOnce(Result<T, Error<E>>, &Span) -> R,
     outcome: impl FnOnce(&R) -> Outcome,
 ) -> R
 where
@@ -51,9 +64,26 @@ where
 {
     let started = Instant::now();
     let mut in_flight = InFlight::start(&inner.metrics, started);
-    let result = then(run(inner, threads, op, started, &mut in_flight).await).await;
-    in_flight.finish(outcome(&result));
-    result
+    if trace::wanted() {
+        let traced = inner.traced(started);
+        let result = then(
+            run(inner, threads, op, started, &mut in_flight, &traced).await,
+            traced.span(),
+        )
+        .await;
+        let outcome = outcome(&result);
+        traced.finish(outcome);
+        in_flight.finish(outcome);
+        result
+    } else {
+        let result = then(
+            run(inner, threads, op, started, &mut in_flight, &Untraced).await,
+            Untraced.span(),
+        )
+        .await;
+        in_flight.finish(outcome(&result));
+        result
+    }
 }
 
 /// Runs one call through the policy's [`Retry`](crate::retry::Retry), each attempt
@@ -72,12 +102,13 @@ where
 /// future of its own (or through `Retry::run`'s `Attempts`): each nested future costs
 /// every call of this, the hottest path, its own state, poll and drop glue — about 40
 /// instructions a call, 5 % of the whole policy.
-async fn run<C, Op, Fut, T, E>(
+async fn run<C, Op, Fut, T, E, Tr: Tracer>(
     inner: &Inner<C>,
     threads: Option<&Bulkhead>,
     op: &mut Op,
     started: Instant,
     in_flight: &mut InFlight<'_>,
+    tracer: &Tr,
 ) -> Result<T, Error<E>>
 where
     C: Classifier<E>,
@@ -95,14 +126,14 @@ where
             let slot = match &inner.bulkhead {
                 Some(bulkhead) => match bulkhead.acquire_until(overall).await {
                     Ok(slot) => Some(slot),
-                    Err(refusal) => break 'attempt inner.refused(bulkhead, refusal),
+                    Err(refusal) => break 'attempt inner.refused(bulkhead, refusal, tracer.span()),
                 },
                 None => None,
             };
             let thread = match threads {
                 Some(threads) => match threads.acquire_owned_until(overall).await {
                     Ok(thread) => Some(thread),
-                    Err(refusal) => break 'attempt inner.refused(threads, refusal),
+                    Err(refusal) => break 'attempt inner.refused(threads, refusal, tracer.span()),
                 },
                 None => None,
             };
@@ -127,10 +158,11 @@ where
             };
             in_flight.attempt();
             let bounds = Bounds::of(inner, start, overall);
+            let traced = tracer.attempt(number);
             // NOTE: the attempt's future is pinned where it is made and the bound only
             // borrows it: futures of clients like fred run to kilobytes, and moving one
             // into a wrapper by value cost a memcpy per call.
-            let future = pin!(op(
+            let pinned = pin!(op(
                 Attempt {
                     number,
                     deadline: bounds.deadline,
@@ -138,6 +170,8 @@ where
                 },
                 thread.map(|t| t.0)
             ));
+            // The span instruments the pinned reference, not a moved future.
+            let future = Tr::instrument(&traced, pinned);
             let result = match bounds.deadline {
                 Some(at) => {
                     let bound = bounds.bound(inner);
@@ -149,11 +183,17 @@ where
                 None => Ok(future.await),
             };
             match conclude(inner, result, permit, &bounds, number) {
-                Ok(value) => return Ok(value),
-                Err(failed) => failed,
+                Ok(value) => {
+                    Tr::attempt_ended(traced, Outcome::Success, start);
+                    return Ok(value);
+                }
+                Err(failed) => {
+                    Tr::attempt_ended(traced, failed.error.outcome(), start);
+                    failed
+                }
             }
         };
-        let delay = retrying.after_failure(failed)?;
+        let delay = retrying.after_failure(failed, tracer.span())?;
         inner.metrics.retry();
         tokio::time::sleep(delay).await;
     }
@@ -276,12 +316,20 @@ pub(super) fn outcome_of<T, E>(result: &Result<T, Error<E>>) -> Outcome {
 }
 
 impl<C> Inner<C> {
+    /// The span of a call that began at `started`.
+    fn traced(&self, started: Instant) -> Traced {
+        Traced::start(&self.retry.operation, &self.target, started)
+    }
+
     /// The error of a call `bulkhead` did not admit: never retried.
-    fn refused<E>(&self, bulkhead: &Bulkhead, refusal: Refusal) -> Failed<E> {
+    fn refused<E>(&self, bulkhead: &Bulkhead, refusal: Refusal, call: &Span) -> Failed<E> {
         Failed::fatal(match refusal {
-            Refusal::Full => Error::Shed {
-                target: bulkhead.target().clone(),
-            },
+            Refusal::Full => {
+                trace::shed(call, &self.retry.operation, bulkhead.target());
+                Error::Shed {
+                    target: bulkhead.target().clone(),
+                }
+            }
             Refusal::Deadline => Error::Timeout {
                 operation: self.retry.operation.clone(),
                 after: self.deadline.unwrap_or(Duration::ZERO),

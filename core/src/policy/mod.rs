@@ -67,6 +67,19 @@ use crate::{
 /// counting it, and records `cancelled` once. Nothing is retried. What the dropped
 /// attempt had already sent may still be applied: hand [`Attempt::deadline`] into the
 /// client so it can drop queued work itself.
+///
+/// # Tracing
+///
+/// Under the `stayfast::call` target at `DEBUG`, a call is a `call` span (`operation`,
+/// `target`, then `outcome`, `attempts`, `elapsed_ms`; `cancelled` if dropped) with one
+/// `attempt` span per attempt (`attempt`, then `outcome`, `elapsed_ms`), entered while
+/// the operation runs so that the client's own spans nest under it, and `DEBUG` events
+/// "retrying" (`attempt`, `cause`, `delay_ms`), "serving the fallback" (`reason`) and
+/// "shed" (`bulkhead`). A subscriber that does not want them (the usual `INFO`) costs a
+/// call one cached check and no allocation. Breaker transitions are `WARN` events of
+/// `stayfast::breaker`. A service sees them with a filter such as
+/// `tracing_subscriber::fmt().with_env_filter("info,stayfast::call=debug").init()`, or
+/// hands the spans to OpenTelemetry through `tracing-opentelemetry`.
 pub struct Policy<C = ByTrait> {
     inner: Arc<Inner<C>>,
 }
@@ -283,7 +296,7 @@ impl<C> Policy<C> {
     {
         let inner = Arc::clone(&self.inner);
         async move {
-            let serve = async |result| match result {
+            let serve = async |result, call: &tracing::Span| match result {
                 Ok(value) => Ok(Served {
                     value,
                     source: Source::Primary,
@@ -291,6 +304,7 @@ impl<C> Policy<C> {
                 Err(error) => {
                     let reason = FallbackReason::of(&error);
                     inner.metrics.fallback(reason);
+                    crate::trace::serving_fallback(call, &inner.retry.operation, reason);
                     fallback(error).await.map(|value| Served {
                         value,
                         source: Source::Fallback(reason),

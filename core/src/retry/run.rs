@@ -5,6 +5,7 @@
 use std::{future::Future, time::Duration};
 
 use tokio::time::{Instant, sleep};
+use tracing::Span;
 
 use super::{Retry, RetryEvent};
 use crate::{Error, Name, Retryable, Verdict, clock};
@@ -87,11 +88,12 @@ impl<C> Retrying<'_, C> {
     }
 
     /// After the current attempt failed as `failed`: the delay before the next one, or
-    /// the error the call ends with.
+    /// the error the call ends with. A retry is an event in `call`'s span (none: in the
+    /// current span).
     #[inline]
-    pub(crate) fn after_failure<E>(&self, failed: Failed<E>) -> Result<Duration, Error<E>> {
+    pub(crate) fn after_failure<E>(&self, failed: Failed<E>, call: &Span) -> Result<Duration, Error<E>> {
         self.retry
-            .backoff_after(failed, self.number, self.started, self.overall)
+            .backoff_after(failed, self.number, self.started, self.overall, call)
     }
 }
 
@@ -130,7 +132,7 @@ impl<C> Retry<C> {
                 Ok(value) => return Ok(value),
                 Err(failed) => failed,
             };
-            let delay = retrying.after_failure(failed)?;
+            let delay = retrying.after_failure(failed, &Span::none())?;
             attempts.retrying();
             sleep(delay).await;
         }
@@ -144,6 +146,7 @@ impl<C> Retry<C> {
         number: u32,
         started: Instant,
         overall: Option<Instant>,
+        span: &Span,
     ) -> Result<Duration, Error<E>> {
         let Failed { error, verdict } = failed;
         let hinted = match verdict.retry {
@@ -180,6 +183,7 @@ impl<C> Retry<C> {
                 last: Box::new(error),
             });
         }
+        crate::trace::retrying(span, &self.operation, number, error.outcome(), delay);
         if let Some(hook) = &self.on_retry {
             hook(&RetryEvent {
                 operation: &self.operation,
