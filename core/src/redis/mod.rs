@@ -38,6 +38,8 @@ mod gauges;
 mod pipeline;
 mod run;
 mod scan;
+mod tls;
+mod unreachable;
 mod value;
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -53,6 +55,7 @@ pub use self::{
     batch::Batch,
     command::Command,
     config::{OperationTimeouts, RedisConfig},
+    tls::RedisTls,
     value::RedisValue,
 };
 use crate::{CallMetrics, CircuitBreaker, Error, Policy};
@@ -128,6 +131,8 @@ struct Inner {
     /// may be tried again at the latest.
     reconnect_max_delay: Duration,
     url: String,
+    /// The last connection error, for the errors of commands that found no connection.
+    unreachable: unreachable::LastConnectionError,
     in_flight: InFlight,
     /// The background tasks: the gauge sampler and the disconnect listeners.
     tasks: Vec<tokio::task::AbortHandle>,
