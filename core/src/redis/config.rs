@@ -350,13 +350,45 @@ impl RedisConfig {
 /// fred's config for `url`, TLS left off: fred's own `rediss://` default would load the
 /// system's CA certificates on every parse (and build rustls with whichever crypto
 /// provider is the process default); [`Redis::connect`](super::Redis::connect) sets the
-/// TLS connector itself from [`RedisConfig::tls`].
+/// TLS connector itself from [`RedisConfig::tls`]. A cluster's or sentinel's host list
+/// written `h1:p1,h2:p2` becomes fred's `h1:p1?node=h2:p2`.
 pub(super) fn fred_config_from_url(url: &str) -> Result<fred::types::config::Config, fred::error::Error> {
-    let plain = match url.split_once("://") {
-        Some((scheme, rest)) if scheme.starts_with("rediss") => format!("redis{}://{rest}", &scheme[6..]),
-        _ => url.to_owned(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return fred::types::config::Config::from_url(url);
     };
-    fred::types::config::Config::from_url(&plain)
+    let scheme = scheme
+        .strip_prefix("rediss")
+        .map_or(scheme.to_owned(), |s| format!("redis{s}"));
+    let rest = if scheme.ends_with("-cluster") || scheme.ends_with("-sentinel") {
+        hosts_as_nodes(rest)
+    } else {
+        rest.to_owned()
+    };
+    fred::types::config::Config::from_url(&format!("{scheme}://{rest}"))
+}
+
+/// `[userinfo@]h1:p1,h2:p2[/db][?query]` → `[userinfo@]h1:p1[/db]?node=h2:p2[&query]`.
+fn hosts_as_nodes(rest: &str) -> String {
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let hosts_start = authority.rfind('@').map_or(0, |at| at + 1);
+    let (userinfo, hosts) = authority.split_at(hosts_start);
+    let mut hosts = hosts.split(',');
+    let first = hosts.next().unwrap_or_default();
+    let nodes: Vec<String> = hosts
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("node={h}"))
+        .collect();
+    if nodes.is_empty() {
+        return rest.to_owned();
+    }
+    let (path, query) = tail.split_once('?').map_or((tail, None), |(p, q)| (p, Some(q)));
+    let mut out = format!("{userinfo}{first}{path}?{}", nodes.join("&"));
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        out.push('&');
+        out.push_str(query);
+    }
+    out
 }
 
 impl fmt::Debug for RedisConfig {
@@ -501,6 +533,39 @@ mod tests {
             assert_eq!(err.field(), "tls");
             assert!(err.problem().contains("`tls` feature"), "{err}");
         }
+    }
+
+    #[test]
+    fn host_lists_become_fred_nodes() {
+        assert_eq!(
+            hosts_as_nodes(":pw@h1:7000,h2:7001,h3:7002"),
+            ":pw@h1:7000?node=h2:7001&node=h3:7002"
+        );
+        assert_eq!(
+            hosts_as_nodes("s1:26379,s2:26379/0?sentinelServiceName=main"),
+            "s1:26379/0?node=s2:26379&sentinelServiceName=main"
+        );
+        assert_eq!(hosts_as_nodes("h1:7000?node=h2:7001"), "h1:7000?node=h2:7001");
+        let config =
+            fred_config_from_url("redis-sentinel://u:p@s1:26379,s2:26380/0?sentinelServiceName=main")
+                .unwrap();
+        match config.server {
+            fred::types::config::ServerConfig::Sentinel {
+                hosts, service_name, ..
+            } => {
+                assert_eq!(service_name, "main");
+                let mut ports: Vec<u16> = hosts.iter().map(|h| h.port).collect();
+                ports.sort_unstable();
+                assert_eq!(ports, [26379, 26380]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(config.password.as_deref(), Some("p"));
+        let cluster = RedisConfig {
+            url: "rediss-cluster://127.0.0.1:7000,127.0.0.1:7001".into(),
+            ..RedisConfig::default()
+        };
+        assert_eq!(cluster.validate().is_ok(), cfg!(feature = "tls"));
     }
 
     #[test]
