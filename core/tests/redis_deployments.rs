@@ -4,7 +4,9 @@
 //! with a wrong server name or without the required client certificate it fails
 //! closed: the first command fails, within the connect deadline (+250 ms slack, measured
 //! from `Redis::connect`), with an error that says it is a TLS failure — never a hang,
-//! never plain text. Real time, serialised; measured figures printed.
+//! never plain text. A cluster named by a `h1:p1,h2:p2` host list, and a sentinel
+//! deployment whose sentinels take their own ACL credentials. Real time, serialised;
+//! measured figures printed.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use stayfast_core::{
     ErrorChain,
     breaker::State,
     redis::{Redis, RedisConfig, RedisTls, fred::error::ErrorKind},
-    test_util::{ClientAuth, TlsRedisServer},
+    test_util::{ClientAuth, RedisCluster, RedisSentinel, Reply, TlsRedisServer},
 };
 
 const SLACK: Duration = Duration::from_millis(250);
@@ -211,4 +213,72 @@ async fn unreadable_certificate_files_are_config_errors_naming_field_and_path() 
         .await
         .unwrap_err();
     assert_eq!(err.field(), "tls.client_cert");
+}
+
+/// `redis-cluster://h1:p1,h2:p2,h3:p3` (the host-list form) reaches every primary.
+#[tokio::test]
+async fn a_cluster_from_a_host_list() {
+    let _serial = SERIAL.lock().await;
+    let cluster = RedisCluster::start(3, 0).await.unwrap();
+    let hosts: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let url = format!("redis-cluster://{}", hosts.join(","));
+    let redis = Redis::connect(&config(url, None)).await.unwrap();
+    let started = Instant::now();
+    while redis.set("probe", "x", None).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..60 {
+        redis.set(format!("key:{i}"), i, None).await.unwrap();
+    }
+    for node in cluster.nodes() {
+        let keys = node.command(&["DBSIZE"]).await.unwrap().as_integer().unwrap();
+        assert!(keys > 0, "node {} holds none of the keys", node.port());
+    }
+}
+
+/// The sentinels authenticate with `sentinel_username`/`sentinel_password` (an ACL user
+/// that only the sentinel knows), the data nodes with their own (none here): a wrong
+/// sentinel password is refused, the right one serves.
+#[tokio::test]
+async fn sentinels_take_their_own_credentials() {
+    let _serial = SERIAL.lock().await;
+    let deployment = RedisSentinel::start(1).await.unwrap();
+    let sentinel = &deployment.sentinels()[0];
+    let reply = sentinel
+        .command(&["ACL", "SETUSER", "watcher", "on", ">w4tcher-Pa55", "+@all"])
+        .await
+        .unwrap();
+    assert_eq!(reply, Reply::Simple("OK".into()));
+    let with = |password: &str| {
+        let mut c = config(deployment.url(), None);
+        c.pool_size = 1;
+        c.sentinel_username = Some("watcher".into());
+        c.sentinel_password = Some(password.into());
+        c
+    };
+    let right = with("w4tcher-Pa55");
+    assert!(!format!("{right:?}").contains("w4tcher"), "never in Debug");
+    let redis = Redis::connect(&right).await.unwrap();
+    let started = Instant::now();
+    while redis.set("k", "via sentinel", None).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        deployment.primary().command(&["GET", "k"]).await.unwrap(),
+        Reply::Bulk(Some(b"via sentinel".to_vec()))
+    );
+    redis.close().await;
+
+    let wrong = Redis::connect(&with("wr0ng-Pa55")).await.unwrap();
+    let err = wrong.get::<Option<String>>("k").await.unwrap_err();
+    let text = ErrorChain(&err).to_string();
+    println!("wrong sentinel password: {text}");
+    assert_eq!(wrong.connected().0, 0);
+    assert!(!text.contains("Pa55"), "{text}");
 }
