@@ -25,7 +25,11 @@ impl Redis {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] for an invalid configuration — never echoing the URL.
+    /// A [`ConfigError`] for an invalid configuration — never echoing the URL — among
+    /// others a TLS file that cannot be read or parsed (`tls.ca_file`, `tls.client_key`…,
+    /// naming the path). A TLS handshake that fails (an untrusted certificate, a wrong
+    /// name) is not an error here: `connect` stops waiting and the commands fail with
+    /// it ([`unreachable_reason`](Self::unreachable_reason)).
     ///
     /// ```no_run
     /// # use stayfast_core::redis::{Redis, RedisConfig};

@@ -24,7 +24,9 @@
 //! the `run` path every command takes in `run.rs`; the command catalogue ([`Command`]:
 //! names, idempotency, bounds) in `command.rs`; the typed commands in `commands.rs`,
 //! `pipeline.rs`, `batch.rs` and `scan.rs`; what the stores ask of an error
-//! ([`RedisError::is_wrong_type`]) in `error.rs`.
+//! ([`RedisError::is_wrong_type`]) in `error.rs`; TLS ([`RedisTls`]) in `tls.rs`; why
+//! Redis is unreachable ([`Redis::unreachable_reason`]), put into the errors of commands
+//! that found no connection, in `unreachable.rs`.
 
 mod batch;
 mod classify;
