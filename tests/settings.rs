@@ -60,6 +60,10 @@ fn defaults_agree_with_core() {
     let (ours, core) = (Settings::default().redis_config(), RedisConfig::default());
     assert_eq!(ours.url, core.url);
     assert_eq!(ours.password, core.password);
+    assert_eq!(ours.username, core.username);
+    assert_eq!(ours.sentinel_username, core.sentinel_username);
+    assert_eq!(ours.sentinel_password, core.sentinel_password);
+    assert_eq!(ours.tls, core.tls);
     assert_eq!(ours.pool_size, core.pool_size);
     assert_eq!(ours.connect_timeout, core.connect_timeout);
     assert_eq!(ours.unresponsive_timeout, core.unresponsive_timeout);
@@ -757,4 +761,53 @@ fn no_secret_leak_in_errors() {
     assert!(!format!("{url} {url:?} {}", url.redacted()).contains(SENTINEL));
     let secret = Secret::new(SENTINEL);
     assert!(!format!("{secret} {secret:?}").contains(SENTINEL));
+}
+
+/// Issue #14: the ACL user, the sentinels' credentials and `[redis.tls]` reach the
+/// client's config; the sentinel password is a secret like the others (Debug, errors,
+/// verbatim from env); a refused TLS table names its key.
+#[test]
+fn deployment_acl_and_tls_settings() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "stayfast.toml",
+            &format!(
+                "[redis]\nurl = \"redis-sentinel://127.0.0.1:26379,127.0.0.1:26380/0?sentinelServiceName=main\"\n\
+                 username = \"app\"\nsentinel_username = \"watcher\"\nsentinel_password = \"{SENTINEL}\"\n\
+                 [redis.tls]\nca_file = \"/etc/redis/ca.pem\"\nserver_name = \"redis.internal\"\n"
+            ),
+        )?;
+        let settings = Settings::load().unwrap();
+        let config = settings.redis_config();
+        assert_eq!(config.username.as_deref(), Some("app"));
+        assert_eq!(config.sentinel_username.as_deref(), Some("watcher"));
+        assert_eq!(config.sentinel_password.as_deref(), Some(SENTINEL));
+        let tls = config.tls.as_ref().unwrap();
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/redis/ca.pem")));
+        assert_eq!(tls.server_name.as_deref(), Some("redis.internal"));
+        assert_loaded_without_leak("file sentinel password", &settings);
+
+        // From env, verbatim, and never shown.
+        jail.set_env("STAYFAST_REDIS__SENTINEL_PASSWORD", "007");
+        let settings = Settings::load().unwrap();
+        assert_eq!(settings.redis_config().sentinel_password.as_deref(), Some("007"));
+
+        // A client certificate without its key: the key named, the secret not shown.
+        jail.set_env("STAYFAST_REDIS__SENTINEL_PASSWORD", SENTINEL);
+        jail.create_file(
+            "stayfast.toml",
+            &format!("[redis]\nurl = \"redis://127.0.0.1:6390\"\nsentinel_password = \"{SENTINEL}\"\n"),
+        )?;
+        let err = Settings::load().unwrap_err();
+        assert_eq!(err.problems()[0].key, "redis.sentinel_password", "{err}");
+        assert_no_leak("sentinel password on a plain URL", &err);
+        jail.clear_env();
+        jail.create_file(
+            "stayfast.toml",
+            "[redis]\nurl = \"rediss://127.0.0.1:6390\"\n[redis.tls]\nclient_cert = \"/etc/redis/c.pem\"\n",
+        )?;
+        let err = Settings::load().unwrap_err();
+        assert_eq!(err.problems()[0].key, "redis.tls.client_key", "{err}");
+        Ok(())
+    });
 }

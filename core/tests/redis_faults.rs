@@ -73,6 +73,11 @@ fn kind(e: &RedisError) -> Cow<'static, str> {
         format!("budget_exhausted({})", kind(last)).into()
     } else if let Some(inner) = e.inner() {
         match inner.kind() {
+            // A command fred failed unsent while no connection was up carries why (#14):
+            // "Redis at <url> is unreachable: <fred's last connection error>".
+            ErrorKind::Unknown if inner.details().contains(" is unreachable: ") => {
+                "other:Unknown(unreachable)".into()
+            }
             ErrorKind::Unknown => format!("other:Unknown({})", inner.details()).into(),
             other => format!("other:{other:?}").into(),
         }
@@ -689,6 +694,7 @@ async fn c6_client_kill_mid_pipeline() {
                     | "other:IO"
                     | "other:Canceled"
                     | "other:Unknown(Failed to route command.)"
+                    | "other:Unknown(unreachable)"
             ),
             "{n} pipelines ended in {outcome}"
         );

@@ -206,7 +206,14 @@ mod tests {
 
     #[test]
     fn secret_keys_and_their_tables() {
-        for key in ["", "redis", "redis.url", "redis.password", "redis.password.value"] {
+        for key in [
+            "",
+            "redis",
+            "redis.url",
+            "redis.password",
+            "redis.password.value",
+            "redis.sentinel_password",
+        ] {
             assert!(is_secret(key), "{key}");
         }
         for key in ["redis.pool_size", "redis.urll", "metrics", "redis.passwords"] {

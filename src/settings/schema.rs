@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use stayfast_core::{config::duration, redis::RedisConfig};
+use stayfast_core::{
+    config::duration,
+    redis::{RedisConfig, RedisTls},
+};
 
 use super::{RedisUrl, Secret};
 
@@ -156,6 +159,7 @@ macro_rules! redis_settings {
         $(#[$own_meta:meta])* enabled: bool,
         $(#[$url_meta:meta])* url: RedisUrl,
         $(#[$password_meta:meta])* password: Option<Secret>,
+        $(#[$sentinel_password_meta:meta])* sentinel_password: Option<Secret>,
         $( $(#[$meta:meta])* $field:ident: $ty:ty, )*
     }) => {
         $(#[$struct_meta])*
@@ -166,6 +170,8 @@ macro_rules! redis_settings {
             pub url: RedisUrl,
             $(#[$password_meta])*
             pub password: Option<Secret>,
+            $(#[$sentinel_password_meta])*
+            pub sentinel_password: Option<Secret>,
             $( $(#[$meta])* pub $field: $ty, )*
         }
 
@@ -176,16 +182,19 @@ macro_rules! redis_settings {
                     enabled: true,
                     url: RedisUrl::new(core.url),
                     password: core.password.map(Secret::new),
+                    sentinel_password: core.sentinel_password.map(Secret::new),
                     $( $field: core.$field, )*
                 }
             }
         }
 
         impl $name {
-            /// Copies `[redis]` into `config`, the URL and password exposed for the client.
+            /// Copies `[redis]` into `config`, the URL and passwords exposed for the client.
             pub(super) fn apply(&self, config: &mut RedisConfig) {
                 config.url = self.url.expose().to_owned();
                 config.password = self.password.as_ref().map(|p| p.expose().to_owned());
+                config.sentinel_password =
+                    self.sentinel_password.as_ref().map(|p| p.expose().to_owned());
                 $( config.$field = self.$field.clone(); )*
             }
         }
@@ -197,7 +206,11 @@ redis_settings! {
     /// breaker and retry are `[breaker]` and `[retry]`. Every field but `enabled` is the
     /// [`RedisConfig`] field of the same name (the URL and password kept as secrets).
     ///
-    /// `Debug` shows neither the password nor the URL's.
+    /// `Debug` shows no password: neither `password`, `sentinel_password` nor the URL's.
+    ///
+    /// The deployment is the URL's: `redis://` (one node), `redis-cluster://h1:p1,h2:p2`,
+    /// `redis-sentinel://s1:p1,s2:p2/0?sentinelServiceName=name`; `rediss…` or a
+    /// `[redis.tls]` table for TLS.
     ///
     /// ```
     /// let r = stayfast::settings::RedisSettings::default();
@@ -215,6 +228,17 @@ redis_settings! {
         url: RedisUrl,
         /// Replaces any password in the URL, so it can come from its own secret.
         password: Option<Secret>,
+        /// The sentinels' password (a `redis-sentinel://` URL), replacing the URL's
+        /// `sentinelPassword`; the sentinels get only their own credentials.
+        sentinel_password: Option<Secret>,
+        /// The ACL user, replacing any user in the URL.
+        username: Option<String>,
+        /// The sentinels' ACL user, replacing the URL's `sentinelUsername`.
+        sentinel_username: Option<String>,
+        /// `[redis.tls]`: the CA file, a client certificate and key, the server name to
+        /// verify, `insecure_skip_verify`; present, it turns TLS on for `redis://` too
+        /// (feature `tls`).
+        tls: Option<RedisTls>,
         /// Connections in the pool.
         pool_size: u32,
         /// Commands fred may queue while disconnected before refusing new ones.

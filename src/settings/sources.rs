@@ -27,7 +27,7 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Keys whose values may hold credentials: never shown in errors, and read verbatim
 /// from the environment (below).
-pub(crate) const SECRET_KEYS: [&str; 2] = ["redis.url", "redis.password"];
+pub(crate) const SECRET_KEYS: [&str; 3] = ["redis.url", "redis.password", "redis.sentinel_password"];
 
 // Metadata names, recognised again when a value or an error is traced to its source.
 const DEFAULTS_NAME: &str = "stayfast defaults";

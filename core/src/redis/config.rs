@@ -4,6 +4,7 @@ use std::{fmt, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+use super::RedisTls;
 use crate::config::{BreakerConfig, ConfigError, RetryConfig, at_least_one, duration, positive};
 
 /// Settings of a [`Redis`](super::Redis) handle.
@@ -16,7 +17,12 @@ use crate::config::{BreakerConfig, ConfigError, RetryConfig, at_least_one, durat
 /// detection, and the per-attempt deadline handed into fred so that a command not yet
 /// written when it expires is dropped, never sent late.
 ///
-/// `Debug` never shows the URL's password.
+/// The deployment comes from the URL's scheme: `redis://host:port/db` (one node),
+/// `redis-cluster://h1:p1,h2:p2` (a cluster, any of its nodes), or
+/// `redis-sentinel://s1:p1,s2:p2/db?sentinelServiceName=name` (the primary a sentinel
+/// names); the `s` forms (`rediss://`…) and a [`tls`](Self::tls) table connect over TLS.
+///
+/// `Debug` never shows a password: the URL's, `password` or `sentinel_password`.
 ///
 /// # Examples
 ///
@@ -40,6 +46,18 @@ pub struct RedisConfig {
     /// The password, replacing any in the URL (so it can come from a secret store
     /// rather than sit inside a URL). Never shown by `Debug`.
     pub password: Option<String>,
+    /// The ACL user, replacing any user in the URL (`AUTH username password`).
+    pub username: Option<String>,
+    /// The ACL user for the sentinels of a `redis-sentinel://` URL, replacing the URL's
+    /// `sentinelUsername`.
+    pub sentinel_username: Option<String>,
+    /// The sentinels' password, replacing the URL's `sentinelPassword`. The sentinels
+    /// get only their own credentials: `password` and `username` are the data nodes'.
+    /// Never shown by `Debug`.
+    pub sentinel_password: Option<String>,
+    /// TLS: the CA to trust, a client certificate, the name to verify (feature `tls`).
+    /// Present, it turns TLS on for a `redis://` URL too.
+    pub tls: Option<RedisTls>,
     /// Connections in the pool.
     pub pool_size: u32,
     /// Bound on establishing a connection (TCP, TLS, AUTH).
@@ -137,6 +155,10 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379".into(),
             password: None,
+            username: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            tls: None,
             pool_size: 4,
             connect_timeout: Duration::from_secs(2),
             unresponsive_timeout: Duration::from_secs(5),
@@ -194,12 +216,7 @@ impl RedisConfig {
         positive("connect_timeout", self.connect_timeout)?;
         positive("unresponsive_timeout", self.unresponsive_timeout)?;
         positive("health_check_interval", self.health_check_interval)?;
-        if self.password.as_deref() == Some("") {
-            return Err(ConfigError::new(
-                "password",
-                "is empty; leave it out for no password",
-            ));
-        }
+        self.credentials_and_tls(scheme)?;
         positive("command_timeout", self.command_timeout)?;
         let o = &self.operations;
         for (name, t) in [
@@ -227,9 +244,63 @@ impl RedisConfig {
         self.breaker.validate().map_err(|e| e.prefixed("breaker"))
     }
 
+    /// The ACL and sentinel credentials and the TLS table, for the URL's `scheme`.
+    fn credentials_and_tls(&self, scheme: &str) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("password", &self.password),
+            ("username", &self.username),
+            ("sentinel_username", &self.sentinel_username),
+            ("sentinel_password", &self.sentinel_password),
+        ] {
+            if value.as_deref() == Some("") {
+                return Err(ConfigError::new(field, "is empty; leave it out instead"));
+            }
+        }
+        let sentinel = scheme.ends_with("-sentinel");
+        if sentinel && !self.url.contains("sentinelServiceName=") {
+            return Err(ConfigError::new(
+                "url",
+                "a sentinel URL needs the primary's service name: add `?sentinelServiceName=<name>`",
+            ));
+        }
+        for (field, value) in [
+            ("sentinel_username", &self.sentinel_username),
+            ("sentinel_password", &self.sentinel_password),
+        ] {
+            if value.is_some() && !sentinel {
+                return Err(ConfigError::new(
+                    field,
+                    "is set but `url` is not a sentinel URL (redis-sentinel://…)",
+                ));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if !cfg!(feature = "tls") {
+                return Err(ConfigError::new(
+                    "tls",
+                    "needs stayfast-core's `tls` feature; refusing to connect in plain text",
+                ));
+            }
+            tls.validate().map_err(|e| e.prefixed("tls"))?;
+        }
+        Ok(())
+    }
+
+    /// True when the handle connects over TLS: a `rediss` scheme or a `tls` table.
+    ///
+    /// ```
+    /// let mut c = stayfast_core::redis::RedisConfig::default();
+    /// assert!(!c.uses_tls());
+    /// c.tls = Some(Default::default());
+    /// assert!(c.uses_tls()); // a `tls` table turns TLS on for redis:// too
+    /// ```
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some() || self.url.starts_with("rediss")
+    }
+
     /// A URL fred can parse (host, port, database…), beyond the scheme checked first.
     fn url_parses(&self) -> Result<(), ConfigError> {
-        fred::types::config::Config::from_url(&self.url).map_err(|e| {
+        fred_config_from_url(&self.url).map_err(|e| {
             // NOTE: fred's details are the `url` crate's error name for a parse error
             // (`InvalidPort`), but may quote part of the URL for others: kind only.
             let why = match e.kind() {
@@ -276,11 +347,62 @@ impl RedisConfig {
     }
 }
 
+/// fred's config for `url`, TLS left off: fred's own `rediss://` default would load the
+/// system's CA certificates on every parse (and build rustls with whichever crypto
+/// provider is the process default); [`Redis::connect`](super::Redis::connect) sets the
+/// TLS connector itself from [`RedisConfig::tls`]. A cluster's or sentinel's host list
+/// written `h1:p1,h2:p2` becomes fred's `h1:p1?node=h2:p2`.
+pub(super) fn fred_config_from_url(url: &str) -> Result<fred::types::config::Config, fred::error::Error> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return fred::types::config::Config::from_url(url);
+    };
+    let scheme = scheme
+        .strip_prefix("rediss")
+        .map_or(scheme.to_owned(), |s| format!("redis{s}"));
+    let rest = if scheme.ends_with("-cluster") || scheme.ends_with("-sentinel") {
+        hosts_as_nodes(rest)
+    } else {
+        rest.to_owned()
+    };
+    fred::types::config::Config::from_url(&format!("{scheme}://{rest}"))
+}
+
+/// `[userinfo@]h1:p1,h2:p2[/db][?query]` → `[userinfo@]h1:p1[/db]?node=h2:p2[&query]`.
+fn hosts_as_nodes(rest: &str) -> String {
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let hosts_start = authority.rfind('@').map_or(0, |at| at + 1);
+    let (userinfo, hosts) = authority.split_at(hosts_start);
+    let mut hosts = hosts.split(',');
+    let first = hosts.next().unwrap_or_default();
+    let nodes: Vec<String> = hosts
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("node={h}"))
+        .collect();
+    if nodes.is_empty() {
+        return rest.to_owned();
+    }
+    let (path, query) = tail.split_once('?').map_or((tail, None), |(p, q)| (p, Some(q)));
+    let mut out = format!("{userinfo}{first}{path}?{}", nodes.join("&"));
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        out.push('&');
+        out.push_str(query);
+    }
+    out
+}
+
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("username", &self.username)
+            .field("sentinel_username", &self.sentinel_username)
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "***"),
+            )
+            .field("tls", &self.tls)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("unresponsive_timeout", &self.unresponsive_timeout)
@@ -357,6 +479,93 @@ mod tests {
         assert_eq!(tight.validate().unwrap_err().field(), "operations.scan");
         tight.operations.scan = Some(Duration::from_millis(26));
         assert!(tight.validate().is_ok());
+    }
+
+    /// Issue #14: deployments, ACL and TLS settings, each refusal naming its field.
+    #[test]
+    fn sentinel_acl_and_tls_settings_are_checked() {
+        let sentinel = |url: &str| RedisConfig {
+            url: url.into(),
+            sentinel_password: Some("s3nt-w0rd".into()),
+            ..RedisConfig::default()
+        };
+        let err = sentinel("redis-sentinel://127.0.0.1:26379,127.0.0.1:26380/0")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field(), "url");
+        assert!(err.problem().contains("sentinelServiceName"), "{err}");
+        let ok = sentinel("redis-sentinel://127.0.0.1:26379/0?sentinelServiceName=main");
+        assert!(ok.validate().is_ok());
+        let shown = format!("{ok:?}");
+        assert!(
+            !shown.contains("w0rd") && shown.contains("sentinel_password: Some(\"***\")"),
+            "{shown}"
+        );
+        let err = sentinel("redis://127.0.0.1:6379").validate().unwrap_err();
+        assert_eq!(err.field(), "sentinel_password");
+
+        let mut acl = RedisConfig {
+            username: Some(String::new()),
+            ..RedisConfig::default()
+        };
+        assert_eq!(acl.validate().unwrap_err().field(), "username");
+        acl.username = Some("app".into());
+        assert!(acl.validate().is_ok());
+
+        let mut tls = RedisConfig {
+            tls: Some(RedisTls::default()),
+            ..RedisConfig::default()
+        };
+        assert!(tls.uses_tls(), "a tls table turns TLS on for redis://");
+        if cfg!(feature = "tls") {
+            assert!(tls.validate().is_ok());
+            let t = tls.tls.as_mut().unwrap();
+            t.client_cert = Some("/etc/redis/client.pem".into());
+            assert_eq!(tls.validate().unwrap_err().field(), "tls.client_key");
+            let t = tls.tls.as_mut().unwrap();
+            (t.client_cert, t.client_key) = (None, Some("/etc/redis/client.key".into()));
+            assert_eq!(tls.validate().unwrap_err().field(), "tls.client_cert");
+            let t = tls.tls.as_mut().unwrap();
+            (t.client_key, t.server_name) = (None, Some("not a name".into()));
+            assert_eq!(tls.validate().unwrap_err().field(), "tls.server_name");
+        } else {
+            let err = tls.validate().unwrap_err();
+            assert_eq!(err.field(), "tls");
+            assert!(err.problem().contains("`tls` feature"), "{err}");
+        }
+    }
+
+    #[test]
+    fn host_lists_become_fred_nodes() {
+        assert_eq!(
+            hosts_as_nodes(":pw@h1:7000,h2:7001,h3:7002"),
+            ":pw@h1:7000?node=h2:7001&node=h3:7002"
+        );
+        assert_eq!(
+            hosts_as_nodes("s1:26379,s2:26379/0?sentinelServiceName=main"),
+            "s1:26379/0?node=s2:26379&sentinelServiceName=main"
+        );
+        assert_eq!(hosts_as_nodes("h1:7000?node=h2:7001"), "h1:7000?node=h2:7001");
+        let config =
+            fred_config_from_url("redis-sentinel://u:p@s1:26379,s2:26380/0?sentinelServiceName=main")
+                .unwrap();
+        match config.server {
+            fred::types::config::ServerConfig::Sentinel {
+                hosts, service_name, ..
+            } => {
+                assert_eq!(service_name, "main");
+                let mut ports: Vec<u16> = hosts.iter().map(|h| h.port).collect();
+                ports.sort_unstable();
+                assert_eq!(ports, [26379, 26380]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(config.password.as_deref(), Some("p"));
+        let cluster = RedisConfig {
+            url: "rediss-cluster://127.0.0.1:7000,127.0.0.1:7001".into(),
+            ..RedisConfig::default()
+        };
+        assert_eq!(cluster.validate().is_ok(), cfg!(feature = "tls"));
     }
 
     #[test]

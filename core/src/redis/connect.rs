@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use fred::{
     clients::Pool,
-    prelude::{Builder, ClientLike, Config, ReconnectPolicy},
+    prelude::{Builder, ClientLike, Config, ReconnectPolicy, ServerConfig},
     types::config::UnresponsiveConfig,
 };
 
@@ -25,7 +25,11 @@ impl Redis {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] for an invalid configuration — never echoing the URL.
+    /// A [`ConfigError`] for an invalid configuration — never echoing the URL — among
+    /// others a TLS file that cannot be read or parsed (`tls.ca_file`, `tls.client_key`…,
+    /// naming the path). A TLS handshake that fails (an untrusted certificate, a wrong
+    /// name) is not an error here: `connect` stops waiting and the commands fail with
+    /// it ([`unreachable_reason`](Self::unreachable_reason)).
     ///
     /// ```no_run
     /// # use stayfast_core::redis::{Redis, RedisConfig};
@@ -63,14 +67,24 @@ impl Redis {
         prefix: &str,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let mut fred_config = Config::from_url(&config.url)
+        let mut fred_config = super::config::fred_config_from_url(&config.url)
             .map_err(|e| ConfigError::new("url", format!("not a valid Redis URL ({:?})", e.kind())))?;
         // NOTE: `false` at the client level: with `true`, a failed first connection ends
         // fred's connection task for good (no reconnect), and a service started while
         // Redis is down would never recover. Every command sets `fail_fast` itself.
         fred_config.fail_fast = false;
-        if let Some(password) = &config.password {
-            fred_config.password = Some(password.clone());
+        credentials(&mut fred_config, config);
+        #[cfg(feature = "tls")]
+        if config.uses_tls() {
+            let tls = config.tls.clone().unwrap_or_default();
+            fred_config.tls = Some(tls.client_config()?.into());
+            if tls.insecure_skip_verify {
+                tracing::warn!(
+                    target: "stayfast::redis", redis = %target, url = %config.redacted_url(),
+                    "tls.insecure_skip_verify is set: the server's certificate is not checked, \
+                     anyone on the path can impersonate Redis"
+                );
+            }
         }
         let mut builder = Builder::from_config(fred_config);
         builder
@@ -134,19 +148,33 @@ impl Redis {
             .iter()
             .map(|&command| CallMetrics::with_prefix(prefix, &command.into(), &Name::new_static(target)))
             .collect();
+        // Listening before connecting: the first connection's error is the one to tell.
+        let unreachable = super::unreachable::LastConnectionError::default();
+        let mut tasks = unreachable.listen(&pool);
         // Connect in the background: a Redis that is down must not stop the service.
         let _connection_tasks = pool.connect_pool();
-        if tokio::time::timeout(config.connect_timeout, pool.wait_for_connect())
-            .await
-            .is_err()
-        {
+        // Waits for every connection, up to the connect deadline — or until a TLS
+        // handshake has failed: a certificate not trusted now will not be trusted by
+        // the deadline either, and the commands' errors will say why.
+        let connected = tokio::time::timeout(config.connect_timeout, async {
+            tokio::select! {
+                result = pool.wait_for_connect() => result.map_err(|e| ErrorChain(&e).to_string()),
+                () = unreachable.tls_failure() => Err("the TLS handshake failed".to_owned()),
+            }
+        });
+        let why = match connected.await {
+            Ok(Ok(())) => None,
+            Ok(Err(why)) => Some(why),
+            Err(_) => Some(format!("not connected within {:?}", config.connect_timeout)),
+        };
+        if let Some(why) = why {
             tracing::warn!(
-                target: "stayfast::redis", redis = %target, url = %config.redacted_url(),
+                target: "stayfast::redis", redis = %target, url = %config.redacted_url(), error = %why,
                 "Redis is not reachable; starting degraded and reconnecting in the background"
             );
         }
         let in_flight = InFlight::default();
-        let mut tasks = vec![
+        tasks.push(
             tokio::spawn(gauges::sample(
                 pool.clone(),
                 in_flight.clone(),
@@ -154,7 +182,7 @@ impl Redis {
                 prefix.to_owned(),
             ))
             .abort_handle(),
-        ];
+        );
         if config.open_on_disconnect {
             tasks.extend(events::trip_on_disconnect(&pool, &breaker));
         }
@@ -167,6 +195,7 @@ impl Redis {
                 margin: config.deadline_margin,
                 reconnect_max_delay: config.reconnect_max_delay,
                 url: config.redacted_url(),
+                unreachable,
                 in_flight,
                 tasks,
                 sweeper,
@@ -218,6 +247,27 @@ fn reset_on_open(
             runtime.spawn(async move {
                 let _ = tokio::time::timeout(bound, pool.force_reconnection()).await;
             });
+        }
+    }
+}
+
+/// The ACL user and the sentinels' credentials of `config`, over the URL's.
+fn credentials(fred_config: &mut Config, config: &RedisConfig) {
+    if let Some(password) = &config.password {
+        fred_config.password = Some(password.clone());
+    }
+    if let Some(username) = &config.username {
+        fred_config.username = Some(username.clone());
+    }
+    if let ServerConfig::Sentinel {
+        username, password, ..
+    } = &mut fred_config.server
+    {
+        if let Some(u) = &config.sentinel_username {
+            *username = Some(u.clone());
+        }
+        if let Some(p) = &config.sentinel_password {
+            *password = Some(p.clone());
         }
     }
 }

@@ -24,7 +24,9 @@
 //! the `run` path every command takes in `run.rs`; the command catalogue ([`Command`]:
 //! names, idempotency, bounds) in `command.rs`; the typed commands in `commands.rs`,
 //! `pipeline.rs`, `batch.rs` and `scan.rs`; what the stores ask of an error
-//! ([`RedisError::is_wrong_type`]) in `error.rs`.
+//! ([`RedisError::is_wrong_type`]) in `error.rs`; TLS ([`RedisTls`]) in `tls.rs`; why
+//! Redis is unreachable ([`Redis::unreachable_reason`]), put into the errors of commands
+//! that found no connection, in `unreachable.rs`.
 
 mod batch;
 mod classify;
@@ -38,6 +40,8 @@ mod gauges;
 mod pipeline;
 mod run;
 mod scan;
+mod tls;
+mod unreachable;
 mod value;
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -53,6 +57,7 @@ pub use self::{
     batch::Batch,
     command::Command,
     config::{OperationTimeouts, RedisConfig},
+    tls::RedisTls,
     value::RedisValue,
 };
 use crate::{CallMetrics, CircuitBreaker, Error, Policy};
@@ -128,6 +133,8 @@ struct Inner {
     /// may be tried again at the latest.
     reconnect_max_delay: Duration,
     url: String,
+    /// The last connection error, for the errors of commands that found no connection.
+    unreachable: unreachable::LastConnectionError,
     in_flight: InFlight,
     /// The background tasks: the gauge sampler and the disconnect listeners.
     tasks: Vec<tokio::task::AbortHandle>,

@@ -53,5 +53,6 @@ impl Redis {
                 async move { queued.await?.all().await }
             })
             .await
+            .map_err(|e| self.explain(e))
     }
 }

@@ -110,6 +110,7 @@ impl Redis {
         self.policy(command)
             .call_borrowed(|attempt| op(pool.with_options(&options(&attempt, margin))))
             .await
+            .map_err(|e| self.explain(e)) // issue #14: why Redis is unreachable (unreachable.rs)
     }
 }
 
