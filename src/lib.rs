@@ -60,6 +60,16 @@ pub use knowledge::KnowledgeStore;
 pub use settings::{Settings, SettingsError};
 pub use transcripts::TranscriptStore;
 
+/// The `serde_json` this crate is built with: [`KnowledgeStore::store_fact`] takes a
+/// [`serde_json::Value`] as a fact's metadata, so an application needs no dependency of
+/// its own to build one.
+///
+/// ```
+/// let metadata = stayfast::serde_json::json!({"source": "faq"});
+/// assert_eq!(metadata["source"], "faq");
+/// ```
+pub use serde_json;
+
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

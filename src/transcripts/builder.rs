@@ -164,7 +164,8 @@ impl TranscriptStoreBuilder {
                 FireAndForget::with_prefix("transcripts", &BackgroundConfig::default(), &self.metrics_prefix)?
             }
         };
-        create_private_dir(&config.dir).await?;
+        let dir = config.directory().map_err(|e| e.prefixed("transcripts"))?;
+        create_private_dir(&dir).await?;
         let window = self.redis.map(|redis| Window {
             // `history` is a call of its own: Redis, or the file when Redis fails (a
             // fallback, counted against the Redis target).
@@ -179,7 +180,7 @@ impl TranscriptStoreBuilder {
         });
         Ok(TranscriptStore {
             inner: Arc::new(Inner {
-                dir: config.dir.clone(),
+                dir,
                 write_timeout: self.write_timeout,
                 max_message_bytes: config.max_message_bytes,
                 fsync: config.fsync,

@@ -1,6 +1,6 @@
 //! The `[transcripts]` settings.
 
-use std::{path::PathBuf, time::Duration};
+use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use stayfast_core::{
@@ -23,7 +23,9 @@ use stayfast_core::{
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct TranscriptConfig {
-    /// Directory of the transcript files (created 0700).
+    /// Directory of the transcript files (created 0700). Empty, the default: the
+    /// program's state directory (see [`directory`](Self::directory)), never the working
+    /// directory.
     pub dir: PathBuf,
     /// Messages of each session kept in Redis (the recent window).
     pub cache_messages: u32,
@@ -42,7 +44,7 @@ pub struct TranscriptConfig {
 impl Default for TranscriptConfig {
     fn default() -> Self {
         Self {
-            dir: PathBuf::from("transcripts"),
+            dir: PathBuf::new(),
             cache_messages: 100,
             cache_ttl: Duration::from_secs(24 * 3600),
             max_message_bytes: 64 * 1024,
@@ -65,9 +67,6 @@ impl TranscriptConfig {
     /// assert_eq!(c.validate().unwrap_err().field(), "cache_messages");
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.dir.as_os_str().is_empty() {
-            return Err(ConfigError::new("dir", "must not be empty"));
-        }
         if self.cache_messages == 0 || self.cache_messages > MAX_CACHE_MESSAGES {
             return Err(ConfigError::new(
                 "cache_messages",
@@ -90,6 +89,91 @@ impl TranscriptConfig {
     }
 }
 
+impl TranscriptConfig {
+    /// Where the transcript files live: `dir` when set; else the program's state
+    /// directory — `$STATE_DIRECTORY/transcripts` under systemd (`StateDirectory=`),
+    /// else `$XDG_STATE_HOME/<program>/transcripts`, else
+    /// `$HOME/.local/state/<program>/transcripts`, `<program>` being the executable's
+    /// name — so a run does not litter its working directory, and two programs do not
+    /// share their transcripts by accident. A service should set `dir` to a persistent
+    /// volume.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for `dir` when it is empty and none of those is known.
+    ///
+    /// ```
+    /// let mut c = stayfast::transcripts::TranscriptConfig::default();
+    /// c.dir = "/var/lib/app/transcripts".into();
+    /// assert_eq!(c.directory().unwrap(), std::path::Path::new("/var/lib/app/transcripts"));
+    /// ```
+    pub fn directory(&self) -> Result<PathBuf, ConfigError> {
+        if !self.dir.as_os_str().is_empty() {
+            return Ok(self.dir.clone());
+        }
+        let program = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "stayfast".to_owned());
+        state_directory(|name| std::env::var_os(name), &program).ok_or_else(|| {
+            ConfigError::new(
+                "dir",
+                "not set, and no state directory is known (no $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME): \
+                 set where the transcript files live",
+            )
+        })
+    }
+}
+
+/// The default transcript directory of `program`, from the environment `var`.
+fn state_directory(var: impl Fn(&str) -> Option<OsString>, program: &str) -> Option<PathBuf> {
+    let set = |name| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(state) = set("STATE_DIRECTORY") {
+        // systemd may list several, separated by colons: the first is the service's own.
+        let first = state.to_string_lossy().split(':').next().map(PathBuf::from)?;
+        return Some(first.join("transcripts"));
+    }
+    let base = set("XDG_STATE_HOME").or_else(|| set("HOME").map(|home| home.join(".local/state")))?;
+    Some(base.join(program).join("transcripts"))
+}
+
 /// Largest Redis window: repopulation passes it to one Lua `unpack`, whose stack is
 /// limited to about 8000 values.
 pub(crate) const MAX_CACHE_MESSAGES: u32 = 4096;
+
+#[cfg(test)]
+mod tests {
+    use std::{ffi::OsString, path::PathBuf};
+
+    use super::state_directory;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let pairs: Vec<(String, OsString)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+            .collect();
+        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn the_default_directory_is_the_programs_state_directory_never_the_working_one() {
+        let at = |pairs: &[(&str, &str)]| state_directory(env(pairs), "chatd");
+        assert_eq!(
+            at(&[("HOME", "/home/u")]),
+            Some(PathBuf::from("/home/u/.local/state/chatd/transcripts"))
+        );
+        assert_eq!(
+            at(&[("HOME", "/home/u"), ("XDG_STATE_HOME", "/state")]),
+            Some(PathBuf::from("/state/chatd/transcripts"))
+        );
+        assert_eq!(
+            at(&[
+                ("HOME", "/home/u"),
+                ("STATE_DIRECTORY", "/var/lib/chatd:/var/lib/other")
+            ]),
+            Some(PathBuf::from("/var/lib/chatd/transcripts"))
+        );
+        assert_eq!(at(&[("HOME", "")]), None, "an empty variable is not a directory");
+        assert_eq!(at(&[]), None);
+    }
+}

@@ -153,13 +153,16 @@ impl Redis {
         let mut tasks = unreachable.listen(&pool);
         // Connect in the background: a Redis that is down must not stop the service.
         let _connection_tasks = pool.connect_pool();
-        // Waits for every connection, up to the connect deadline — or until a TLS
-        // handshake has failed: a certificate not trusted now will not be trusted by
-        // the deadline either, and the commands' errors will say why.
+        // Waits for every connection, up to the connect deadline — or until a first
+        // attempt has failed (refused, untrusted certificate, wrong password): waiting
+        // would not cure it, the service starts degraded at once, and the commands'
+        // errors say why.
         let connected = tokio::time::timeout(config.connect_timeout, async {
             tokio::select! {
                 result = pool.wait_for_connect() => result.map_err(|e| ErrorChain(&e).to_string()),
-                () = unreachable.tls_failure() => Err("the TLS handshake failed".to_owned()),
+                () = unreachable.first_failure() => Err(unreachable
+                    .reason()
+                    .unwrap_or_else(|| "a connection attempt failed".to_owned())),
             }
         });
         let why = match connected.await {

@@ -29,18 +29,18 @@ use crate::Error;
 const NOT_SENT: &str = "Failed to route command.";
 
 /// The last connection error of a pool, as text, until a client reconnects; and
-/// whether a TLS failure was seen (which waiting does not cure).
+/// whether any connection attempt has failed yet.
 #[derive(Clone)]
 pub(super) struct LastConnectionError {
     last: Arc<Mutex<Option<Reason>>>,
-    tls_failed: Arc<watch::Sender<bool>>,
+    failed: Arc<watch::Sender<bool>>,
 }
 
 impl Default for LastConnectionError {
     fn default() -> Self {
         Self {
             last: Arc::default(),
-            tls_failed: Arc::new(watch::channel(false).0),
+            failed: Arc::new(watch::channel(false).0),
         }
     }
 }
@@ -90,21 +90,27 @@ impl LastConnectionError {
         tasks
     }
 
-    /// Resolves once a connection attempt has failed its TLS handshake: a certificate
-    /// that is not trusted now will not be trusted after the connect deadline either,
-    /// so `connect` need not wait that deadline out.
-    pub(super) async fn tls_failure(&self) {
-        let mut seen = self.tls_failed.subscribe();
+    /// Resolves once a connection attempt has failed, for whatever reason: `connect`
+    /// then stops waiting and starts degraded at once, rather than holding a service's
+    /// start for the whole connect deadline (a refused port or an untrusted certificate
+    /// does not answer sooner for being waited on; fred keeps reconnecting either way).
+    pub(super) async fn first_failure(&self) {
+        let mut seen = self.failed.subscribe();
         if seen.wait_for(|failed| *failed).await.is_err() {
             std::future::pending::<()>().await; // never happens: `self` holds the sender
         }
     }
 
     fn set(&self, reason: Option<Reason>) {
-        if reason.as_ref().is_some_and(|r| r.tls) {
-            self.tls_failed.send_replace(true);
+        if reason.is_some() {
+            self.failed.send_replace(true);
         }
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = reason;
+    }
+
+    /// The last connection error, as text.
+    pub(super) fn reason(&self) -> Option<String> {
+        self.get().map(|r| r.text.to_string())
     }
 
     fn get(&self) -> Option<Reason> {
@@ -175,7 +181,7 @@ impl Redis {
         if self.inner.pool.clients().iter().any(ClientLike::is_connected) {
             return None;
         }
-        self.inner.unreachable.get().map(|r| r.text.to_string())
+        self.inner.unreachable.reason()
     }
 
     /// `e`, with fred's generic "not connected" error replaced by why Redis is
