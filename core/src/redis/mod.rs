@@ -38,6 +38,7 @@ mod gauges;
 mod pipeline;
 mod run;
 mod scan;
+mod slots;
 mod value;
 
 use std::{fmt, sync::Arc, time::Duration};
