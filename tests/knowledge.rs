@@ -33,6 +33,9 @@ async fn connect(server: &RedisServer) -> Redis {
 
 fn store_with(redis: &Redis, prefix: &str, tune: impl FnOnce(&mut KnowledgeConfig)) -> KnowledgeStore {
     let mut c = KnowledgeConfig::default();
+    // This suite reads and plants keys of the single-tag layout `{<prefix>}:…` by name;
+    // the sharded layout (the default) has its own suite, `tests/knowledge_cluster.rs`.
+    c.shards = 1;
     c.prefix = prefix.into();
     tune(&mut c);
     KnowledgeStore::new(redis.clone(), &c).unwrap()

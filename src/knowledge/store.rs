@@ -1,12 +1,14 @@
 //! [`KnowledgeStore`]: the calls, over the resilient [`Redis`] handle.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeSet, HashSet},
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
+use futures_util::future::try_join_all;
 use stayfast_core::{
+    Error, Name,
     config::ConfigError,
     redis::{Batch, Redis, RedisValue},
 };
@@ -41,14 +43,14 @@ use crate::StoreError;
 /// ```
 #[derive(Clone, Debug)]
 pub struct KnowledgeStore {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    redis: Redis,
-    config: KnowledgeConfig,
-    keys: Keys,
+pub(super) struct Inner {
+    pub(super) redis: Redis,
+    pub(super) config: KnowledgeConfig,
+    pub(super) keys: Keys,
 }
 
 impl KnowledgeStore {
@@ -74,7 +76,7 @@ impl KnowledgeStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 redis,
-                keys: Keys::new(&config.prefix),
+                keys: Keys::new(&config.prefix, config.shards),
                 config: config.clone(),
             }),
         })
@@ -130,10 +132,12 @@ impl KnowledgeStore {
         check_size("metadata", metadata.len(), config.max_metadata_bytes)?;
         let id = Uuid::new_v4().hyphenated().to_string();
         let created_at = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        // The fact, its index entries and its id: one shard, one hash tag.
+        let shard = keys.shard_of(&id);
         let index_keys: Vec<String> =
             index::indexed_words(&content, config.max_indexed_words, config.max_word_bytes)
                 .iter()
-                .map(|w| keys.index(w))
+                .map(|w| shard.index(w))
                 .collect();
 
         let seq: u64 = redis.incr(keys.seq.as_str()).await?;
@@ -153,8 +157,8 @@ impl KnowledgeStore {
             batch.sadd(key, member.as_str());
         }
         batch
-            .sadd(keys.ids.as_str(), id.as_str())
-            .hset(keys.fact(&id), fields);
+            .sadd(shard.ids.as_str(), id.as_str())
+            .hset(shard.fact(&id), fields);
         redis.batch(&batch).await?;
         Ok(id)
     }
@@ -218,20 +222,20 @@ impl KnowledgeStore {
         let Some(stored) = read::one(&self.inner.redis, &self.inner.keys, &id).await? else {
             return Ok(false);
         };
-        let (keys, config) = (&self.inner.keys, &self.inner.config);
+        let (shard, config) = (self.inner.keys.shard_of(&id), &self.inner.config);
         let member = index::member(stored.seq, &id);
         let content = &stored.fact.content;
         let index_keys: Vec<String> =
             index::indexed_words(content, config.max_indexed_words, config.max_word_bytes)
                 .iter()
-                .map(|w| keys.index(w))
+                .map(|w| shard.index(w))
                 .collect();
         let mut batch = Batch::new();
-        batch.del(keys.fact(&id));
+        batch.del(shard.fact(&id));
         for key in index_keys {
             batch.srem(key, member.as_str());
         }
-        batch.srem(keys.ids.as_str(), id.as_str());
+        batch.srem(shard.ids.as_str(), id.as_str());
         let removed = self.inner.redis.batch(&batch).await?;
         // DEL's count decides: of two concurrent deletes, exactly one answers `true`.
         Ok(removed
@@ -339,7 +343,7 @@ impl KnowledgeStore {
         Ok(found
             .into_iter()
             .filter_map(|key| {
-                let id = key.strip_prefix(&keys.fact)?;
+                let id = keys.current_fact_id(&key)?;
                 (fact::is_stored_id(id) && seen.insert(id.to_owned())).then(|| id.to_owned())
             })
             .collect())
@@ -387,18 +391,42 @@ impl KnowledgeStore {
                 ),
             });
         }
-        let Inner { redis, config, keys } = &*self.inner;
+        let config = &self.inner.config;
         if words.is_empty() || limit == 0 || words.iter().any(|w| w.len() > config.max_word_bytes) {
             return Ok(Vec::new());
         }
-        let index_keys: Vec<String> = words.iter().map(|w| keys.index(w)).collect();
-        let members: Vec<String> = redis.sinter(index_keys).await?;
-        let mut matches: Vec<(u64, &str)> = members
-            .iter()
-            .filter_map(|m| index::parse_member(m))
-            .filter(|(_, id)| fact::is_stored_id(id))
-            .collect();
-        // Newest first: a limit drops the oldest matches.
+        let bound = config.search_timeout;
+        match tokio::time::timeout(bound, self.search_shards(&words, limit)).await {
+            Ok(found) => found,
+            // Only reads were in flight: dropping them changes nothing in Redis.
+            Err(_) => Err(StoreError::Redis(Error::Timeout {
+                operation: Name::new_static("knowledge.search"),
+                after: bound,
+            })),
+        }
+    }
+
+    /// `search`'s I/O: every shard's SINTER at once, merged, then the newest matches.
+    async fn search_shards(&self, words: &BTreeSet<String>, limit: usize) -> Result<Vec<Fact>, StoreError> {
+        let Inner { redis, config, keys } = &*self.inner;
+        // Every shard at once: the slowest shard bounds the search, not their sum.
+        let per_shard = keys.shards().iter().map(|shard| async move {
+            let index_keys: Vec<String> = words.iter().map(|w| shard.index(w)).collect();
+            let members: Vec<String> = redis.sinter(index_keys).await?;
+            // A member of a fact that belongs to another shard (left by another shard
+            // count, until `migrate_layout`) is not found by `get_fact` either: skipped.
+            Ok::<_, StoreError>(
+                members
+                    .iter()
+                    .filter_map(|m| index::parse_member(m))
+                    .filter(|(_, id)| fact::is_stored_id(id) && keys.shard_of(id).tag == shard.tag)
+                    .map(|(seq, id)| (seq, id.to_owned()))
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let mut matches: Vec<(u64, String)> = try_join_all(per_shard).await?.into_iter().flatten().collect();
+        // Newest first: a limit drops the oldest matches. The seq is one counter for
+        // every shard, so the merged order is the order of a single index.
         matches.sort_unstable_by(|a, b| b.cmp(a));
         // Fetch in rank order until `limit` facts are found: a member whose fact is gone
         // (deleted meanwhile, or a cut-short store) is skipped and the next one taken.
@@ -410,7 +438,7 @@ impl KnowledgeStore {
                 .min(rest.len());
             let (batch, tail) = rest.split_at(take);
             rest = tail;
-            let ids: Vec<String> = batch.iter().map(|(_, id)| (*id).to_owned()).collect();
+            let ids: Vec<String> = batch.iter().map(|(_, id)| id.clone()).collect();
             found.extend(read::many(redis, keys, &ids, config.scan_count as usize).await?);
         }
         found.sort_unstable_by_key(|stored| std::cmp::Reverse(stored.seq));
@@ -441,8 +469,9 @@ impl KnowledgeStore {
     /// # Ok(()) }
     /// ```
     pub async fn count(&self) -> Result<u64, StoreError> {
-        let key = &self.inner.keys.ids;
-        Ok(self.inner.redis.scard(key.as_str()).await?)
+        let Inner { redis, keys, .. } = &*self.inner;
+        let per_shard = keys.shards().iter().map(|shard| redis.scard(shard.ids.as_str()));
+        Ok(try_join_all(per_shard).await?.into_iter().sum())
     }
 
     /// The Redis handle's state, read without I/O: the breaker and the connections.
