@@ -306,3 +306,49 @@ async fn sharded_layout_on_a_single_server_and_its_migrations() {
     bad.prefix = "a#b".into();
     assert_eq!(bad.validate().unwrap_err().field(), "prefix");
 }
+
+/// `search` asks every shard at once under one deadline (`search_timeout`), not one
+/// per shard: with one primary stopped (SIGSTOP), it fails at that deadline — well
+/// before the Redis command bound (2 s) — and serves again once the primary is back.
+#[tokio::test]
+async fn search_has_one_deadline_over_every_shard() {
+    let _serial = SERIAL.lock().await;
+    let cluster = RedisCluster::start(3, 0).await.unwrap();
+    let redis = connect(cluster.url()).await;
+    let mut c = KnowledgeConfig::default();
+    c.search_timeout = Duration::from_millis(300);
+    let kb = KnowledgeStore::new(redis.clone(), &c).unwrap();
+    fill(&kb, "alpha", 100).await;
+    let t = Instant::now();
+    assert_eq!(kb.search("alpha", 10).await.unwrap().len(), 10);
+    println!("search over 16 shards, all up: {:?}", t.elapsed());
+
+    cluster.nodes()[1].pause().unwrap();
+    let t = Instant::now();
+    let e = kb.search("alpha", 10).await.unwrap_err();
+    let took = t.elapsed();
+    cluster.nodes()[1].resume().unwrap();
+    println!("search with a primary stopped: {e} after {took:?}");
+    assert!(
+        matches!(&e, stayfast::StoreError::Redis(stayfast::Error::Timeout { operation, after })
+            if operation.as_str() == "knowledge.search" && *after == Duration::from_millis(300)),
+        "{e:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(300) + SLACK,
+        "{took:?}"
+    );
+
+    let started = Instant::now();
+    while kb.search("alpha", 10).await.map(|f| f.len()).unwrap_or(0) != 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "search never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "search served again {:?} after the primary resumed",
+        started.elapsed()
+    );
+}

@@ -89,8 +89,9 @@ impl KnowledgeStore {
     /// [`max_word_bytes`](KnowledgeConfig::max_word_bytes) long: search does not find
     /// the fact by the others.
     ///
-    /// Two round trips: `INCR` of the insertion counter, then one pipeline that adds the
-    /// id to each word's set and to the id set, and writes the hash last.
+    /// Two round trips: `INCR` of the insertion counter (`{<prefix>}:seq`, one for every
+    /// shard), then one pipeline to the fact's shard that adds the id to each word's set
+    /// and to the shard's id set, and writes the hash last.
     ///
     /// # Errors
     ///
@@ -246,10 +247,11 @@ impl KnowledgeStore {
 
     /// Every fact, in insertion order.
     ///
-    /// One SCAN with `MATCH {<prefix>}:fact:*` (the prefix glob-escaped, `scan_count`
-    /// keys per page), then pipelined HGETALLs, `scan_count` keys each. Keys are kept
-    /// only if they really start with the prefix and end in an id (SCAN is not filtered
-    /// by ACLs), each id once (SCAN may repeat a key); keys that vanished meanwhile or do
+    /// One SCAN with `MATCH {<prefix>#*}:fact:*` (`{<prefix>}:fact:*` with one shard;
+    /// the prefix glob-escaped, `scan_count` keys per page; every primary of a cluster),
+    /// then pipelined HGETALLs, `scan_count` keys each. Keys are kept only if they sit
+    /// in one of the store's shards — the shard of their id — and end in an id (SCAN is
+    /// not filtered by ACLs), each id once (SCAN may repeat a key); keys that vanished meanwhile or do
     /// not hold a fact are skipped. A fact present for the whole call is returned exactly
     /// once; one stored or deleted meanwhile may or may not be.
     ///
@@ -355,15 +357,20 @@ impl KnowledgeStore {
     /// Words are runs of alphanumeric characters (any script), compared lower-cased;
     /// punctuation and spaces separate them (`"well-known"` is `well` and `known`). No
     /// Unicode normalization: `"é"` and `"e\u{301}"` differ. One SINTER of the words'
-    /// sets, then pipelined HGETALLs of the newest `limit` matches only. A word over
+    /// sets per shard, every shard at once, merged by insertion order (one counter for
+    /// every shard: the order a single index would give), then pipelined HGETALLs of
+    /// the newest `limit` matches only. The whole search is bounded by
+    /// [`search_timeout`](KnowledgeConfig::search_timeout). A word over
     /// [`max_word_bytes`](KnowledgeConfig::max_word_bytes) is never indexed: a query
     /// holding one finds nothing (without I/O).
     ///
     /// # Errors
     ///
     /// [`StoreError::InvalidInput`] for more than [`MAX_QUERY_TOKENS`] distinct words,
-    /// before any I/O; [`StoreError::Redis`] when Redis fails. A query without words, or
-    /// `limit == 0`, returns nothing without I/O.
+    /// before any I/O; [`StoreError::Redis`] when Redis fails, with
+    /// [`Error::Timeout`](crate::Error::Timeout) of operation `knowledge.search` when
+    /// `search_timeout` passes. A query without words, or `limit == 0`, returns nothing
+    /// without I/O.
     ///
     /// # Cancellation
     ///
@@ -446,13 +453,14 @@ impl KnowledgeStore {
         Ok(found.into_iter().map(|stored| stored.fact).collect())
     }
 
-    /// How many facts are stored: `SCARD` of the id set the store maintains (`O(1)`; a
-    /// SCAN would cost a full pass over the keyspace, and count foreign keys too).
+    /// How many facts are stored: the `SCARD`s of the shards' id sets, sent at once and
+    /// summed (`O(shards)`; a SCAN would cost a full pass over the keyspace, and count
+    /// foreign keys too).
     ///
     /// # Errors
     ///
-    /// [`StoreError::Redis`]. It runs under the handle's `redis.other` policy, which is
-    /// not retried: a timeout shows as `OutcomeUnknown`, harmless for this read.
+    /// [`StoreError::Redis`], the first shard's error: each SCARD runs under the
+    /// handle's `redis.scard` policy (a read, retried within its bound).
     ///
     /// # Cancellation
     ///
