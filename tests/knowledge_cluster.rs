@@ -1,6 +1,7 @@
-//! The sharded `KnowledgeStore` (#14, "a knowledge store that spreads"): on a
-//! 3-primary Redis Cluster, 10,000 facts spread over every primary, and `list_facts`,
-//! `count` and `search` see all of them (search in one merged, newest-first order);
+//! The sharded `KnowledgeStore` (#14, "a knowledge store that spreads"; G4–G7 in
+//! `docs/testing.md`): on a 3-primary Redis Cluster, 10,000 facts spread over every
+//! primary, and `list_facts`, `count` and `search` see all of them (search in one
+//! merged, newest-first order, under one deadline);
 //! glob-hostile prefixes stay in their own keys; and `migrate_layout` moves facts of
 //! the single-tag layout `{<prefix>}` (and of another shard count) into the shards,
 //! idempotently — on a cluster and on a single server. Real time, figures printed.

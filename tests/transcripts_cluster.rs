@@ -1,7 +1,8 @@
-//! `TranscriptStore` on a 3-primary Redis Cluster (#14, routing): each window push is
-//! a Lua script over the session's two keys (one hash tag), sent straight to the
-//! primary of their slot — no MOVED redirection in steady state — and every history is
-//! then served from Redis. Real time, figures printed.
+//! `TranscriptStore` on a 3-primary Redis Cluster (#14, routing; G1 in
+//! `docs/testing.md`): each window push is a Lua script over the session's two keys
+//! (one hash tag), sent straight to the primary of their slot — no MOVED redirection
+//! in steady state — and every history is then served from Redis. Real time, figures
+//! printed.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/mod.rs"]

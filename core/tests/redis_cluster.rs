@@ -1,7 +1,8 @@
-//! The handle on a 3-primary Redis Cluster (#14, routing): scripts go to the primary of
-//! their keys' slot (no MOVED redirection in steady state), a script whose keys span
-//! slots is refused before it is sent, and `scan_keys` pages through every primary —
-//! or only the one a pattern's hash tag fixes, escaped glob characters included.
+//! The handle on a 3-primary Redis Cluster (#14, routing; G1–G3 in `docs/testing.md`):
+//! scripts go to the primary of their keys' slot (no MOVED redirection in steady
+//! state), a script whose keys span slots is refused before it is sent, and
+//! `scan_keys` pages through every primary — or only the one a pattern's hash tag
+//! fixes, escaped glob characters included.
 //! One cluster per test (about 2–3 s to form); real time, figures printed.
 #![allow(clippy::unwrap_used)]
 
