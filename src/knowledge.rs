@@ -131,7 +131,8 @@ pub struct KnowledgeConfig {
     /// primaries; 1 is the single-tag layout `{<prefix>}` of stayfast 0.1, which needs
     /// no migration. Changing it (or upgrading data of the single-tag layout) leaves
     /// facts where the new count does not look for them until
-    /// [`KnowledgeStore::migrate_layout`] moves them.
+    /// [`KnowledgeStore::migrate_layout`] moves them (meanwhile `count` may still
+    /// count some of them, and the others are not found).
     pub shards: u16,
     /// The bound of one [`KnowledgeStore::search`] as a whole: every shard's SINTER
     /// (sent at once) and the reads of the matches.
@@ -140,6 +141,14 @@ pub struct KnowledgeConfig {
 }
 
 /// The most shards a store may have ([`KnowledgeConfig::shards`]).
+///
+/// ```
+/// let mut c = stayfast::knowledge::KnowledgeConfig::default();
+/// c.shards = stayfast::knowledge::MAX_SHARDS;
+/// assert!(c.validate().is_ok());
+/// c.shards += 1;
+/// assert_eq!(c.validate().unwrap_err().field(), "shards");
+/// ```
 pub const MAX_SHARDS: u16 = 256;
 
 impl Default for KnowledgeConfig {
@@ -194,7 +203,7 @@ impl KnowledgeConfig {
             ));
         }
         if !(1..=MAX_SHARDS).contains(&self.shards) {
-            return Err(ConfigError::new("shards", "must be 1 to 256"));
+            return Err(ConfigError::new("shards", format!("must be 1 to {MAX_SHARDS}")));
         }
         if self.search_timeout.is_zero() {
             return Err(ConfigError::new("search_timeout", "must be above zero"));
