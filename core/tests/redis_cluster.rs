@@ -203,6 +203,35 @@ async fn scan_keys_covers_every_primary_and_stops_at_its_limit() {
     println!("limit 1500: {} keys, {scans} SCAN pages", most.len());
     assert_eq!(most.len(), 1_500);
     assert!(scans < 3_000 / 100 + 3, "stopped early: {scans} pages");
+
+    // Dropped mid-scan (small pages, a short outer timeout): no page is sent after.
+    reset_stats(&cluster).await;
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(5),
+        redis.scan_keys("scan:*", 10, usize::MAX),
+    )
+    .await;
+    assert!(dropped.is_err(), "the scan of 300+ pages outlived 5 ms");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let at_drop = sum_info(&cluster, "commandstats", "cmdstat_scan", "calls").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = sum_info(&cluster, "commandstats", "cmdstat_scan", "calls").await;
+    println!("dropped after 5 ms: {at_drop} pages sent, {later} 300 ms later");
+    assert_eq!(at_drop, later, "no page after the drop");
+    assert!(at_drop < 300, "{at_drop}");
+
+    // One primary stopped: the scan as a whole ends at `operations.scan` (2 s here).
+    cluster.nodes()[2].pause().unwrap();
+    let t = Instant::now();
+    let stuck = redis.scan_keys("scan:*", 200, usize::MAX).await;
+    let took = t.elapsed();
+    cluster.nodes()[2].resume().unwrap();
+    println!(
+        "scan with a primary stopped: {:?} after {took:?}",
+        stuck.as_ref().map(Vec::len)
+    );
+    assert!(stuck.is_err());
+    assert!(took < Duration::from_millis(2000) + SLACK, "{took:?}");
 }
 
 #[tokio::test]
