@@ -164,6 +164,32 @@ async fn ten_thousand_facts_spread_over_three_primaries() {
     assert!(kb.delete_fact(&stored[0]).await.unwrap());
     assert_eq!(kb.count().await.unwrap(), 9_999);
     assert!(kb.get_fact(&stored[0]).await.unwrap().is_none());
+
+    // Every command of the whole run went straight to its slot's primary, and none
+    // spanned slots.
+    let (mut moved, mut crossslot) = (0, 0);
+    for node in cluster.nodes() {
+        let info = node
+            .command(&["INFO", "errorstats"])
+            .await
+            .unwrap()
+            .as_text()
+            .unwrap();
+        let count = |name: &str| {
+            info.lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!("errorstat_{name}:count="))?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        moved += count("MOVED");
+        crossslot += count("CROSSSLOT");
+    }
+    println!("the whole run: {moved} MOVED, {crossslot} CROSSSLOT");
+    assert_eq!((moved, crossslot), (0, 0));
 }
 
 #[tokio::test]
