@@ -34,7 +34,7 @@ use stayfast_core::ShutdownReport;
 use crate::{
     StartError, StoreError,
     cache::CoalescedError,
-    knowledge::{Fact, KnowledgeHealth},
+    knowledge::{Fact, KnowledgeHealth, LayoutMigration},
     settings::Settings,
     transcripts::{History, Message, Receipt},
 };
@@ -401,6 +401,22 @@ impl KnowledgeStore {
     /// ```
     pub fn count(&self) -> Result<u64, StoreError> {
         self.runtime.block_on(self.store.count())?
+    }
+
+    /// [`migrate_layout`](crate::knowledge::KnowledgeStore::migrate_layout), blocking.
+    ///
+    /// # Errors
+    ///
+    /// As the async method, plus [`StoreError::InsideRuntime`].
+    ///
+    /// ```no_run
+    /// # fn f(kb: &stayfast::blocking::KnowledgeStore) -> Result<(), stayfast::StoreError> {
+    /// let done = kb.migrate_layout()?; // once, after upgrading or changing `shards`
+    /// println!("{} facts moved into their shards", done.moved);
+    /// # Ok(()) }
+    /// ```
+    pub fn migrate_layout(&self) -> Result<LayoutMigration, StoreError> {
+        self.runtime.block_on(self.store.migrate_layout())?
     }
 
     /// [`health`](crate::knowledge::KnowledgeStore::health) (no I/O, never blocks).

@@ -2,15 +2,28 @@
 //!
 //! # Keys
 //!
-//! Every key carries the hash tag `{<prefix>}`, so all of a store's keys live in one
-//! cluster slot and multi-key commands (SINTER) stay legal on a cluster:
+//! The facts are spread over [`shards`](KnowledgeConfig::shards) hash tags (by default
+//! 16 on a Redis Cluster and 1 elsewhere), so a Redis Cluster spreads them over its
+//! primaries. A fact lives in the
+//! shard of a stable hash of its id (FNV-1a of the id, modulo the shard count), with
+//! its index entries and its id, so every multi-key command (a shard's SINTER) stays in
+//! one cluster slot. Shard `i`'s tag is `<prefix>#<salt>`, the first salt whose slot
+//! lies in the `i`-th of `shards` equal ranges of the 16,384 slots: the shards spread
+//! evenly over primaries that serve even, contiguous slot ranges. With `shards = 1` the
+//! one tag is `{<prefix>}`, the layout of stayfast 0.1.
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{<prefix>}:fact:<id>` | hash | `id`, `content`, `metadata` (JSON text), `created_at` (RFC 3339), `seq` |
-//! | `{<prefix>}:idx:<word>` | set | `<seq>:<id>` of every fact containing the word |
-//! | `{<prefix>}:ids` | set | every stored id (`count` is its SCARD) |
-//! | `{<prefix>}:seq` | string | the insertion counter (INCR) |
+//! | `{<tag>}:fact:<id>` | hash | `id`, `content`, `metadata` (JSON text), `created_at` (RFC 3339), `seq` |
+//! | `{<tag>}:idx:<word>` | set | `<seq>:<id>` of every fact of the shard containing the word |
+//! | `{<tag>}:ids` | set | every id stored in the shard (`count` sums their SCARDs) |
+//! | `{<prefix>}:seq` | string | the insertion counter (INCR), one for every shard |
+//!
+//! [`search`](KnowledgeStore::search) sends every shard's SINTER at once and merges
+//! them under one deadline ([`search_timeout`](KnowledgeConfig::search_timeout));
+//! [`list_facts`](KnowledgeStore::list_facts) scans every primary. Facts stored under
+//! another layout (the single tag of old, another shard count) are not found until
+//! [`migrate_layout`](KnowledgeStore::migrate_layout) moves them.
 //!
 //! # Ranking
 //!
@@ -51,13 +64,18 @@ mod glob;
 mod health;
 mod index;
 mod keys;
+mod migrate;
 mod read;
 mod store;
 
-use serde::{Deserialize, Serialize};
-use stayfast_core::config::ConfigError;
+use std::time::Duration;
 
-pub use self::{fact::Fact, glob::glob_escape, health::KnowledgeHealth, store::KnowledgeStore};
+use serde::{Deserialize, Serialize};
+use stayfast_core::config::{ConfigError, duration};
+
+pub use self::{
+    fact::Fact, glob::glob_escape, health::KnowledgeHealth, migrate::LayoutMigration, store::KnowledgeStore,
+};
 
 /// The most distinct words a [`KnowledgeStore::search`] query may hold: each is one key
 /// of the SINTER.
@@ -74,14 +92,16 @@ pub const MAX_QUERY_TOKENS: usize = 32;
 /// let c: stayfast::knowledge::KnowledgeConfig = toml::from_str(r#"prefix = "facts""#).unwrap();
 /// assert_eq!(c.prefix, "facts");
 /// assert_eq!((c.max_indexed_words, c.max_word_bytes), (256, 64)); // the defaults
+/// assert_eq!((c.shards, c.search_timeout), (None, std::time::Duration::from_secs(2)));
 /// assert!(c.validate().is_ok());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct KnowledgeConfig {
-    /// Namespace of every key, and their hash tag: `{<prefix>}:fact:<id>`,
-    /// `{<prefix>}:idx:<token>`.
+    /// Namespace of every key, and the start of their hash tags: `{<prefix>#<salt>}:fact:<id>`,
+    /// `{<prefix>#<salt>}:idx:<token>` (see the [module docs](self)). Neither `{`, `}`
+    /// nor `#`.
     pub prefix: String,
     /// Largest accepted `content`, in bytes (checked before any I/O).
     pub max_content_bytes: usize,
@@ -104,7 +124,41 @@ pub struct KnowledgeConfig {
     /// 64, is well above the longest words of natural languages (German compounds
     /// rarely reach 40 letters). At most 1024.
     pub max_word_bytes: usize,
+    /// How many hash tags (shards) hold the facts and their index, 1 to 256: a fact
+    /// lives in the shard of a stable hash of its id, with its index entries, so a
+    /// Redis Cluster spreads the store over its primaries (one tag would put it all on
+    /// one). The tags spread evenly over the 16,384 slots. Search asks every shard at
+    /// once and merges. Unset (the default): [`CLUSTER_SHARDS`] (16, enough for
+    /// clusters of up to about 8 primaries) on a Redis Cluster, and 1 on one node or a
+    /// sentinel deployment — the single-tag layout `{<prefix>}` of stayfast 0.1, so
+    /// existing single-node data needs no migration. Changing it (or upgrading data of the single-tag layout) leaves
+    /// facts where the new count does not look for them until
+    /// [`KnowledgeStore::migrate_layout`] moves them (meanwhile `count` may still
+    /// count some of them, and the others are not found).
+    pub shards: Option<u16>,
+    /// The bound of one [`KnowledgeStore::search`] as a whole: every shard's SINTER
+    /// (sent at once) and the reads of the matches.
+    #[serde(with = "duration")]
+    pub search_timeout: Duration,
 }
+
+/// The most shards a store may have ([`KnowledgeConfig::shards`]).
+///
+/// ```
+/// let mut c = stayfast::knowledge::KnowledgeConfig::default();
+/// c.shards = Some(stayfast::knowledge::MAX_SHARDS);
+/// assert!(c.validate().is_ok());
+/// c.shards = Some(stayfast::knowledge::MAX_SHARDS + 1);
+/// assert_eq!(c.validate().unwrap_err().field(), "shards");
+/// ```
+pub const MAX_SHARDS: u16 = 256;
+
+/// The shards of a store on a Redis Cluster when [`KnowledgeConfig::shards`] is unset.
+///
+/// ```
+/// assert_eq!(stayfast::knowledge::CLUSTER_SHARDS, 16);
+/// ```
+pub const CLUSTER_SHARDS: u16 = 16;
 
 impl Default for KnowledgeConfig {
     fn default() -> Self {
@@ -115,6 +169,8 @@ impl Default for KnowledgeConfig {
             scan_count: 500,
             max_indexed_words: 256,
             max_word_bytes: 64,
+            shards: None,
+            search_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -134,6 +190,10 @@ impl KnowledgeConfig {
     /// let mut c = stayfast::knowledge::KnowledgeConfig::default();
     /// c.max_indexed_words = 0;
     /// assert_eq!(c.validate().unwrap_err().field(), "max_indexed_words");
+    ///
+    /// let mut c = stayfast::knowledge::KnowledgeConfig::default();
+    /// c.shards = Some(0);
+    /// assert_eq!(c.validate().unwrap_err().field(), "shards");
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.prefix.is_empty() || self.prefix.len() > 64 {
@@ -144,6 +204,20 @@ impl KnowledgeConfig {
                 "prefix",
                 "must not contain `{` or `}` (it is the hash tag)",
             ));
+        }
+        if self.prefix.contains('#') {
+            return Err(ConfigError::new(
+                "prefix",
+                "must not contain `#` (it separates the prefix from a shard's salt)",
+            ));
+        }
+        if let Some(shards) = self.shards
+            && !(1..=MAX_SHARDS).contains(&shards)
+        {
+            return Err(ConfigError::new("shards", format!("must be 1 to {MAX_SHARDS}")));
+        }
+        if self.search_timeout.is_zero() {
+            return Err(ConfigError::new("search_timeout", "must be above zero"));
         }
         if self.max_content_bytes == 0 {
             return Err(ConfigError::new("max_content_bytes", "must be at least 1"));

@@ -1,5 +1,5 @@
 //! The facade's Redis calls run under the command they send: the knowledge store's
-//! `count` (a SCARD) is metered as `redis.scard`, not lumped into `redis.other`, and a
+//! `count` (a SCARD per shard) is metered as `redis.scard`, not lumped into `redis.other`, and a
 //! `WRONGTYPE` reply is recognised the same way by every store. Against a real
 //! redis-server; the metrics go to a thread-local debugging recorder.
 #![allow(clippy::unwrap_used)]
@@ -52,9 +52,10 @@ async fn count_is_metered_as_scard() {
     assert_eq!(store.count().await.unwrap(), 1);
     stayfast_core::telemetry::flush();
     let seen = calls(&snapshotter);
+    // One SCARD per shard of the store: one shard on a single node by default.
     assert_eq!(
         (seen.get("redis.scard"), seen.get("redis.other")),
         (Some(&1), None),
-        "count() is one call metered as redis.scard; calls seen: {seen:?}"
+        "count() is one call per shard metered as redis.scard; calls seen: {seen:?}"
     );
 }

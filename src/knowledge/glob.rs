@@ -7,6 +7,11 @@
 /// and `a*:*` matches every key starting with `a`. (`]`, `^` and `-` only mean something
 /// inside brackets; `]` is escaped anyway, which Redis reads as the plain character.)
 ///
+/// Escaping a hash tag's text changes the slot it hashes to (`{kb\*}` is not `{kb*}`'s
+/// slot): [`Redis::scan_keys`](crate::redis::Redis::scan_keys) undoes the escapes
+/// before it routes a pattern by its tag, so on a cluster the escaped pattern still
+/// scans the primary holding the keys.
+///
 /// # Examples
 ///
 /// ```

@@ -1,19 +1,21 @@
 //! [`KnowledgeStore`]: the calls, over the resilient [`Redis`] handle.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeSet, HashSet},
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
+use futures_util::future::try_join_all;
 use stayfast_core::{
+    Error, Name,
     config::ConfigError,
     redis::{Batch, Redis, RedisValue},
 };
 use uuid::Uuid;
 
 use super::{
-    KnowledgeConfig, KnowledgeHealth, MAX_QUERY_TOKENS,
+    CLUSTER_SHARDS, KnowledgeConfig, KnowledgeHealth, MAX_QUERY_TOKENS,
     fact::{self, Fact},
     index,
     keys::Keys,
@@ -41,14 +43,14 @@ use crate::StoreError;
 /// ```
 #[derive(Clone, Debug)]
 pub struct KnowledgeStore {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    redis: Redis,
-    config: KnowledgeConfig,
-    keys: Keys,
+pub(super) struct Inner {
+    pub(super) redis: Redis,
+    pub(super) config: KnowledgeConfig,
+    pub(super) keys: Keys,
 }
 
 impl KnowledgeStore {
@@ -71,10 +73,15 @@ impl KnowledgeStore {
     /// ```
     pub fn new(redis: Redis, config: &KnowledgeConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        // Unset: spread over a cluster's primaries; one tag elsewhere, the layout that
+        // single-node data of stayfast 0.1 already has.
+        let shards = config
+            .shards
+            .unwrap_or(if redis.is_cluster() { CLUSTER_SHARDS } else { 1 });
         Ok(Self {
             inner: Arc::new(Inner {
+                keys: Keys::new(&config.prefix, shards),
                 redis,
-                keys: Keys::new(&config.prefix),
                 config: config.clone(),
             }),
         })
@@ -87,8 +94,9 @@ impl KnowledgeStore {
     /// [`max_word_bytes`](KnowledgeConfig::max_word_bytes) long: search does not find
     /// the fact by the others.
     ///
-    /// Two round trips: `INCR` of the insertion counter, then one pipeline that adds the
-    /// id to each word's set and to the id set, and writes the hash last.
+    /// Two round trips: `INCR` of the insertion counter (`{<prefix>}:seq`, one for every
+    /// shard), then one pipeline to the fact's shard that adds the id to each word's set
+    /// and to the shard's id set, and writes the hash last.
     ///
     /// # Errors
     ///
@@ -130,10 +138,12 @@ impl KnowledgeStore {
         check_size("metadata", metadata.len(), config.max_metadata_bytes)?;
         let id = Uuid::new_v4().hyphenated().to_string();
         let created_at = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        // The fact, its index entries and its id: one shard, one hash tag.
+        let shard = keys.shard_of(&id);
         let index_keys: Vec<String> =
             index::indexed_words(&content, config.max_indexed_words, config.max_word_bytes)
                 .iter()
-                .map(|w| keys.index(w))
+                .map(|w| shard.index(w))
                 .collect();
 
         let seq: u64 = redis.incr(keys.seq.as_str()).await?;
@@ -153,8 +163,8 @@ impl KnowledgeStore {
             batch.sadd(key, member.as_str());
         }
         batch
-            .sadd(keys.ids.as_str(), id.as_str())
-            .hset(keys.fact(&id), fields);
+            .sadd(shard.ids.as_str(), id.as_str())
+            .hset(shard.fact(&id), fields);
         redis.batch(&batch).await?;
         Ok(id)
     }
@@ -218,20 +228,20 @@ impl KnowledgeStore {
         let Some(stored) = read::one(&self.inner.redis, &self.inner.keys, &id).await? else {
             return Ok(false);
         };
-        let (keys, config) = (&self.inner.keys, &self.inner.config);
+        let (shard, config) = (self.inner.keys.shard_of(&id), &self.inner.config);
         let member = index::member(stored.seq, &id);
         let content = &stored.fact.content;
         let index_keys: Vec<String> =
             index::indexed_words(content, config.max_indexed_words, config.max_word_bytes)
                 .iter()
-                .map(|w| keys.index(w))
+                .map(|w| shard.index(w))
                 .collect();
         let mut batch = Batch::new();
-        batch.del(keys.fact(&id));
+        batch.del(shard.fact(&id));
         for key in index_keys {
             batch.srem(key, member.as_str());
         }
-        batch.srem(keys.ids.as_str(), id.as_str());
+        batch.srem(shard.ids.as_str(), id.as_str());
         let removed = self.inner.redis.batch(&batch).await?;
         // DEL's count decides: of two concurrent deletes, exactly one answers `true`.
         Ok(removed
@@ -242,10 +252,11 @@ impl KnowledgeStore {
 
     /// Every fact, in insertion order.
     ///
-    /// One SCAN with `MATCH {<prefix>}:fact:*` (the prefix glob-escaped, `scan_count`
-    /// keys per page), then pipelined HGETALLs, `scan_count` keys each. Keys are kept
-    /// only if they really start with the prefix and end in an id (SCAN is not filtered
-    /// by ACLs), each id once (SCAN may repeat a key); keys that vanished meanwhile or do
+    /// One SCAN with `MATCH {<prefix>#*}:fact:*` (`{<prefix>}:fact:*` with one shard;
+    /// the prefix glob-escaped, `scan_count` keys per page; every primary of a cluster),
+    /// then pipelined HGETALLs, `scan_count` keys each. Keys are kept only if they sit
+    /// in one of the store's shards — the shard of their id — and end in an id (SCAN is
+    /// not filtered by ACLs), each id once (SCAN may repeat a key); keys that vanished meanwhile or do
     /// not hold a fact are skipped. A fact present for the whole call is returned exactly
     /// once; one stored or deleted meanwhile may or may not be.
     ///
@@ -339,7 +350,7 @@ impl KnowledgeStore {
         Ok(found
             .into_iter()
             .filter_map(|key| {
-                let id = key.strip_prefix(&keys.fact)?;
+                let id = keys.current_fact_id(&key)?;
                 (fact::is_stored_id(id) && seen.insert(id.to_owned())).then(|| id.to_owned())
             })
             .collect())
@@ -351,15 +362,20 @@ impl KnowledgeStore {
     /// Words are runs of alphanumeric characters (any script), compared lower-cased;
     /// punctuation and spaces separate them (`"well-known"` is `well` and `known`). No
     /// Unicode normalization: `"é"` and `"e\u{301}"` differ. One SINTER of the words'
-    /// sets, then pipelined HGETALLs of the newest `limit` matches only. A word over
+    /// sets per shard, every shard at once, merged by insertion order (one counter for
+    /// every shard: the order a single index would give), then pipelined HGETALLs of
+    /// the newest `limit` matches only. The whole search is bounded by
+    /// [`search_timeout`](KnowledgeConfig::search_timeout). A word over
     /// [`max_word_bytes`](KnowledgeConfig::max_word_bytes) is never indexed: a query
     /// holding one finds nothing (without I/O).
     ///
     /// # Errors
     ///
     /// [`StoreError::InvalidInput`] for more than [`MAX_QUERY_TOKENS`] distinct words,
-    /// before any I/O; [`StoreError::Redis`] when Redis fails. A query without words, or
-    /// `limit == 0`, returns nothing without I/O.
+    /// before any I/O; [`StoreError::Redis`] when Redis fails, with
+    /// [`Error::Timeout`](crate::Error::Timeout) of operation `knowledge.search` when
+    /// `search_timeout` passes. A query without words, or `limit == 0`, returns nothing
+    /// without I/O.
     ///
     /// # Cancellation
     ///
@@ -387,18 +403,42 @@ impl KnowledgeStore {
                 ),
             });
         }
-        let Inner { redis, config, keys } = &*self.inner;
+        let config = &self.inner.config;
         if words.is_empty() || limit == 0 || words.iter().any(|w| w.len() > config.max_word_bytes) {
             return Ok(Vec::new());
         }
-        let index_keys: Vec<String> = words.iter().map(|w| keys.index(w)).collect();
-        let members: Vec<String> = redis.sinter(index_keys).await?;
-        let mut matches: Vec<(u64, &str)> = members
-            .iter()
-            .filter_map(|m| index::parse_member(m))
-            .filter(|(_, id)| fact::is_stored_id(id))
-            .collect();
-        // Newest first: a limit drops the oldest matches.
+        let bound = config.search_timeout;
+        match tokio::time::timeout(bound, self.search_shards(&words, limit)).await {
+            Ok(found) => found,
+            // Only reads were in flight: dropping them changes nothing in Redis.
+            Err(_) => Err(StoreError::Redis(Error::Timeout {
+                operation: Name::new_static("knowledge.search"),
+                after: bound,
+            })),
+        }
+    }
+
+    /// `search`'s I/O: every shard's SINTER at once, merged, then the newest matches.
+    async fn search_shards(&self, words: &BTreeSet<String>, limit: usize) -> Result<Vec<Fact>, StoreError> {
+        let Inner { redis, config, keys } = &*self.inner;
+        // Every shard at once: the slowest shard bounds the search, not their sum.
+        let per_shard = keys.shards().iter().map(|shard| async move {
+            let index_keys: Vec<String> = words.iter().map(|w| shard.index(w)).collect();
+            let members: Vec<String> = redis.sinter(index_keys).await?;
+            // A member of a fact that belongs to another shard (left by another shard
+            // count, until `migrate_layout`) is not found by `get_fact` either: skipped.
+            Ok::<_, StoreError>(
+                members
+                    .iter()
+                    .filter_map(|m| index::parse_member(m))
+                    .filter(|(_, id)| fact::is_stored_id(id) && keys.shard_of(id).tag == shard.tag)
+                    .map(|(seq, id)| (seq, id.to_owned()))
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let mut matches: Vec<(u64, String)> = try_join_all(per_shard).await?.into_iter().flatten().collect();
+        // Newest first: a limit drops the oldest matches. The seq is one counter for
+        // every shard, so the merged order is the order of a single index.
         matches.sort_unstable_by(|a, b| b.cmp(a));
         // Fetch in rank order until `limit` facts are found: a member whose fact is gone
         // (deleted meanwhile, or a cut-short store) is skipped and the next one taken.
@@ -410,7 +450,7 @@ impl KnowledgeStore {
                 .min(rest.len());
             let (batch, tail) = rest.split_at(take);
             rest = tail;
-            let ids: Vec<String> = batch.iter().map(|(_, id)| (*id).to_owned()).collect();
+            let ids: Vec<String> = batch.iter().map(|(_, id)| id.clone()).collect();
             found.extend(read::many(redis, keys, &ids, config.scan_count as usize).await?);
         }
         found.sort_unstable_by_key(|stored| std::cmp::Reverse(stored.seq));
@@ -418,13 +458,14 @@ impl KnowledgeStore {
         Ok(found.into_iter().map(|stored| stored.fact).collect())
     }
 
-    /// How many facts are stored: `SCARD` of the id set the store maintains (`O(1)`; a
-    /// SCAN would cost a full pass over the keyspace, and count foreign keys too).
+    /// How many facts are stored: the `SCARD`s of the shards' id sets, sent at once and
+    /// summed (`O(shards)`; a SCAN would cost a full pass over the keyspace, and count
+    /// foreign keys too).
     ///
     /// # Errors
     ///
-    /// [`StoreError::Redis`]. It runs under the handle's `redis.other` policy, which is
-    /// not retried: a timeout shows as `OutcomeUnknown`, harmless for this read.
+    /// [`StoreError::Redis`], the first shard's error: each SCARD runs under the
+    /// handle's `redis.scard` policy (a read, retried within its bound).
     ///
     /// # Cancellation
     ///
@@ -441,8 +482,9 @@ impl KnowledgeStore {
     /// # Ok(()) }
     /// ```
     pub async fn count(&self) -> Result<u64, StoreError> {
-        let key = &self.inner.keys.ids;
-        Ok(self.inner.redis.scard(key.as_str()).await?)
+        let Inner { redis, keys, .. } = &*self.inner;
+        let per_shard = keys.shards().iter().map(|shard| redis.scard(shard.ids.as_str()));
+        Ok(try_join_all(per_shard).await?.into_iter().sum())
     }
 
     /// The Redis handle's state, read without I/O: the breaker and the connections.

@@ -8,7 +8,7 @@ use fred::{
     types::{ClusterHash, CustomCommand, FromValue, Key, Map, MultipleKeys, MultipleValues, Value},
 };
 
-use super::{Command, Redis, RedisError, run::convert};
+use super::{Command, Redis, RedisError, run::convert, slots};
 
 impl Redis {
     /// `GET key`.
@@ -69,7 +69,9 @@ impl Redis {
         .await
     }
 
-    /// `DEL keys…`; how many were removed.
+    /// `DEL keys…`; how many were removed. On a cluster the keys must share a slot (one
+    /// hash tag), or the server answers `CROSSSLOT`: delete keys of several slots one by
+    /// one, or through a [`Batch`](super::Batch).
     ///
     /// # Errors
     ///
@@ -274,7 +276,8 @@ impl Redis {
         .await
     }
 
-    /// `SINTER keys…`.
+    /// `SINTER keys…`. On a cluster the keys must share a slot (one hash tag), or the
+    /// server answers `CROSSSLOT`.
     ///
     /// # Errors
     ///
@@ -305,9 +308,14 @@ impl Redis {
     /// deadline applies (fred's `WithOptions` drops it for its Lua interface). Not
     /// idempotent.
     ///
+    /// On a cluster the script goes to the primary serving its keys' slot; every key
+    /// must therefore hash to one slot (one hash tag: `{user:1}:a`, `{user:1}:b`),
+    /// checked before anything is sent, on a single server too.
+    ///
     /// # Errors
     ///
-    /// As [`run`](Self::run).
+    /// [`Error::Inner`](crate::Error::Inner) with fred's `InvalidArgument` and no attempt
+    /// when the keys span several slots; otherwise as [`run`](Self::run).
     ///
     /// ```no_run
     /// # use stayfast_core::redis::{Redis, RedisConfig};
@@ -317,6 +325,8 @@ impl Redis {
     /// # let redis = Redis::connect(&config).await?;
     /// let script = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
     /// let visits: i64 = redis.eval(script, vec!["visits".into()], vec!["5".into()]).await?;
+    /// let two_slots = vec!["visits".into(), "visitors".into()];
+    /// assert!(redis.eval::<i64>(script, two_slots, vec![]).await.is_err()); // refused, unsent
     /// # Ok(()) }
     /// ```
     pub async fn eval<R: FromValue>(
@@ -325,15 +335,21 @@ impl Redis {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<R, RedisError> {
+        // Routed to the primary serving the keys' slot: `ClusterHash::Random` drew a MOVED
+        // redirection (and a resync of fred's routing table) on most calls of a cluster.
+        let hash = match slots::common_slot(Command::Eval, &keys)? {
+            Some(slot) => ClusterHash::Custom(slot),
+            None => ClusterHash::Random, // no key: any node may run it
+        };
         let mut argv: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
         argv.push(script.into());
         argv.push((keys.len() as i64).into());
         argv.extend(keys.into_iter().map(Value::from));
         argv.extend(args.into_iter().map(Value::from));
         self.run(Command::Eval, |c| {
-            let argv = argv.clone();
+            let (argv, hash) = (argv.clone(), hash.clone());
             async move {
-                let cmd = CustomCommand::new_static("EVAL", ClusterHash::Random, false);
+                let cmd = CustomCommand::new_static("EVAL", hash, false);
                 c.custom(cmd, argv).await
             }
         })

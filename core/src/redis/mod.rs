@@ -40,6 +40,7 @@ mod gauges;
 mod pipeline;
 mod run;
 mod scan;
+mod slots;
 mod tls;
 mod unreachable;
 mod value;
@@ -183,6 +184,21 @@ impl Redis {
     /// ```
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    /// Whether this handle talks to a Redis Cluster (a `redis-cluster://` URL), as
+    /// opposed to one node or a sentinel deployment.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = RedisConfig::default();
+    /// config.url = "redis-cluster://127.0.0.1:7000,127.0.0.1:7001".into();
+    /// assert!(Redis::connect(&config).await?.is_cluster());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_cluster(&self) -> bool {
+        self.inner.pool.is_clustered()
     }
 
     /// Connected clients out of the pool's size.
