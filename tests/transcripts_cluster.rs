@@ -18,22 +18,6 @@ use stayfast::{
 use stayfast_core::test_util::{RedisCluster, Reply};
 use support::TempDir;
 
-/// `INFO <section>`'s `<line>:…,<field>=N,…`, summed over every node.
-async fn sum_info(cluster: &RedisCluster, section: &str, line: &str, field: &str) -> u64 {
-    let mut total = 0;
-    for node in cluster.nodes() {
-        let info = node.command(&["INFO", section]).await.unwrap().as_text().unwrap();
-        total += info
-            .lines()
-            .filter_map(|l| l.strip_prefix(line)?.strip_prefix(':'))
-            .flat_map(|rest| rest.split(','))
-            .filter_map(|kv| kv.trim().strip_prefix(field)?.strip_prefix('='))
-            .filter_map(|n| n.parse::<u64>().ok())
-            .sum::<u64>();
-    }
-    total
-}
-
 async fn settle(background: &FireAndForget) {
     let started = Instant::now();
     while background.in_flight() > 0 {
@@ -51,14 +35,7 @@ async fn window_pushes_go_to_their_slot_without_a_redirection() {
     let mut redis_config = RedisConfig::default();
     redis_config.url = cluster.url();
     let redis = Redis::connect(&redis_config).await.unwrap();
-    let started = Instant::now();
-    while redis.set("probe", "x", None).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "fred never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster.routable(&redis, Duration::from_secs(10)).await.unwrap();
     let dir = TempDir::new("tx-cluster");
     let mut config = TranscriptConfig::default();
     config.dir = dir.0.join("tx");
@@ -78,7 +55,10 @@ async fn window_pushes_go_to_their_slot_without_a_redirection() {
             .unwrap();
     }
     settle(&background).await;
-    let warm_moved = sum_info(&cluster, "errorstats", "errorstat_MOVED", "count").await;
+    let warm_moved = cluster
+        .info_total("errorstats", "errorstat_MOVED", "count")
+        .await
+        .unwrap();
     for node in cluster.nodes() {
         assert_eq!(
             node.command(&["CONFIG", "RESETSTAT"]).await.unwrap(),
@@ -98,8 +78,14 @@ async fn window_pushes_go_to_their_slot_without_a_redirection() {
     }
     settle(&background).await;
     let took = t.elapsed();
-    let moved = sum_info(&cluster, "errorstats", "errorstat_MOVED", "count").await;
-    let evals = sum_info(&cluster, "commandstats", "cmdstat_eval", "calls").await;
+    let moved = cluster
+        .info_total("errorstats", "errorstat_MOVED", "count")
+        .await
+        .unwrap();
+    let evals = cluster
+        .info_total("commandstats", "cmdstat_eval", "calls")
+        .await
+        .unwrap();
     println!(
         "warm-up: {warm_moved} MOVED; 200 appends over 40 sessions in {took:?}: {evals} window \
          scripts, {moved} MOVED"

@@ -220,20 +220,23 @@ fn a_call_allocates_nothing_and_registers_no_metric() {
     });
 
     // A transient error retried twice, then given up: three attempts, two backoffs.
-    let retried = runtime.block_on(async {
-        let once = || async {
-            let result = retrying
-                .call(|| async { Err::<u8, _>(io::Error::from(io::ErrorKind::ConnectionRefused)) })
-                .await;
-            assert!(matches!(result, Err(Error::Inner { attempts: 3, .. })));
-        };
-        once().await;
-        let before = allocated();
-        for _ in 0..1000 {
+    let retried_calls = || {
+        runtime.block_on(async {
+            let once = || async {
+                let result = retrying
+                    .call(|| async { Err::<u8, _>(io::Error::from(io::ErrorKind::ConnectionRefused)) })
+                    .await;
+                assert!(matches!(result, Err(Error::Inner { attempts: 3, .. })));
+            };
             once().await;
-        }
-        allocated() - before
-    });
+            let before = allocated();
+            for _ in 0..1000 {
+                once().await;
+            }
+            allocated() - before
+        })
+    };
+    let retried = retried_calls();
 
     // The budget refuses the retry: `BudgetExhausted` boxes the last attempt's error
     // (the enum would otherwise hold itself), one allocation per such call.
@@ -258,22 +261,7 @@ fn a_call_allocates_nothing_and_registers_no_metric() {
         .with_max_level(tracing::Level::INFO)
         .with_writer(io::sink)
         .finish();
-    let untraced = tracing::subscriber::with_default(quiet, || {
-        runtime.block_on(async {
-            let once = || async {
-                let result = retrying
-                    .call(|| async { Err::<u8, _>(io::Error::from(io::ErrorKind::ConnectionRefused)) })
-                    .await;
-                assert!(matches!(result, Err(Error::Inner { attempts: 3, .. })));
-            };
-            once().await;
-            let before = allocated();
-            for _ in 0..1000 {
-                once().await;
-            }
-            allocated() - before
-        })
-    });
+    let untraced = tracing::subscriber::with_default(quiet, retried_calls);
 
     println!(
         "allocations per 1000 calls: success {success}, failure {failure}, rejected {rejected}, \

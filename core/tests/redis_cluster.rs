@@ -27,32 +27,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A handle on `cluster`, once fred has its routing table and a command goes through.
 async fn connect(cluster: &RedisCluster) -> Redis {
     let redis = Redis::connect(&config(&cluster.url(), 2000)).await.unwrap();
-    let started = Instant::now();
-    while redis.set("probe", "x", None).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "fred never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster.routable(&redis, Duration::from_secs(10)).await.unwrap();
     redis
-}
-
-/// A counter of `INFO <section>` (`errorstat_MOVED:count=3` → 3), summed over the
-/// primaries; 0 where the line is absent.
-async fn sum_info(cluster: &RedisCluster, section: &str, line: &str, field: &str) -> u64 {
-    let mut total = 0;
-    for node in cluster.nodes() {
-        let info = node.command(&["INFO", section]).await.unwrap().as_text().unwrap();
-        total += info
-            .lines()
-            .filter_map(|l| l.strip_prefix(line)?.strip_prefix(':'))
-            .flat_map(|rest| rest.split(','))
-            .filter_map(|kv| kv.trim().strip_prefix(field)?.strip_prefix('='))
-            .filter_map(|n| n.parse::<u64>().ok())
-            .sum::<u64>();
-    }
-    total
 }
 
 async fn reset_stats(cluster: &RedisCluster) {
@@ -93,7 +69,10 @@ async fn scripts_go_to_their_slot_without_a_redirection() {
             eprintln!("warm-up push {s}: {e}");
         }
     }
-    let warm_moved = sum_info(&cluster, "errorstats", "errorstat_MOVED", "count").await;
+    let warm_moved = cluster
+        .info_total("errorstats", "errorstat_MOVED", "count")
+        .await
+        .unwrap();
     println!("warm-up: 20 scripts, {warm_failed} failed, {warm_moved} MOVED");
     reset_stats(&cluster).await;
 
@@ -109,8 +88,14 @@ async fn scripts_go_to_their_slot_without_a_redirection() {
         }
     }
     let took = started.elapsed();
-    let moved = sum_info(&cluster, "errorstats", "errorstat_MOVED", "count").await;
-    let evals = sum_info(&cluster, "commandstats", "cmdstat_eval", "calls").await;
+    let moved = cluster
+        .info_total("errorstats", "errorstat_MOVED", "count")
+        .await
+        .unwrap();
+    let evals = cluster
+        .info_total("commandstats", "cmdstat_eval", "calls")
+        .await
+        .unwrap();
     let mut per_node = Vec::new();
     for node in cluster.nodes() {
         per_node.push(dbsize(node).await);
@@ -147,11 +132,17 @@ async fn a_script_over_several_slots_is_refused_unsent() {
     assert!(text.contains("share a cluster slot"), "{text}");
     assert!(text.contains("{b}:deleted"), "names the key: {text}");
     assert_eq!(
-        sum_info(&cluster, "commandstats", "cmdstat_eval", "calls").await,
+        cluster
+            .info_total("commandstats", "cmdstat_eval", "calls")
+            .await
+            .unwrap(),
         0
     );
     assert_eq!(
-        sum_info(&cluster, "errorstats", "errorstat_CROSSSLOT", "count").await,
+        cluster
+            .info_total("errorstats", "errorstat_CROSSSLOT", "count")
+            .await
+            .unwrap(),
         0
     );
     // A keyless script still runs (on any node).
@@ -193,13 +184,19 @@ async fn scan_keys_covers_every_primary_and_stops_at_its_limit() {
     // The limit: a first page large enough ends the scan, one SCAN sent in all.
     reset_stats(&cluster).await;
     let some = redis.scan_keys("scan:*", 1_000, 10).await.unwrap();
-    let scans = sum_info(&cluster, "commandstats", "cmdstat_scan", "calls").await;
+    let scans = cluster
+        .info_total("commandstats", "cmdstat_scan", "calls")
+        .await
+        .unwrap();
     println!("limit 10: {} keys, {scans} SCAN pages", some.len());
     assert_eq!((some.len(), scans), (10, 1));
     // A limit past the first primary's keys pages on into the next one, no further.
     reset_stats(&cluster).await;
     let most = redis.scan_keys("scan:*", 100, 1_500).await.unwrap();
-    let scans = sum_info(&cluster, "commandstats", "cmdstat_scan", "calls").await;
+    let scans = cluster
+        .info_total("commandstats", "cmdstat_scan", "calls")
+        .await
+        .unwrap();
     println!("limit 1500: {} keys, {scans} SCAN pages", most.len());
     assert_eq!(most.len(), 1_500);
     assert!(scans < 3_000 / 100 + 3, "stopped early: {scans} pages");
@@ -213,9 +210,15 @@ async fn scan_keys_covers_every_primary_and_stops_at_its_limit() {
     .await;
     assert!(dropped.is_err(), "the scan of 300+ pages outlived 5 ms");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let at_drop = sum_info(&cluster, "commandstats", "cmdstat_scan", "calls").await;
+    let at_drop = cluster
+        .info_total("commandstats", "cmdstat_scan", "calls")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let later = sum_info(&cluster, "commandstats", "cmdstat_scan", "calls").await;
+    let later = cluster
+        .info_total("commandstats", "cmdstat_scan", "calls")
+        .await
+        .unwrap();
     println!("dropped after 5 ms: {at_drop} pages sent, {later} 300 ms later");
     assert_eq!(at_drop, later, "no page after the drop");
     assert!(at_drop < 300, "{at_drop}");

@@ -255,6 +255,69 @@ impl RedisCluster {
     }
 }
 
+impl RedisCluster {
+    /// A counter of `INFO <section>` summed over every running node: the `field` of the
+    /// line named `line` (`info_total("errorstats", "errorstat_MOVED", "count")` counts
+    /// the MOVED replies the cluster sent); 0 where the line is absent.
+    ///
+    /// # Errors
+    ///
+    /// When a running node does not answer.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::test_util::RedisCluster;
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = RedisCluster::start(3, 0).await?;
+    /// assert_eq!(cluster.info_total("errorstats", "errorstat_MOVED", "count").await?, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn info_total(&self, section: &str, line: &str, field: &str) -> io::Result<u64> {
+        let mut total = 0;
+        for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
+            let info = text(node.command(&["INFO", section]).await?)?;
+            total += info
+                .lines()
+                .filter_map(|l| l.strip_prefix(line)?.strip_prefix(':'))
+                .flat_map(|rest| rest.split(','))
+                .filter_map(|kv| kv.trim().strip_prefix(field)?.strip_prefix('='))
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Ok(total)
+    }
+
+    /// Waits until `redis`, a handle on this cluster, gets a command through (fred has
+    /// connected and loaded the slots), up to `within`.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when no command went through within `within`.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::{redis::{Redis, RedisConfig}, test_util::RedisCluster};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = RedisCluster::start(3, 0).await?;
+    /// let mut config = RedisConfig::default();
+    /// config.url = cluster.url();
+    /// let redis = Redis::connect(&config).await?;
+    /// cluster.routable(&redis, std::time::Duration::from_secs(10)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn routable(&self, redis: &crate::redis::Redis, within: Duration) -> io::Result<()> {
+        let started = Instant::now();
+        while redis.set("stayfast:test:probe", "x", None).await.is_err() {
+            if started.elapsed() >= within {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no command went through the cluster within {within:?}"),
+                ));
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Debug for RedisCluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisCluster")
