@@ -27,31 +27,12 @@ use stayfast::{
     test_util::{RedisServer, Reply},
     transcripts::{HistorySource, Message, TranscriptConfig, TranscriptStore},
 };
-use support::TempDir;
+use support::{
+    TempDir,
+    acl::{PASSWORD, documented_acl_lines},
+};
 
-const PASSWORD: &str = "acl-test-Pa55";
 const ADMIN_PASSWORD: &str = "admin-test-Pa55";
-
-/// The README's `ACL SETUSER` lines (section "Deployments"), `PASSWORD` replaced.
-fn documented_acl_lines() -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme
-        .split("\n## Deployments\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("README has a Deployments section");
-    let lines: Vec<Vec<String>> = section
-        .lines()
-        .filter(|l| l.starts_with("ACL SETUSER "))
-        .map(|l| {
-            l.split_whitespace()
-                .map(|w| w.replace("PASSWORD", PASSWORD))
-                .collect()
-        })
-        .collect();
-    assert_eq!(lines.len(), 4, "three users and `default off`: {lines:?}");
-    lines
-}
 
 /// A handle logged in as `user`.
 async fn connect_as(server: &RedisServer, user: &str) -> Redis {

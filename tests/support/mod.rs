@@ -4,6 +4,7 @@
 //! test binary uses only a part of it.
 #![allow(dead_code)]
 
+pub(crate) mod acl;
 pub(crate) mod cache;
 
 use std::{

@@ -1,0 +1,205 @@
+//! The three stores, the same operations, on every deployment production runs (#14):
+//! one node, a 3-primary cluster, a sentinel deployment, TLS with the test's own CA,
+//! and an ACL user holding exactly the README's documented rights with the default
+//! user off. Each deployment starts on free loopback ports and is stopped by pid.
+//!
+//! `cargo test -p stayfast --all-features --test deployments -- --nocapture` prints how
+//! long the stores took on each.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use stayfast::{
+    BackgroundConfig, FireAndForget,
+    breaker::State,
+    cache::{Cache, CacheConfig},
+    knowledge::{KnowledgeConfig, KnowledgeStore},
+    redis::{Redis, RedisConfig, RedisTls},
+    test_util::{ClientAuth, RedisCluster, RedisSentinel, RedisServer, Reply, TlsRedisServer},
+    transcripts::{HistorySource, Message, TranscriptConfig, TranscriptStore},
+};
+use support::{
+    TempDir,
+    acl::{PASSWORD, documented_acl_lines, union_of_the_documented_users},
+};
+
+/// A handle on `config`'s deployment, once a command goes through (a cluster's slots or
+/// a sentinel's primary are learnt after connecting).
+async fn connect(config: &RedisConfig) -> Redis {
+    let redis = Redis::connect(config).await.unwrap();
+    let started = Instant::now();
+    while let Err(e) = redis.set("{tx:probe}", "x", None).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no command went through: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    redis.del("{tx:probe}").await.unwrap();
+    redis
+}
+
+fn config(url: String) -> RedisConfig {
+    let mut config = RedisConfig::default();
+    config.url = url;
+    config
+}
+
+/// The knowledge store, the transcript store and the cache, through `redis`: what each
+/// suite checks first, in a few calls each.
+async fn the_stores_work_on(redis: &Redis, deployment: &str) {
+    let started = Instant::now();
+
+    let knowledge = KnowledgeStore::new(redis.clone(), &KnowledgeConfig::default()).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let text = format!("deployment fact {i} about topic{}", i % 4);
+        ids.push(knowledge.store_fact(&text, json!({ "i": i })).await.unwrap());
+    }
+    assert_eq!(knowledge.count().await.unwrap(), 40, "{deployment}");
+    assert_eq!(knowledge.list_facts().await.unwrap().len(), 40, "{deployment}");
+    let hits = knowledge.search("deployment TOPIC1", 100).await.unwrap();
+    assert_eq!(hits.len(), 10, "{deployment}");
+    assert!(
+        hits.windows(2).all(|w| w[0].created_at >= w[1].created_at),
+        "newest first"
+    );
+    let fact = knowledge.get_fact(&ids[7]).await.unwrap().unwrap();
+    assert_eq!(fact.metadata, json!({ "i": 7 }), "{deployment}");
+    for id in &ids {
+        assert!(knowledge.delete_fact(id).await.unwrap(), "{deployment}");
+    }
+    assert_eq!(knowledge.count().await.unwrap(), 0, "{deployment}");
+
+    let dir = TempDir::new("deployments");
+    let mut tx_config = TranscriptConfig::default();
+    tx_config.dir = dir.0.join("tx");
+    let background = FireAndForget::new("deployments", &BackgroundConfig::default()).unwrap();
+    let transcripts = TranscriptStore::builder(&tx_config)
+        .redis(redis.clone())
+        .background(background.clone())
+        .open()
+        .await
+        .unwrap();
+    for session in 0..5 {
+        for turn in 0..4 {
+            let message = Message::new("user", format!("turn {turn}")).with_id(format!("m{turn}"));
+            let receipt = transcripts.append(&format!("s{session}"), message).await.unwrap();
+            assert_eq!(receipt.record.seq, turn + 1, "{deployment}");
+        }
+    }
+    let waiting = Instant::now();
+    for session in 0..5 {
+        let session = format!("s{session}");
+        loop {
+            let history = transcripts.history(&session, 10).await.unwrap();
+            if history.source == HistorySource::Redis && !history.degraded && background.in_flight() == 0 {
+                let seqs: Vec<u64> = history.records.iter().map(|r| r.seq).collect();
+                assert_eq!(seqs, [1, 2, 3, 4], "{deployment}");
+                break;
+            }
+            assert!(
+                waiting.elapsed() < Duration::from_secs(10),
+                "{deployment}: {session} never served from Redis"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(transcripts.delete_session("s0").await.unwrap(), "{deployment}");
+    assert!(transcripts.history("s0", 10).await.unwrap().records.is_empty());
+
+    let cache = Cache::new(redis.clone(), "deployments", &CacheConfig::default()).unwrap();
+    cache.set("fr", "bonjour", None).await.unwrap();
+    assert_eq!(
+        cache.get::<String>("fr").await.unwrap().as_deref(),
+        Some("bonjour"),
+        "{deployment}"
+    );
+    let mut loads = 0;
+    for _ in 0..3 {
+        let value: String = cache
+            .get_or_insert_with("slow", None, || {
+                loads += 1;
+                async { Ok::<_, std::io::Error>("computed".to_owned()) }
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, "computed");
+    }
+    assert_eq!(loads, 1, "{deployment}: later calls are cache hits");
+    assert!(cache.delete("fr").await.unwrap(), "{deployment}");
+
+    assert_eq!(redis.breaker().state(), State::Closed, "{deployment}");
+    println!("{deployment}: the three stores in {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node() {
+    let server = RedisServer::start().await.unwrap();
+    let redis = connect(&config(server.url())).await;
+    the_stores_work_on(&redis, "one node").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_three_primaries() {
+    let cluster = RedisCluster::start(3, 0).await.unwrap();
+    let redis = connect(&config(cluster.url())).await;
+    assert!(redis.is_cluster());
+    the_stores_work_on(&redis, "3-primary cluster").await;
+    let moved = cluster
+        .info_total("errorstats", "errorstat_MOVED", "count")
+        .await
+        .unwrap();
+    println!("3-primary cluster: {moved} MOVED replies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_deployment() {
+    let deployment = RedisSentinel::start(3).await.unwrap();
+    let redis = connect(&config(deployment.url())).await;
+    the_stores_work_on(&redis, "sentinel").await;
+    redis.set("{tx:where}", "here", None).await.unwrap();
+    assert_eq!(
+        deployment
+            .primary()
+            .command(&["GET", "{tx:where}"])
+            .await
+            .unwrap(),
+        Reply::Bulk(Some(b"here".to_vec())),
+        "the primary the sentinels name serves the writes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_deployments_ca() {
+    let server = TlsRedisServer::start(ClientAuth::None).await.unwrap();
+    let mut config = config(server.url());
+    let mut tls = RedisTls::default();
+    tls.ca_file = Some(server.ca_file().to_path_buf());
+    config.tls = Some(tls);
+    let redis = connect(&config).await;
+    the_stores_work_on(&redis, "TLS").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_with_exactly_the_documented_rights() {
+    let server = RedisServer::start().await.unwrap();
+    let user = union_of_the_documented_users("stayfast");
+    let off = documented_acl_lines().pop().unwrap();
+    for line in [user, off] {
+        let args: Vec<&str> = line.iter().map(String::as_str).collect();
+        assert_eq!(
+            server.command(&args).await.unwrap(),
+            Reply::Simple("OK".into()),
+            "{line:?}"
+        );
+    }
+    let mut config = config(server.url());
+    config.username = Some("stayfast".into());
+    config.password = Some(PASSWORD.into());
+    let redis = connect(&config).await;
+    the_stores_work_on(&redis, "ACL user").await;
+}
