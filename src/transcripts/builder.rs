@@ -188,6 +188,7 @@ impl TranscriptStoreBuilder {
                 appender,
                 reader,
                 sessions: Sessions::new(config.max_open_sessions),
+                breaker,
             }),
         })
     }
