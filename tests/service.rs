@@ -46,6 +46,8 @@ const SLACK: Duration = Duration::from_millis(250);
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// Per session, the ids of the appends answered 200, and when.
+type Acked = BTreeMap<String, Vec<(String, Instant)>>;
 
 /// A running service and what the test needs to drive and stop it.
 struct Running {
@@ -309,7 +311,7 @@ async fn shutdown_under_load_finishes_requests_and_keeps_every_acknowledged_appe
 
     // Writers: each appends to its own session until the service stops answering,
     // keeping the ids of the appends it got a 200 for, and when it got it.
-    let acked: Arc<StdMutex<BTreeMap<String, Vec<(String, Instant)>>>> = Arc::default();
+    let acked: Arc<StdMutex<Acked>> = Arc::default();
     let mut writers = Vec::new();
     for w in 0..8 {
         let (http, base, acked) = (client(), base.clone(), Arc::clone(&acked));

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -13,7 +13,8 @@ use stayfast::{ErrorChain, StoreError, http::HttpFailure};
 #[derive(Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,
-    headers: HeaderMap,
+    /// Where the status came from stayfast's outcome: its headers (`Retry-After`).
+    failure: Option<HttpFailure>,
     message: String,
 }
 
@@ -21,7 +22,7 @@ impl ApiError {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            headers: HeaderMap::new(),
+            failure: None,
             message: message.into(),
         }
     }
@@ -31,7 +32,7 @@ impl ApiError {
     pub(crate) fn of(failure: HttpFailure, error: &(dyn std::error::Error + 'static)) -> Self {
         Self {
             status: failure.status(),
-            headers: failure.headers(),
+            failure: Some(failure),
             message: ErrorChain(error).to_string(),
         }
     }
@@ -61,7 +62,8 @@ fn bad_gateway<E>(_: &E) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let headers = self.failure.map(|f| f.headers()).unwrap_or_default();
         let body = Json(json!({ "error": self.message }));
-        (self.status, self.headers, body).into_response()
+        (self.status, headers, body).into_response()
     }
 }
