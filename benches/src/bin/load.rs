@@ -13,6 +13,8 @@
 //! ```
 //!
 //! Against a service already running (one phase, as it is): `--url http://127.0.0.1:3000`.
+//! `--routes chat,search` keeps the routes whose name ends with one of these (`/chat`
+//! matches both chat routes, `upstream` the slow upstream).
 
 use std::{
     collections::BTreeMap,
@@ -39,6 +41,7 @@ struct Options {
     service: Option<String>,
     connections: usize,
     seconds: u64,
+    routes: Vec<&'static str>,
 }
 
 fn options() -> Result<Options, Failure> {
@@ -47,6 +50,7 @@ fn options() -> Result<Options, Failure> {
         service: None,
         connections: 32,
         seconds: 10,
+        routes: ROUTES.to_vec(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -56,6 +60,17 @@ fn options() -> Result<Options, Failure> {
             "--service" => o.service = Some(value()?),
             "--connections" => o.connections = value()?.parse()?,
             "--seconds" => o.seconds = value()?.parse()?,
+            "--routes" => {
+                let wanted = value()?;
+                o.routes = ROUTES
+                    .iter()
+                    .copied()
+                    .filter(|r| wanted.split(',').any(|w| r.ends_with(w.trim())))
+                    .collect();
+                if o.routes.is_empty() {
+                    return Err(format!("--routes {wanted:?} names none of {ROUTES:?}").into());
+                }
+            }
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
@@ -81,7 +96,7 @@ async fn run() -> Result<(), Failure> {
     let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     if let Some(url) = &o.url {
         seed(&http, url).await?;
-        let phase = load(&http, url, o.connections, o.seconds).await;
+        let phase = load(&http, url, &o).await;
         report("as is", &phase, o.seconds);
         return Ok(());
     }
@@ -92,31 +107,39 @@ async fn run() -> Result<(), Failure> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let url = format!("http://127.0.0.1:{port}");
     let dir = std::env::temp_dir().join(format!("stayfast-load-{}", std::process::id()));
+    // The service's log (its warnings while Redis is frozen) goes to a file, not here.
+    let log_path = std::env::temp_dir().join(format!("stayfast-load-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path)?;
     let mut service = tokio::process::Command::new(binary)
         .env("STAYFAST_REDIS__URL", redis.url())
         .env("STAYFAST_TRANSCRIPTS__DIR", &dir)
         .env("SERVICE_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()?;
     let started = Instant::now();
     while get_status(&http, &format!("{url}/health/ready")).await != Some(StatusCode::OK) {
         if started.elapsed() > Duration::from_secs(20) {
-            return Err("the service did not become ready within 20 s".into());
+            return Err(format!(
+                "the service did not become ready within 20 s; see {}",
+                log_path.display()
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     seed(&http, &url).await?;
 
-    let serving = load(&http, &url, o.connections, o.seconds).await;
+    let serving = load(&http, &url, &o).await;
     redis.pause()?;
-    let frozen = load(&http, &url, o.connections, o.seconds).await;
+    let frozen = load(&http, &url, &o).await;
     redis.resume()?;
     println!(
         "{} connections, {} s per phase, routes in turn: {}",
         o.connections,
         o.seconds,
-        ROUTES.join(", ")
+        o.routes.join(", ")
     );
     report("Redis serving", &serving, o.seconds);
     report("Redis frozen (SIGSTOP)", &frozen, o.seconds);
@@ -130,6 +153,7 @@ async fn run() -> Result<(), Failure> {
     }
     let _ = tokio::time::timeout(Duration::from_secs(15), service.wait()).await;
     let _ = std::fs::remove_dir_all(&dir);
+    println!("\nthe service's log: {}", log_path.display());
     Ok(())
 }
 
@@ -164,16 +188,16 @@ async fn send(
 /// Per route: each request's latency and status (`None`: no HTTP answer).
 type Samples = BTreeMap<&'static str, Vec<(Duration, Option<StatusCode>)>>;
 
-async fn load(http: &HttpClient, url: &str, connections: usize, seconds: u64) -> Samples {
-    let end = Instant::now() + Duration::from_secs(seconds);
-    let tasks: Vec<_> = (0..connections)
+async fn load(http: &HttpClient, url: &str, o: &Options) -> Samples {
+    let end = Instant::now() + Duration::from_secs(o.seconds);
+    let tasks: Vec<_> = (0..o.connections)
         .map(|c| {
-            let (http, url) = (http.clone(), url.to_owned());
+            let (http, url, routes) = (http.clone(), url.to_owned(), o.routes.clone());
             tokio::spawn(async move {
                 let mut samples = Samples::new();
                 let mut n = 0usize;
                 while Instant::now() < end {
-                    let route = ROUTES[n % ROUTES.len()];
+                    let route = routes[n % routes.len()];
                     let (method, path, body) = match route {
                         "POST /chat" => (
                             Method::POST,

@@ -8,7 +8,12 @@ mod failure;
 mod health;
 pub(crate) mod upstream;
 
-use std::{future::Future, io, sync::Arc, time::Duration};
+use std::{
+    future::{Future, IntoFuture},
+    io,
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -41,8 +46,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, lets the
-/// requests in flight finish (axum's graceful shutdown), and shuts `app` down within
-/// `grace`: background work drained, transcript files fsynced, the Redis pool closed.
+/// requests in flight finish (axum's graceful shutdown; within `grace`), and shuts
+/// `app` down within another `grace`: background work drained, transcript files
+/// fsynced, the Redis pool closed.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     app: Stayfast,
@@ -56,11 +62,34 @@ pub(crate) async fn serve(
         upstream,
         background_cap: usize::try_from(settings.background.max_in_flight).unwrap_or(usize::MAX),
     });
-    axum::serve(listener, router(Arc::clone(&shared)))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    // Every connection is closed, so the router's clones of `shared` are gone and this
-    // is the last one; `Stayfast::shutdown` takes the app by value.
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = signalled.send(());
+    };
+    let serving = axum::serve(listener, router(Arc::clone(&shared)))
+        .with_graceful_shutdown(signal)
+        .into_future();
+    // A request that never ends (a client that stops reading) must not hold the
+    // shutdown forever: the requests in flight get `grace` after the signal.
+    let overdue = async {
+        if on_signal.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = overdue => tracing::warn!(?grace, "requests still in flight after the grace; shutting down anyway"),
+    }
+    // Every connection is closed; the tasks that served them drop their clones of
+    // `shared` a moment later. Then this is the last one, and `Stayfast::shutdown`
+    // takes the app by value.
+    let waited = tokio::time::Instant::now();
+    while Arc::strong_count(&shared) > 1 && waited.elapsed() < grace {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     match Arc::try_unwrap(shared) {
         Ok(shared) => Ok(shared.app.shutdown(grace).await),
         Err(shared) => {
