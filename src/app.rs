@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use stayfast_core::{
-    ErrorChain, FireAndForget, LagWatchdog, ShutdownReport,
+    CircuitBreaker, ErrorChain, FireAndForget, LagWatchdog, ShutdownReport,
     config::ConfigError,
     redis::{Redis, RedisConfig},
 };
@@ -203,6 +203,36 @@ impl Stayfast {
             Some(kb) => Some(kb.check_health(self.health_check).await),
             None => None,
         }
+    }
+
+    /// Every breaker the app's stores share, for a readiness report: `redis.main` (with
+    /// Redis; the knowledge store, the cache and the transcripts' Redis window all go
+    /// through it) and `fs.transcripts` (the transcript directory). Breakers of your
+    /// own policies are yours to add.
+    ///
+    /// ```
+    /// use stayfast::{Stayfast, breaker::State, settings::Settings};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut settings = Settings::default();
+    /// settings.redis.enabled = false; // file-only: the transcript directory's breaker alone
+    /// settings.transcripts.dir = std::env::temp_dir().join(format!("stayfast-doc-app-breakers-{}", std::process::id()));
+    /// let app = Stayfast::from_settings(&settings).await?;
+    /// let states: Vec<(String, State)> = app
+    ///     .breakers()
+    ///     .iter()
+    ///     .map(|b| (b.target().to_string(), b.state()))
+    ///     .collect();
+    /// assert_eq!(states, [("fs.transcripts".to_owned(), State::Closed)]);
+    /// app.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # std::fs::remove_dir_all(&settings.transcripts.dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn breakers(&self) -> Vec<&CircuitBreaker> {
+        let redis = self.redis.as_ref().map(Redis::breaker);
+        redis
+            .into_iter()
+            .chain(std::iter::once(self.transcripts.breaker()))
+            .collect()
     }
 
     /// The chat-history store (always present: the files are its record).

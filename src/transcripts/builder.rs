@@ -189,6 +189,7 @@ impl TranscriptStoreBuilder {
                 appender,
                 reader,
                 sessions: Sessions::new(config.max_open_sessions),
+                breaker,
             }),
         })
     }

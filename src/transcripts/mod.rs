@@ -56,7 +56,7 @@ use std::{
 };
 
 use stayfast_core::{
-    Error, FireAndForget, Name,
+    CircuitBreaker, Error, FireAndForget, Name,
     fs::{DurableAppend, FsyncPolicy, LogReader, ReadLogError},
 };
 
@@ -116,6 +116,9 @@ struct Inner {
     appender: DurableAppend,
     reader: LogReader,
     sessions: Sessions,
+    /// The transcript directory's breaker (`fs.transcripts`), kept for
+    /// [`TranscriptStore::breaker`]: the appender and reader hold their own clones.
+    breaker: CircuitBreaker,
 }
 
 /// A session's file, read back.
@@ -152,6 +155,24 @@ impl TranscriptStore {
     /// ```
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// The transcript directory's breaker (`target` = `fs.transcripts`), shared by
+    /// every append and read: its state for a readiness check.
+    ///
+    /// ```
+    /// # use stayfast::{breaker::State, transcripts::{TranscriptConfig, TranscriptStore}};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = TranscriptConfig::default();
+    /// # config.dir = std::env::temp_dir().join(format!("stayfast-doc-tx-breaker-{}", std::process::id()));
+    /// let store = TranscriptStore::builder(&config).open().await?;
+    /// assert_eq!(store.breaker().target().as_str(), "fs.transcripts");
+    /// assert_eq!(store.breaker().state(), State::Closed);
+    /// # std::fs::remove_dir_all(&config.dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.inner.breaker
     }
 }
 

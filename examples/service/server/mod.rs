@@ -1,0 +1,109 @@
+//! The reference service's routes over one [`Stayfast`], and its graceful shutdown.
+//! `examples/service/main.rs` runs it; `tests/service.rs` includes this module with
+//! `#[path]` and drives the very same router over HTTP.
+
+mod chat;
+mod facts;
+mod failure;
+mod health;
+pub(crate) mod upstream;
+
+use std::{
+    future::{Future, IntoFuture},
+    io,
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+use stayfast::{Settings, ShutdownReport, Stayfast};
+
+use self::upstream::UpstreamClient;
+
+/// What every handler shares.
+pub(crate) struct Shared {
+    pub(crate) app: Stayfast,
+    pub(crate) upstream: UpstreamClient,
+    /// `background.max_in_flight`: a background queue at its cap sheds new work, so
+    /// the instance reports itself not ready.
+    pub(crate) background_cap: usize,
+}
+
+/// The routes, over `shared`.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/chat/{session}", post(chat::append).get(chat::history))
+        .route("/facts", post(facts::store))
+        .route("/facts/search", get(facts::search))
+        .route("/upstream/{key}", get(upstream::get))
+        .route("/metrics", get(health::metrics))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .with_state(shared)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, lets the
+/// requests in flight finish (axum's graceful shutdown; within `grace`), and shuts
+/// `app` down within another `grace`: background work drained, transcript files
+/// fsynced, the Redis pool closed.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Stayfast,
+    settings: &Settings,
+    upstream: UpstreamClient,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> io::Result<ShutdownReport> {
+    let shared = Arc::new(Shared {
+        app,
+        upstream,
+        background_cap: usize::try_from(settings.background.max_in_flight).unwrap_or(usize::MAX),
+    });
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = signalled.send(());
+    };
+    let serving = axum::serve(listener, router(Arc::clone(&shared)))
+        .with_graceful_shutdown(signal)
+        .into_future();
+    // A request that never ends (a client that stops reading) must not hold the
+    // shutdown forever: the requests in flight get `grace` after the signal.
+    let overdue = async {
+        if on_signal.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = overdue => tracing::warn!(?grace, "requests still in flight after the grace; shutting down anyway"),
+    }
+    // Every connection is closed; the tasks that served them drop their clones of
+    // `shared` a moment later. Then this is the last one, and `Stayfast::shutdown`
+    // takes the app by value.
+    let waited = tokio::time::Instant::now();
+    while Arc::strong_count(&shared) > 1 && waited.elapsed() < grace {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    match Arc::try_unwrap(shared) {
+        Ok(shared) => Ok(shared.app.shutdown(grace).await),
+        Err(shared) => {
+            // Still shared (a handler future kept alive elsewhere): drain and flush
+            // through `&self` instead; the pool closes when the last handle drops.
+            tracing::warn!("the app is still shared at shutdown; draining without closing Redis");
+            let (report, flushed) = tokio::join!(
+                shared.app.background().shutdown(grace),
+                tokio::time::timeout(grace, shared.app.transcripts().flush())
+            );
+            if !matches!(flushed, Ok(Ok(()))) {
+                tracing::warn!("transcripts were not flushed within the grace");
+            }
+            Ok(report)
+        }
+    }
+}

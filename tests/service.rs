@@ -1,0 +1,405 @@
+//! The reference service (`examples/service`) driven over HTTP with hyper's client,
+//! against a real redis-server: normal requests, Redis frozen with SIGSTOP and thawed,
+//! and a graceful shutdown under load.
+//!
+//! Wall-clock bounds get 250 ms of slack; the measured figures are printed
+//! (`cargo test --test service -- --nocapture`).
+
+#[path = "../examples/service/server/mod.rs"]
+mod server;
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex as StdMutex},
+    time::{Duration, Instant},
+};
+
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    Method, Request, StatusCode,
+    body::Bytes,
+    header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER},
+};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde_json::{Value, json};
+use stayfast::{
+    Settings, ShutdownReport, Stayfast, fs::FsyncPolicy, test_util::RedisServer, transcripts::TranscriptStore,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use server::upstream::{SlowUpstream, UpstreamClient};
+use support::TempDir;
+
+/// The Redis commands' deadline (`timeouts.redis.operations.default`).
+const REDIS_DEADLINE: Duration = Duration::from_millis(250);
+/// `timeouts.redis.connection.health_check`: the bound of `/health/ready`'s PING.
+const HEALTH_DEADLINE: Duration = Duration::from_millis(300);
+const SLACK: Duration = Duration::from_millis(250);
+
+/// The tests share the process's metrics recorder, where both apps' `redis.main`
+/// breakers write the same gauge: one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// Per session, the ids of the appends answered 200, and when.
+type Acked = BTreeMap<String, Vec<(String, Instant)>>;
+
+/// A running service and what the test needs to drive and stop it.
+struct Running {
+    base: String,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    served: JoinHandle<std::io::Result<ShutdownReport>>,
+    upstream: SlowUpstream,
+}
+
+impl Running {
+    async fn start(settings: &Settings, upstream_delay: Duration) -> Self {
+        let app = Stayfast::from_settings(settings).await.expect("the app starts");
+        let upstream = SlowUpstream::start(upstream_delay)
+            .await
+            .expect("the upstream starts");
+        let client = UpstreamClient::new(upstream.url(), settings).expect("the upstream client");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("its address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let settings = settings.clone();
+        let served = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            server::serve(listener, app, &settings, client, shutdown, Duration::from_secs(5)).await
+        });
+        Self {
+            base: format!("http://{addr}"),
+            addr,
+            stop: Some(stop),
+            served,
+            upstream,
+        }
+    }
+
+    /// Triggers the graceful shutdown (what SIGTERM does in the example).
+    fn trigger_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    async fn shutdown(mut self) -> ShutdownReport {
+        self.trigger_shutdown();
+        tokio::time::timeout(Duration::from_secs(15), self.served)
+            .await
+            .expect("the service stops within 15 s")
+            .expect("the serve task does not panic")
+            .expect("serve returns Ok")
+    }
+}
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// One request: its status, headers, JSON body (or the text as a JSON string) and
+/// how long it took.
+async fn send(
+    client: &HttpClient,
+    method: Method,
+    url: &str,
+    body: Option<Value>,
+) -> Result<(StatusCode, HeaderMap, Value, Duration), hyper_util::client::legacy::Error> {
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = Request::builder()
+        .method(method)
+        .uri(url)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(bytes)))
+        .expect("a valid request");
+    let started = Instant::now();
+    let response = client.request(request).await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((status, headers, value, took))
+}
+
+async fn get(client: &HttpClient, url: &str) -> (StatusCode, HeaderMap, Value, Duration) {
+    send(client, Method::GET, url, None)
+        .await
+        .expect("the service answers")
+}
+
+async fn post(client: &HttpClient, url: &str, body: Value) -> (StatusCode, Value) {
+    let (status, _, value, _) = send(client, Method::POST, url, Some(body))
+        .await
+        .expect("the service answers");
+    (status, value)
+}
+
+/// Settings for a service on `server`: short deadlines and a breaker that opens after
+/// two failed attempts and probes again soon, so the outage and the recovery are quick.
+fn settings(server: &RedisServer, dir: &TempDir) -> Settings {
+    let mut s = support::settings(Some(server.url()), dir);
+    s.timeouts.redis.operations.default = REDIS_DEADLINE;
+    s.timeouts.redis.connection.health_check = HEALTH_DEADLINE;
+    s.redis.reconnect_max_delay = Duration::from_millis(200);
+    s.breaker.consecutive_failures = Some(2);
+    s.breaker.open_for = Duration::from_millis(300);
+    s.breaker.max_open_for = Duration::from_secs(1);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_degrades_while_redis_is_frozen_and_recovers() {
+    let _serial = SERIAL.lock().await;
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let dir = TempDir::new("service-freeze");
+    let running = Running::start(&settings(&server, &dir), Duration::from_millis(100)).await;
+    let (http, base) = (client(), running.base.clone());
+
+    // Normal requests.
+    for (n, text) in ["hello", "how are you?", "bye"].into_iter().enumerate() {
+        let (status, receipt) = post(
+            &http,
+            &format!("{base}/chat/s1"),
+            json!({"role": "user", "content": text}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{receipt}");
+        assert_eq!(receipt["seq"], json!(n + 1));
+        assert_eq!(receipt["durability"], "synced");
+    }
+    let (status, _, history, _) = get(&http, &format!("{base}/chat/s1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(history["degraded"], false, "{history}");
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(3), "{history}");
+    let (status, stored) = post(
+        &http,
+        &format!("{base}/facts"),
+        json!({"content": "The shop opens at 9."}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    let (status, _, found, _) = get(&http, &format!("{base}/facts/search?q=shop")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found["facts"][0]["content"], "The shop opens at 9.", "{found}");
+    for _ in 0..2 {
+        let (status, _, value, took) = get(&http, &format!("{base}/upstream/lisbon")).await;
+        assert_eq!(status, StatusCode::OK, "{value}");
+        eprintln!("GET /upstream/lisbon: {took:?}");
+    }
+    assert_eq!(
+        running.upstream.calls(),
+        1,
+        "the second answer came from the cache"
+    );
+    let (status, _, ready, _) = get(&http, &format!("{base}/health/ready")).await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["ready"], true);
+    assert_eq!(get(&http, &format!("{base}/health/live")).await.0, StatusCode::OK);
+
+    // Redis frozen: connections stay open, nothing answers.
+    server.pause().expect("SIGSTOP");
+    let history_bound = REDIS_DEADLINE + Duration::from_millis(50) + SLACK;
+    let (status, _, history, took) = get(&http, &format!("{base}/chat/s1")).await;
+    eprintln!("GET /chat/s1, Redis frozen, breaker closed: {status} in {took:?} (bound {history_bound:?})");
+    assert_eq!(status, StatusCode::OK, "{history}");
+    assert_eq!(history["degraded"], true, "{history}");
+    assert_eq!(history["source"], "file", "{history}");
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(3), "{history}");
+    assert!(took < history_bound, "history took {took:?}");
+
+    let mut searches = Vec::new();
+    loop {
+        let (status, headers, body, took) = get(&http, &format!("{base}/facts/search?q=shop")).await;
+        eprintln!("GET /facts/search, Redis frozen: {status} in {took:?}");
+        assert!(took < history_bound, "a search took {took:?}: {body}");
+        searches.push(status);
+        match status {
+            StatusCode::GATEWAY_TIMEOUT if searches.len() < 5 => continue,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(
+                    headers.contains_key(RETRY_AFTER),
+                    "an open circuit says when to retry"
+                );
+                break;
+            }
+            other => panic!("a search answered {other} ({body}) after {searches:?}"),
+        }
+    }
+    let (status, _, history, took) = get(&http, &format!("{base}/chat/s1")).await;
+    eprintln!("GET /chat/s1, Redis frozen, breaker open: {status} in {took:?}");
+    assert_eq!(
+        (status, &history["degraded"]),
+        (StatusCode::OK, &json!(true)),
+        "{history}"
+    );
+    assert!(took < history_bound, "history took {took:?}");
+
+    let (status, _, ready, took) = get(&http, &format!("{base}/health/ready")).await;
+    eprintln!("GET /health/ready, Redis frozen: {status} in {took:?}: {ready}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready["ready"], false);
+    assert!(took < HEALTH_DEADLINE + SLACK, "readiness took {took:?}");
+    let (_, _, metrics, _) = get(&http, &format!("{base}/metrics")).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"stayfast_circuit_state{target="redis.main"} 1"#),
+        "the open circuit shows in /metrics:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("circuit_state"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(get(&http, &format!("{base}/health/live")).await.0, StatusCode::OK);
+
+    // Thawed: everything recovers.
+    server.resume().expect("SIGCONT");
+    let started = Instant::now();
+    loop {
+        let ready = get(&http, &format!("{base}/health/ready")).await.0;
+        let search = get(&http, &format!("{base}/facts/search?q=shop")).await.0;
+        let (_, _, history, _) = get(&http, &format!("{base}/chat/s1")).await;
+        if ready == StatusCode::OK && search == StatusCode::OK && history["degraded"] == false {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "not recovered after 15 s: ready {ready}, search {search}, history {history}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("recovered {:?} after SIGCONT", started.elapsed());
+    let (status, _, ready, _) = get(&http, &format!("{base}/health/ready")).await;
+    assert_eq!(
+        (status, &ready["ready"]),
+        (StatusCode::OK, &json!(true)),
+        "{ready}"
+    );
+
+    let report = running.shutdown().await;
+    assert_eq!(report.aborted, 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_load_finishes_requests_and_keeps_every_acknowledged_append() {
+    let _serial = SERIAL.lock().await;
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let dir = TempDir::new("service-stop");
+    let mut settings = settings(&server, &dir);
+    // Appends are acknowledged before their fsync: the shutdown's flush makes them
+    // durable, and this test checks that it ran.
+    settings.transcripts.fsync = FsyncPolicy::Never;
+    let mut running = Running::start(&settings, Duration::from_millis(400)).await;
+    let base = running.base.clone();
+
+    // Writers: each appends to its own session until the service stops answering,
+    // keeping the ids of the appends it got a 200 for, and when it got it.
+    let acked: Arc<StdMutex<Acked>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (http, base, acked) = (client(), base.clone(), Arc::clone(&acked));
+        writers.push(tokio::spawn(async move {
+            let session = format!("load-{w}");
+            for n in 0.. {
+                let id = format!("w{w}-m{n}");
+                let body = json!({"role": "user", "content": format!("message {n}"), "id": id});
+                match send(&http, Method::POST, &format!("{base}/chat/{session}"), Some(body)).await {
+                    Ok((StatusCode::OK, _, _, _)) => {
+                        let mut acked = acked.lock().unwrap_or_else(|e| e.into_inner());
+                        acked
+                            .entry(session.clone())
+                            .or_default()
+                            .push((id, Instant::now()));
+                    }
+                    Ok((status, _, body, _)) => panic!("an append answered {status}: {body}"),
+                    Err(_) => return, // the service stopped: this one was not acknowledged
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Slow upstream calls in flight when the shutdown starts: they must be answered,
+    // and before the service reports itself stopped.
+    let slow: Vec<_> = (0..4)
+        .map(|k| {
+            let (http, url) = (client(), format!("{base}/upstream/slow-{k}"));
+            tokio::spawn(async move { (send(&http, Method::GET, &url, None).await, Instant::now()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    running.trigger_shutdown();
+    let addr = running.addr;
+    let stopping = tokio::spawn(async move {
+        let report = running.shutdown().await;
+        (report, Instant::now())
+    });
+    let mut answered = Vec::new();
+    for call in slow {
+        let (answer, at) = call.await.expect("the call's task");
+        let (status, _, body, took) = answer.expect("an in-flight request is answered, not cut");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        eprintln!("in-flight upstream call answered {status} in {took:?}");
+        answered.push(at);
+    }
+    let (report, stopped) = stopping.await.expect("the shutdown does not panic");
+    eprintln!("shut down in {:?}: {report:?}", stopped - started);
+    assert!(
+        answered.iter().all(|at| *at <= stopped),
+        "the service stopped before answering the requests in flight"
+    );
+    assert_eq!(report.aborted, 0, "background work drained: {report:?}");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after the shutdown"
+    );
+    for writer in writers {
+        writer.await.expect("a writer does not panic");
+    }
+
+    // Every acknowledged append is in its file: read back by a fresh, file-only store.
+    let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|e| e.into_inner()));
+    let store = TranscriptStore::builder(&settings.transcripts)
+        .open()
+        .await
+        .expect("the transcripts reopen");
+    let mut total = 0;
+    for (session, ids) in &acked {
+        let history = store
+            .history(session, 100_000)
+            .await
+            .expect("the history reads back");
+        let stored: Vec<&str> = history.records.iter().map(|r| r.id.as_str()).collect();
+        for (id, at) in ids {
+            assert!(
+                stored.contains(&id.as_str()),
+                "{session}: acknowledged {id} is not in the file"
+            );
+            assert!(
+                *at <= stopped,
+                "{session}: {id} was acknowledged after the shutdown"
+            );
+        }
+        total += ids.len();
+    }
+    eprintln!("{total} acknowledged appends, all in the files");
+    assert!(total > 100, "the load ran: {total} appends acknowledged");
+}
