@@ -60,7 +60,7 @@ use std::{
     fmt,
     future::{Future, poll_fn},
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
 };
 
@@ -370,7 +370,11 @@ struct Slot {
     held: Option<OwnedSemaphorePermit>,
     /// The wait in progress: boxed, because tokio's acquire future has no name; only a
     /// full bulkhead pays for it (a free slot is taken without waiting).
-    waiting: Option<Waiting>,
+    ///
+    /// NOTE: in a mutex that is never locked (`get_mut` through `&mut self`), only so
+    /// that the service is `Sync` — axum's state must be — while the boxed future is
+    /// only `Send`.
+    waiting: Option<Mutex<Waiting>>,
 }
 
 /// tokio's wait for an owned semaphore permit, boxed.
@@ -394,9 +398,12 @@ impl Slot {
                 self.held = Some(permit);
                 return Poll::Ready(());
             }
-            self.waiting = Some(Box::pin(Arc::clone(self.bulkhead.slots()).acquire_owned()));
+            self.waiting = Some(Mutex::new(Box::pin(
+                Arc::clone(self.bulkhead.slots()).acquire_owned(),
+            )));
         }
         if let Some(waiting) = &mut self.waiting {
+            let waiting = waiting.get_mut().unwrap_or_else(PoisonError::into_inner);
             // The bulkhead never closes its semaphore, so the wait cannot fail.
             if let Ok(permit) = std::task::ready!(waiting.as_mut().poll(cx)) {
                 self.held = Some(permit);

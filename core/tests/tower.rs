@@ -200,3 +200,19 @@ async fn call_without_poll_ready_is_shed_not_let_past_the_limit() {
         "nothing reached the inner service"
     );
 }
+
+/// A `PolicyService` over a `Sync` service is `Sync` (axum's state must be), also
+/// while it waits for a bulkhead slot.
+#[tokio::test(start_paused = true)]
+async fn the_service_is_send_and_sync_even_waiting_for_a_slot() {
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    let mut config = stayfast_core::config::BulkheadConfig::default();
+    config.max_concurrent = 1;
+    let bulkhead = stayfast_core::Bulkhead::new("upstream", &config).unwrap();
+    let layer = PolicyLayer::new(policy(1)).bulkhead(bulkhead);
+    let (mut first, _handle) = mock::spawn_layer::<String, String, _>(layer);
+    let mut second = mock::Spawn::new(first.get_ref().clone());
+    assert_ready_ok!(first.poll_ready());
+    assert_pending!(second.poll_ready(), "the second waits for the slot");
+    assert_send_sync(second.get_ref());
+}

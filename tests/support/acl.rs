@@ -7,8 +7,8 @@ pub(crate) const PASSWORD: &str = "acl-test-Pa55";
 /// The README's `ACL SETUSER` lines, split into words, `PASSWORD` replaced: one per
 /// store, then `ACL SETUSER default off`.
 pub(crate) fn documented_acl_lines() -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("read README.md");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("read README.md");
     let section = readme
         .split("\n## Deployments\n")
         .nth(1)

@@ -7,7 +7,7 @@ use std::{
     io,
     net::SocketAddr,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -70,13 +70,10 @@ fn replay(r: &UpstreamRequest) -> UpstreamRequest {
 }
 
 /// The outgoing side: hyper's client under stayfast's `PolicyLayer`.
-///
-/// The stack sits behind a mutex only to be cloned: axum's state must be `Sync`, and a
-/// `PolicyService` is not (its pending bulkhead wait is a `Send`-only future).
 #[derive(Debug)]
 pub(crate) struct UpstreamClient {
     base: String,
-    stack: Mutex<Stack>,
+    stack: Stack,
     breaker: Option<CircuitBreaker>,
 }
 
@@ -103,11 +100,7 @@ impl UpstreamClient {
             .replay_with(replay as Replay)
             .layer(client);
         let breaker = stack.policy().breaker().cloned();
-        Ok(Self {
-            base,
-            stack: Mutex::new(stack),
-            breaker,
-        })
+        Ok(Self { base, stack, breaker })
     }
 
     /// The upstream's breaker.
@@ -121,7 +114,7 @@ impl UpstreamClient {
             .parse()
             .map_err(|_| UpstreamError::BadKey)?;
         // tower's contract: a clone of its own, driven ready, then called.
-        let mut service = self.stack.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut service = self.stack.clone();
         poll_fn(|cx| service.poll_ready(cx)).await?;
         let response = service.call(request).await?;
         if !response.status().is_success() {
