@@ -187,19 +187,39 @@ async fn tls_with_the_deployments_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acl_user_with_exactly_the_documented_rights() {
     let server = RedisServer::start().await.unwrap();
-    let user = union_of_the_documented_users("stayfast");
-    let off = documented_acl_lines().pop().unwrap();
-    for line in [user, off] {
-        let args: Vec<&str> = line.iter().map(String::as_str).collect();
-        assert_eq!(
-            server.command(&args).await.unwrap(),
-            Reply::Simple("OK".into()),
-            "{line:?}"
-        );
-    }
+    least_privilege(&server, &[]).await;
     let mut config = config(server.url());
     config.username = Some("stayfast".into());
     config.password = Some(PASSWORD.into());
     let redis = connect(&config).await;
     the_stores_work_on(&redis, "ACL user").await;
+}
+
+/// Applies the union of the documented rights, plus `extra`, as user `stayfast` on
+/// `node`, and turns its default user off.
+async fn least_privilege(node: &RedisServer, extra: &[&str]) {
+    let mut user = union_of_the_documented_users("stayfast");
+    user.extend(extra.iter().map(|r| (*r).to_owned()));
+    let off = documented_acl_lines().pop().unwrap();
+    for line in [user, off] {
+        let args: Vec<&str> = line.iter().map(String::as_str).collect();
+        assert_eq!(
+            node.command(&args).await.unwrap(),
+            Reply::Simple("OK".into()),
+            "{line:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_on_a_cluster_with_the_documented_cluster_rights() {
+    let cluster = RedisCluster::start(3, 0).await.unwrap();
+    for node in cluster.nodes() {
+        least_privilege(node, &["+cluster|slots", "+cluster|info"]).await;
+    }
+    let mut config = config(cluster.url());
+    config.username = Some("stayfast".into());
+    config.password = Some(PASSWORD.into());
+    let redis = connect(&config).await;
+    the_stores_work_on(&redis, "ACL user on a cluster").await;
 }
