@@ -10,7 +10,9 @@
 //! production.
 //!
 //! Run: `cargo bench -p stayfast-benches --bench redis` (needs redis-server installed);
-//! `STAYFAST_BENCH_OPS=get` runs only the named commands.
+//! `STAYFAST_BENCH_OPS=get` runs only the named commands;
+//! `STAYFAST_BENCH_DEPLOYMENT=cluster` runs the same against a 3-primary loopback
+//! Redis Cluster (every client connected to it as a cluster).
 
 mod support;
 
@@ -31,7 +33,7 @@ use fred::{
 };
 use stayfast_core::{
     redis::{Redis, RedisConfig},
-    test_util::RedisServer,
+    test_util::{RedisCluster, RedisServer},
 };
 
 const POOL: usize = 4;
@@ -201,21 +203,56 @@ fn selected_ops() -> Vec<Op> {
     }
 }
 
+/// What the bench runs against: one node, or a 3-primary cluster
+/// (`STAYFAST_BENCH_DEPLOYMENT=cluster`).
+#[derive(Debug)]
+enum Deployment {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Deployment {
+    async fn start() -> Self {
+        match std::env::var("STAYFAST_BENCH_DEPLOYMENT").as_deref() {
+            Ok("cluster") => Self::Cluster(
+                RedisCluster::start(3, 0)
+                    .await
+                    .expect("a redis cluster (install redis-server to run this bench)"),
+            ),
+            Ok("single") | Err(_) => Self::Single(
+                RedisServer::start()
+                    .await
+                    .expect("redis-server (install it to run this bench)"),
+            ),
+            Ok(other) => panic!("STAYFAST_BENCH_DEPLOYMENT={other}: expected `single` or `cluster`"),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Self::Single(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        }
+    }
+}
+
 fn main() {
     let Some((_recorder, rt)) = support::real_server_bench() else {
         return;
     };
     rt.block_on(async {
-        let server = RedisServer::start().await.expect("redis-server (install it to run this bench)");
+        let deployment = Deployment::start().await;
+        let url = deployment.url();
+        println!("against {url}");
         let mut config = RedisConfig::default();
-        config.url = server.url();
+        config.url = url.clone();
         config.pool_size = POOL as u32;
-        let raw = Builder::from_config(Config::from_url(&server.url()).expect("a url"))
+        let raw = Builder::from_config(Config::from_url(&url).expect("a url"))
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build_pool(POOL)
             .expect("a raw pool");
         raw.init().await.expect("raw connected");
-        let tuned = Builder::from_config(Config::from_url(&server.url()).expect("a url"))
+        let tuned = Builder::from_config(Config::from_url(&url).expect("a url"))
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .with_connection_config(|c| {
                 c.max_command_attempts = 1;
