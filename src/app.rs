@@ -89,8 +89,10 @@ impl Stayfast {
     ///
     /// # Errors
     ///
-    /// [`StartError::Settings`] for an invalid setting, [`StartError::Telemetry`] when a
-    /// metrics recorder other than stayfast's is installed or the listener cannot bind,
+    /// [`StartError::Settings`] for an invalid setting, [`StartError::Telemetry`] when the
+    /// `/metrics` listener is asked for while a metrics recorder other than stayfast's is
+    /// installed (without the listener, stayfast's metrics go to that recorder and
+    /// [`telemetry`](Self::telemetry) is `None`), or when the listener cannot bind,
     /// [`StartError::Store`] when the transcript directory cannot be created.
     ///
     /// # Cancellation
@@ -116,6 +118,16 @@ impl Stayfast {
             Ok(t) => Some(t),
             Err(TelemetryError::AlreadyInstalled) if Telemetry::installed().is_some() => {
                 Telemetry::installed()
+            }
+            // The application installed a recorder of its own (an OpenTelemetry bridge,
+            // say): every stayfast metric goes to it, through the `metrics` facade. Only a
+            // `/metrics` listener, which needs stayfast's Prometheus recorder, is refused.
+            Err(TelemetryError::AlreadyInstalled) if !settings.metrics.http_listener => {
+                tracing::info!(
+                    target: "stayfast::telemetry",
+                    "a metrics recorder is already installed; stayfast's metrics go to it"
+                );
+                None
             }
             Err(e) => return Err(e.into()),
         };
