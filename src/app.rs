@@ -328,6 +328,10 @@ impl Stayfast {
     /// Dropping the future midway leaves background work draining and the pool open
     /// until the last handle drops.
     ///
+    /// It takes `&self`, so an app shared in an `Arc` (an axum state) shuts down without
+    /// being unwrapped; afterwards the stores refuse background work and Redis calls
+    /// fail fast.
+    ///
     /// ```
     /// # use stayfast::{Stayfast, settings::Settings};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -340,7 +344,7 @@ impl Stayfast {
     /// # std::fs::remove_dir_all(&settings.transcripts.dir)?;
     /// # Ok(()) }
     /// ```
-    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         // Both within `grace`, side by side: making acknowledged appends durable must
         // not wait for the background drain, nor outlive the grace.
         let flush = async {

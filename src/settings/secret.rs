@@ -179,6 +179,31 @@ impl RedisUrl {
     }
 }
 
+/// [`RedisUrl::new`], so that a URL is set as `settings.redis.url = "redis://…".into()`.
+///
+/// ```
+/// let mut settings = stayfast::Settings::default();
+/// settings.redis.url = "redis://cache:6379".into();
+/// assert_eq!(settings.redis.url.expose(), "redis://cache:6379");
+/// ```
+impl From<&str> for RedisUrl {
+    fn from(url: &str) -> Self {
+        Self::new(url)
+    }
+}
+
+/// [`RedisUrl::new`].
+///
+/// ```
+/// let url: stayfast::settings::RedisUrl = String::from("redis://cache:6379").into();
+/// assert_eq!(url.expose(), "redis://cache:6379");
+/// ```
+impl From<String> for RedisUrl {
+    fn from(url: String) -> Self {
+        Self::new(url)
+    }
+}
+
 impl Default for RedisUrl {
     fn default() -> Self {
         Self::new(stayfast_core::redis::RedisConfig::default().url)

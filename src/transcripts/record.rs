@@ -209,6 +209,17 @@ impl HistorySource {
     }
 }
 
+/// [`as_str`](HistorySource::as_str): `redis`, `file` or `none`.
+///
+/// ```
+/// assert_eq!(stayfast::transcripts::HistorySource::Redis.to_string(), "redis");
+/// ```
+impl std::fmt::Display for HistorySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The last messages of a session, oldest first, and how they were obtained.
 ///
 /// ```

@@ -83,27 +83,7 @@ pub(crate) async fn serve(
         served = serving => served?,
         () = overdue => tracing::warn!(?grace, "requests still in flight after the grace; shutting down anyway"),
     }
-    // Every connection is closed; the tasks that served them drop their clones of
-    // `shared` a moment later. Then this is the last one, and `Stayfast::shutdown`
-    // takes the app by value.
-    let waited = tokio::time::Instant::now();
-    while Arc::strong_count(&shared) > 1 && waited.elapsed() < grace {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    match Arc::try_unwrap(shared) {
-        Ok(shared) => Ok(shared.app.shutdown(grace).await),
-        Err(shared) => {
-            // Still shared (a handler future kept alive elsewhere): drain and flush
-            // through `&self` instead; the pool closes when the last handle drops.
-            tracing::warn!("the app is still shared at shutdown; draining without closing Redis");
-            let (report, flushed) = tokio::join!(
-                shared.app.background().shutdown(grace),
-                tokio::time::timeout(grace, shared.app.transcripts().flush())
-            );
-            if !matches!(flushed, Ok(Ok(()))) {
-                tracing::warn!("transcripts were not flushed within the grace");
-            }
-            Ok(report)
-        }
-    }
+    // Every connection is closed; the app shuts down through `&self`, however many
+    // clones of it the connection tasks still hold for a moment.
+    Ok(shared.app.shutdown(grace).await)
 }
