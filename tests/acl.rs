@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use stayfast::{
     BackgroundConfig, ErrorChain, FireAndForget,
@@ -25,7 +25,7 @@ use stayfast::{
         },
     },
     test_util::{RedisServer, Reply},
-    transcripts::{HistorySource, Message, TranscriptConfig, TranscriptStore},
+    transcripts::{Message, TranscriptConfig, TranscriptStore},
 };
 use support::{
     TempDir,
@@ -165,19 +165,9 @@ async fn each_store_works_with_exactly_its_documented_rights() {
             .await
             .unwrap();
     }
-    let started = Instant::now();
-    loop {
-        let history = transcripts.history("s1", 10).await.unwrap();
-        if history.source == HistorySource::Redis && !history.degraded && background.in_flight() == 0 {
-            assert_eq!(history.records.len(), 3);
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never served from Redis"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let history =
+        support::history_from_redis(&transcripts, &background, "s1", 10, Duration::from_secs(10)).await;
+    assert_eq!(history.records.len(), 3);
     let window = admin_command(&admin, &["KEYS", "{tx:*"]).await;
     assert!(
         matches!(&window, Value::Array(keys) if !keys.is_empty()),

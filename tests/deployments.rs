@@ -19,7 +19,7 @@ use stayfast::{
     knowledge::{KnowledgeConfig, KnowledgeStore},
     redis::{Redis, RedisConfig, RedisTls},
     test_util::{ClientAuth, RedisCluster, RedisSentinel, RedisServer, Reply, TlsRedisServer},
-    transcripts::{HistorySource, Message, TranscriptConfig, TranscriptStore},
+    transcripts::{Message, TranscriptConfig, TranscriptStore},
 };
 use support::{
     TempDir,
@@ -91,22 +91,13 @@ async fn the_stores_work_on(redis: &Redis, deployment: &str) {
             assert_eq!(receipt.record.seq, turn + 1, "{deployment}");
         }
     }
-    let waiting = Instant::now();
     for session in 0..5 {
         let session = format!("s{session}");
-        loop {
-            let history = transcripts.history(&session, 10).await.unwrap();
-            if history.source == HistorySource::Redis && !history.degraded && background.in_flight() == 0 {
-                let seqs: Vec<u64> = history.records.iter().map(|r| r.seq).collect();
-                assert_eq!(seqs, [1, 2, 3, 4], "{deployment}");
-                break;
-            }
-            assert!(
-                waiting.elapsed() < Duration::from_secs(10),
-                "{deployment}: {session} never served from Redis"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let history =
+            support::history_from_redis(&transcripts, &background, &session, 10, Duration::from_secs(10))
+                .await;
+        let seqs: Vec<u64> = history.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4], "{deployment}");
     }
     assert!(transcripts.delete_session("s0").await.unwrap(), "{deployment}");
     assert!(transcripts.history("s0", 10).await.unwrap().records.is_empty());

@@ -23,7 +23,7 @@ use stayfast::{
     breaker::State,
     redis::{Redis, RedisConfig},
     test_util::{RedisCluster, RedisSentinel},
-    transcripts::{HistorySource, Message, TranscriptConfig, TranscriptStore},
+    transcripts::{Message, TranscriptConfig, TranscriptStore},
 };
 use support::TempDir;
 
@@ -182,30 +182,19 @@ async fn check(deployment: &str, mut seen: Seen, transcripts: &TranscriptStore, 
     );
     assert_eq!(seen.states.last(), Some(&State::Closed), "{deployment}");
 
-    let started = Instant::now();
     for (session, acknowledged) in &seen.acknowledged {
         assert!(!acknowledged.is_empty());
-        loop {
-            let history = transcripts.history(session, 1000).await.unwrap();
-            let ids: Vec<&str> = history.records.iter().map(|r| r.id.as_str()).collect();
-            let seqs: Vec<u64> = history.records.iter().map(|r| r.seq).collect();
-            let expected: Vec<u64> = (1..=acknowledged.len() as u64).collect();
-            if history.source == HistorySource::Redis && !history.degraded && background.in_flight() == 0 {
-                assert_eq!(
-                    ids, *acknowledged,
-                    "{deployment}: {session}: each acknowledged append once"
-                );
-                assert_eq!(seqs, expected, "{deployment}: {session}: gap-free seqs");
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "{deployment}: {session} not served from Redis again ({:?}, degraded {})",
-                history.source,
-                history.degraded
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let history =
+            support::history_from_redis(transcripts, background, session, 1000, Duration::from_secs(15))
+                .await;
+        let ids: Vec<&str> = history.records.iter().map(|r| r.id.as_str()).collect();
+        let seqs: Vec<u64> = history.records.iter().map(|r| r.seq).collect();
+        let expected: Vec<u64> = (1..=acknowledged.len() as u64).collect();
+        assert_eq!(
+            ids, *acknowledged,
+            "{deployment}: {session}: each acknowledged append once"
+        );
+        assert_eq!(seqs, expected, "{deployment}: {session}: gap-free seqs");
     }
 }
 

@@ -122,3 +122,31 @@ pub(crate) fn service_settings(
     s.breaker.max_open_for = Duration::from_secs(1);
     s
 }
+
+/// `session`'s last `limit` messages once they are served from Redis, complete (not
+/// degraded) and with no background push in flight; panics after `within`.
+pub(crate) async fn history_from_redis(
+    store: &stayfast::TranscriptStore,
+    background: &stayfast::FireAndForget,
+    session: &str,
+    limit: usize,
+    within: std::time::Duration,
+) -> stayfast::transcripts::History {
+    let started = std::time::Instant::now();
+    loop {
+        let history = store.history(session, limit).await.expect("history");
+        if history.source == stayfast::transcripts::HistorySource::Redis
+            && !history.degraded
+            && background.in_flight() == 0
+        {
+            return history;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{session} not served from Redis within {within:?} ({:?}, degraded {})",
+            history.source,
+            history.degraded
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
