@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use stayfast_core::redis::fred::util::redis_keyslot;
+use stayfast_core::redis::{CLUSTER_SLOTS, key_slot};
 
 use super::glob::glob_escape;
 
 /// Cluster hash slots.
-const SLOTS: usize = 16_384;
+const SLOTS: usize = CLUSTER_SLOTS as usize;
 
 /// Tried salts per shard before falling back to a plain name: each try lands in the
 /// shard's slot range with probability `1 / shards` (at most 256), so this is never
@@ -165,7 +165,7 @@ fn shard_tag(prefix: &str, i: usize, shards: usize) -> String {
     let range = i * SLOTS / shards..(i + 1) * SLOTS / shards;
     (0..MAX_SALT_TRIES)
         .map(|salt| format!("{prefix}#{salt}"))
-        .find(|tag| range.contains(&usize::from(redis_keyslot(tag.as_bytes()))))
+        .find(|tag| range.contains(&usize::from(key_slot(tag))))
         .unwrap_or_else(|| format!("{prefix}#x{i}"))
 }
 
@@ -188,12 +188,12 @@ mod tests {
         let k = Keys::new("kb", 16);
         assert_eq!(k.shards().len(), 16);
         for (i, shard) in k.shards().iter().enumerate() {
-            let slot = usize::from(redis_keyslot(shard.fact("x").as_bytes()));
+            let slot = usize::from(key_slot(&shard.fact("x")));
             assert_eq!(slot * 16 / SLOTS, i, "{}", shard.tag);
             assert!(shard.tag.starts_with("kb#"));
             assert_eq!(
-                redis_keyslot(shard.index("w").as_bytes()),
-                redis_keyslot(shard.ids.as_bytes())
+                key_slot(&shard.index("w")),
+                key_slot(&shard.ids)
             );
         }
         assert_eq!(k.seq, "{kb}:seq");

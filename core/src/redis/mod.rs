@@ -58,6 +58,7 @@ pub use self::{
     batch::Batch,
     command::Command,
     config::{OperationTimeouts, RedisConfig},
+    slots::{CLUSTER_SLOTS, key_slot},
     tls::RedisTls,
     value::RedisValue,
 };

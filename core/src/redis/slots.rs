@@ -10,6 +10,22 @@ use fred::{
 use super::{Command, RedisError};
 use crate::Error;
 
+/// How many slots a Redis Cluster divides its keys into.
+pub const CLUSTER_SLOTS: u16 = 16_384;
+
+/// The cluster slot `key` hashes to (CRC16 of its hash tag, or of the whole key),
+/// whether or not the deployment is a cluster: what a store spreading its keys over
+/// primaries needs to know of them.
+///
+/// ```
+/// use stayfast_core::redis::key_slot;
+/// assert_eq!(key_slot("{kb}:fact:1"), key_slot("{kb}:idx:word")); // one hash tag
+/// assert!(key_slot("anything") < stayfast_core::redis::CLUSTER_SLOTS);
+/// ```
+pub fn key_slot(key: &str) -> u16 {
+    redis_keyslot(key.as_bytes())
+}
+
 /// The slot every key of `keys` hashes to (`None` without keys); an error naming two
 /// keys of different slots otherwise, before anything is sent.
 ///

@@ -11,7 +11,7 @@ use super::{Launch, RedisServer, Reply, TestServerError};
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Cluster slots: every key hashes to one of them.
-const SLOTS: u32 = 16_384;
+const SLOTS: u32 = crate::redis::CLUSTER_SLOTS as u32;
 
 /// A Redis Cluster of `redis-server` processes on free loopback ports, stopped (every
 /// process, by pid) when dropped, also when a test panics.
