@@ -191,10 +191,7 @@ mod tests {
             let slot = usize::from(key_slot(&shard.fact("x")));
             assert_eq!(slot * 16 / SLOTS, i, "{}", shard.tag);
             assert!(shard.tag.starts_with("kb#"));
-            assert_eq!(
-                key_slot(&shard.index("w")),
-                key_slot(&shard.ids)
-            );
+            assert_eq!(key_slot(&shard.index("w")), key_slot(&shard.ids));
         }
         assert_eq!(k.seq, "{kb}:seq");
         assert_eq!(k.fact_pattern, "{kb#*}:fact:*");
