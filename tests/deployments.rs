@@ -189,10 +189,17 @@ async fn an_acl_user_with_exactly_the_documented_rights() {
 /// Applies the union of the documented rights, plus `extra`, as user `stayfast` on
 /// `node`, and turns its default user off.
 async fn least_privilege(node: &RedisServer, extra: &[&str]) {
+    documented_user(node, extra).await;
+    let off = documented_acl_lines().pop().unwrap();
+    let args: Vec<&str> = off.iter().map(String::as_str).collect();
+    assert_eq!(node.command(&args).await.unwrap(), Reply::Simple("OK".into()));
+}
+
+/// The union of the documented rights, plus `extra`, as user `stayfast` on `node`.
+async fn documented_user(node: &RedisServer, extra: &[&str]) {
     let mut user = union_of_the_documented_users("stayfast");
     user.extend(extra.iter().map(|r| (*r).to_owned()));
-    let off = documented_acl_lines().pop().unwrap();
-    for line in [user, off] {
+    for line in [user] {
         let args: Vec<&str> = line.iter().map(String::as_str).collect();
         assert_eq!(
             node.command(&args).await.unwrap(),
@@ -213,4 +220,54 @@ async fn an_acl_user_on_a_cluster_with_the_documented_cluster_rights() {
     config.password = Some(PASSWORD.into());
     let redis = connect(&config).await;
     the_stores_work_on(&redis, "ACL user on a cluster").await;
+}
+
+/// The user as `config`'s, with the tests' password.
+fn as_the_user(mut config: RedisConfig) -> RedisConfig {
+    config.username = Some("stayfast".into());
+    config.password = Some(PASSWORD.into());
+    config
+}
+
+/// A URL naming a database needs `+select` (fred selects it on every new connection):
+/// without it no connection is set up and a command fails naming the right; with it the
+/// stores work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_on_a_numbered_database_needs_select() {
+    let without = RedisServer::start().await.unwrap();
+    least_privilege(&without, &[]).await;
+    let redis = Redis::connect(&as_the_user(config(format!("{}/1", without.url()))))
+        .await
+        .unwrap();
+    let e = support::error_chain(&redis.get::<Option<String>>("cache:probe").await.unwrap_err());
+    println!("database 1 without +select: {e}");
+    assert!(e.contains("NOPERM") && e.contains("'select'"), "{e}");
+
+    let with = RedisServer::start().await.unwrap();
+    least_privilege(&with, &["+select"]).await;
+    let redis = connect(&as_the_user(config(format!("{}/1", with.url())))).await;
+    the_stores_work_on(&redis, "ACL user on database 1").await;
+}
+
+/// A sentinel deployment's primary, as an ACL user: fred asks the node the sentinels name
+/// for its `ROLE` before using it, so the user needs `+role` there; without it a
+/// command fails naming the right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_on_a_sentinel_deployment_needs_role() {
+    for (extra, works) in [(&[][..], false), (&["+role"][..], true)] {
+        let deployment = RedisSentinel::start(1).await.unwrap();
+        // The default user stays on: the sentinels and the replica use it.
+        documented_user(deployment.primary(), extra).await;
+        documented_user(deployment.replica(), extra).await;
+        let config = as_the_user(config(deployment.url()));
+        if works {
+            let redis = connect(&config).await;
+            the_stores_work_on(&redis, "ACL user on sentinel, with +role").await;
+        } else {
+            let redis = Redis::connect(&config).await.unwrap();
+            let e = support::error_chain(&redis.get::<Option<String>>("cache:probe").await.unwrap_err());
+            println!("sentinel without +role: {e}");
+            assert!(e.contains("NOPERM") && e.contains("'role'"), "{e}");
+        }
+    }
 }

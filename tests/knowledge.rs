@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::deployment::TestRedis;
+
 use std::{
     collections::{HashMap, HashSet},
     sync::{
@@ -23,11 +25,11 @@ use stayfast::{
     breaker::State,
     knowledge::{Fact, KnowledgeConfig, KnowledgeStore, MAX_QUERY_TOKENS, glob_escape},
     redis::{Redis, RedisConfig},
-    test_util::{RedisServer, Reply},
+    test_util::Reply,
 };
 
 /// A handle with the default config.
-async fn connect(server: &RedisServer) -> Redis {
+async fn connect(server: &TestRedis) -> Redis {
     support::connect(server, |_| {}).await
 }
 
@@ -38,12 +40,20 @@ fn store_with(redis: &Redis, prefix: &str, tune: impl FnOnce(&mut KnowledgeConfi
     KnowledgeStore::new(redis.clone(), &c).unwrap()
 }
 
+/// The one-shard layout, `{<prefix>}:fact:<id>` and `{<prefix>}:idx:<word>`, for the
+/// tests that read or plant raw keys: on a cluster the default spreads a store over
+/// shards whose key names these tests cannot know (`tests/knowledge_cluster.rs` checks
+/// that layout's keys). Every other test runs with the deployment's default.
+fn one_shard(c: &mut KnowledgeConfig) {
+    c.shards = Some(1);
+}
+
 fn ids(facts: &[Fact]) -> Vec<&str> {
     facts.iter().map(|f| f.id.as_str()).collect()
 }
 
 /// The members of a set, by a raw connection (independent of the store).
-async fn smembers(server: &RedisServer, key: &str) -> HashSet<String> {
+async fn smembers(server: &TestRedis, key: &str) -> HashSet<String> {
     match server.command(&["SMEMBERS", key]).await.unwrap() {
         Reply::Array(Some(items)) => items.iter().filter_map(Reply::as_text).collect(),
         other => panic!("{other:?}"),
@@ -52,8 +62,8 @@ async fn smembers(server: &RedisServer, key: &str) -> HashSet<String> {
 
 #[tokio::test]
 async fn every_call_happy_path() {
-    let server = RedisServer::start().await.unwrap();
-    let store = store_with(&connect(&server).await, "kb", |_| {});
+    let server = TestRedis::start().await.unwrap();
+    let store = store_with(&connect(&server).await, "kb", one_shard);
 
     let health = store.health();
     assert!(health.ok, "{health:?}");
@@ -128,8 +138,8 @@ async fn every_call_happy_path() {
 
 #[tokio::test]
 async fn absent_and_malformed_ids() {
-    let server = RedisServer::start().await.unwrap();
-    let store = store_with(&connect(&server).await, "kb", |_| {});
+    let server = TestRedis::start().await.unwrap();
+    let store = store_with(&connect(&server).await, "kb", one_shard);
     let absent = uuid::Uuid::new_v4().to_string();
     assert_eq!(store.get_fact(&absent).await.unwrap(), None);
     assert!(!store.delete_fact(&absent).await.unwrap());
@@ -171,7 +181,7 @@ async fn absent_and_malformed_ids() {
 /// inclusive and checked before any I/O.
 #[tokio::test]
 async fn e3_text_and_size() {
-    let mut server = RedisServer::start().await.unwrap();
+    let mut server = TestRedis::start().await.unwrap();
     let redis = connect(&server).await;
     let store = store_with(&redis, "kb", |c| {
         c.max_content_bytes = 1024;
@@ -268,14 +278,17 @@ async fn e3_text_and_size() {
 /// SCAN results on the way.
 #[tokio::test]
 async fn e4_glob_escape_prefixes_side_by_side() {
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let redis = connect(&server).await;
     let prefixes = [
         "ns[1]", "ns1", "a*", "a?b", r"a\b", "ab", "axb", "a", "a[^b]", "[", "]",
     ];
     let mut own: HashMap<&str, HashSet<String>> = HashMap::new();
     for prefix in prefixes {
-        let store = store_with(&redis, prefix, |c| c.scan_count = 3);
+        let store = store_with(&redis, prefix, |c| {
+            one_shard(c);
+            c.scan_count = 3;
+        });
         for i in 0..4 {
             let id = store
                 .store_fact(format!("shared fact {i} of {prefix}"), json!({"p": prefix}))
@@ -285,7 +298,10 @@ async fn e4_glob_escape_prefixes_side_by_side() {
         }
     }
     for prefix in prefixes {
-        let store = store_with(&redis, prefix, |c| c.scan_count = 3);
+        let store = store_with(&redis, prefix, |c| {
+            one_shard(c);
+            c.scan_count = 3;
+        });
         let listed: HashSet<String> = store
             .list_facts()
             .await
@@ -419,7 +435,7 @@ proptest! {
 /// skipped without failing the list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c10_scan_list_under_churn() {
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let redis = connect(&server).await;
     // Small pages: many SCAN calls and pipelines, so churn interleaves with them.
     let store = store_with(&redis, "kb", |c| c.scan_count = 50);
@@ -545,9 +561,12 @@ async fn c10_scan_list_under_churn() {
 
 #[tokio::test]
 async fn search_semantics() {
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let redis = connect(&server).await;
-    let store = store_with(&redis, "kb", |c| c.scan_count = 2);
+    let store = store_with(&redis, "kb", |c| {
+        one_shard(c);
+        c.scan_count = 2;
+    });
     let put = async |text: &str| store.store_fact(text, json!({})).await.unwrap();
     let f1 = put("Apple banana cherry").await;
     let f2 = put("apple BANANA").await;
@@ -635,12 +654,15 @@ async fn search_semantics() {
 /// bound, never hangs or panics; `health` says so.
 #[tokio::test]
 async fn redis_down_errors_within_bounds() {
-    let mut server = RedisServer::start().await.unwrap();
+    let mut server = TestRedis::start().await.unwrap();
     let mut c = RedisConfig::default();
-    c.url = server.url();
     c.command_timeout = Duration::from_millis(500);
     c.operations.scan = Some(Duration::from_millis(800));
-    let redis = Redis::connect(&c).await.unwrap();
+    let redis = support::connect(&server, |r| {
+        r.command_timeout = c.command_timeout;
+        r.operations = c.operations.clone();
+    })
+    .await;
     let store = store_with(&redis, "kb", |_| {});
     let id = store.store_fact("alive once", json!({})).await.unwrap();
     server.kill().unwrap();
@@ -686,7 +708,7 @@ async fn redis_down_errors_within_bounds() {
 async fn check_health_pings_within_its_bound() {
     const CHECK: Duration = Duration::from_millis(300);
     let slack = Duration::from_millis(250);
-    let mut server = RedisServer::start().await.unwrap();
+    let mut server = TestRedis::start().await.unwrap();
     let redis = support::connect(&server, |c| {
         c.health_check_interval = CHECK;
         // A long reconnect delay: the window in which fred's connections look up while
@@ -737,7 +759,7 @@ async fn check_health_pings_within_its_bound() {
 }
 
 /// The keys matching `pattern`, by a raw connection.
-async fn keys_matching(server: &RedisServer, pattern: &str) -> usize {
+async fn keys_matching(server: &TestRedis, pattern: &str) -> usize {
     match server.command(&["KEYS", pattern]).await.unwrap() {
         Reply::Array(Some(items)) => items.len(),
         other => panic!("{other:?}"),
@@ -749,8 +771,8 @@ async fn keys_matching(server: &RedisServer, pattern: &str) -> usize {
 /// removes every entry the store wrote.
 #[tokio::test]
 async fn index_is_capped_per_fact_and_by_word_length() {
-    let server = RedisServer::start().await.unwrap();
-    let store = store_with(&connect(&server).await, "kb", |_| {});
+    let server = TestRedis::start().await.unwrap();
+    let store = store_with(&connect(&server).await, "kb", one_shard);
     let defaults = KnowledgeConfig::default();
     let (max_words, max_bytes) = (defaults.max_indexed_words, defaults.max_word_bytes);
     let long = "x".repeat(max_bytes + 1);
@@ -798,8 +820,11 @@ async fn index_is_capped_per_fact_and_by_word_length() {
 
 #[tokio::test]
 async fn list_facts_limited_returns_the_newest_first() {
-    let server = RedisServer::start().await.unwrap();
-    let store = store_with(&connect(&server).await, "kb", |c| c.scan_count = 2);
+    let server = TestRedis::start().await.unwrap();
+    let store = store_with(&connect(&server).await, "kb", |c| {
+        one_shard(c);
+        c.scan_count = 2;
+    });
     let mut stored = Vec::new();
     for i in 0..7 {
         stored.push(store.store_fact(format!("fact {i}"), json!({})).await.unwrap());

@@ -154,6 +154,8 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     launch: Launch,
+    /// The user and password [`command`](Self::command) authenticates as, if any.
+    credentials: Option<(String, String)>,
 }
 
 /// How a server is started beyond the defaults: the role-specific parts that a cluster
@@ -206,6 +208,7 @@ impl RedisServer {
             port,
             child: None,
             launch,
+            credentials: None,
         };
         server.spawn().await?;
         Ok(server)
@@ -438,17 +441,31 @@ impl RedisServer {
     pub async fn command(&self, args: &[&str]) -> io::Result<Reply> {
         let exchange = async {
             let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
-            let mut request = format!("*{}\r\n", args.len()).into_bytes();
-            for arg in args {
-                request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-                request.extend_from_slice(arg.as_bytes());
-                request.extend_from_slice(b"\r\n");
+            let mut request = Vec::new();
+            // AUTH goes first, in the same write: its reply is read (and must be OK)
+            // before the command's.
+            let mut replies_before = 0;
+            if let Some((user, password)) = &self.credentials {
+                encode(&mut request, &["AUTH", user, password]);
+                replies_before = 1;
             }
+            encode(&mut request, args);
             stream.write_all(&request).await?;
             let mut buf = Vec::new();
             loop {
-                if let Some((reply, _)) = parse(&buf)? {
-                    return Ok(reply);
+                if let Some((reply, used)) = parse(&buf)? {
+                    if replies_before == 0 {
+                        return Ok(reply);
+                    }
+                    if let Reply::Error(e) = reply {
+                        return Err(io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            format!("AUTH refused: {e}"),
+                        ));
+                    }
+                    replies_before -= 1;
+                    buf.drain(..used);
+                    continue;
                 }
                 let mut chunk = [0u8; 4096];
                 let n = stream.read(&mut chunk).await?;
@@ -461,6 +478,24 @@ impl RedisServer {
         timeout(Duration::from_secs(5), exchange)
             .await
             .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut)))
+    }
+
+    /// Makes [`command`](Self::command) authenticate as `user` first (`AUTH user
+    /// password` on each connection), for a server whose default user is off; `None`
+    /// goes back to the default user.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::test_util::{RedisServer, Reply};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut server = RedisServer::start().await?;
+    /// server.command(&["ACL", "SETUSER", "admin", "on", ">pw", "~*", "&*", "+@all"]).await?;
+    /// server.command(&["ACL", "SETUSER", "default", "off"]).await?;
+    /// server.authenticate_as(Some(("admin", "pw")));
+    /// assert_eq!(server.command(&["PING"]).await?, Reply::Simple("PONG".into()));
+    /// # Ok(()) }
+    /// ```
+    pub fn authenticate_as(&mut self, credentials: Option<(&str, &str)>) {
+        self.credentials = credentials.map(|(user, password)| (user.to_owned(), password.to_owned()));
     }
 
     /// How many times the server executed `command` (lower case, e.g. `"set"`), from
@@ -545,6 +580,16 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Parses one RESP reply from the front of `buf`: `None` when more bytes are needed.
+/// Appends `args` to `request` as one RESP command (an array of bulk strings).
+fn encode(request: &mut Vec<u8>, args: &[&str]) {
+    request.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        request.extend_from_slice(arg.as_bytes());
+        request.extend_from_slice(b"\r\n");
+    }
+}
+
 fn parse(buf: &[u8]) -> io::Result<Option<(Reply, usize)>> {
     let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
         return Ok(None);

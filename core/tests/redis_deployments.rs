@@ -153,6 +153,43 @@ async fn tls_fails_closed_with_a_wrong_server_name() {
     assert!(text.contains("NotValidForName"), "{text}");
 }
 
+/// `tls.server_name` is the name the handshake sends (SNI), not only the one verified: a
+/// proxy or a managed Redis routing by SNI sees it. A listener that reads the first
+/// ClientHello and answers nothing records what was sent (for an IP address host rustls
+/// sends no SNI at all, which is what fred did before).
+#[tokio::test]
+async fn tls_sends_the_configured_server_name() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sent, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut acceptor = fred::rustls::server::Acceptor::default();
+        while acceptor.read_tls(&mut stream).unwrap_or(0) > 0 {
+            match acceptor.accept() {
+                Ok(None) => continue,
+                Ok(Some(hello)) => {
+                    let _ = sent.send(hello.client_hello().server_name().map(str::to_owned));
+                }
+                Err(_) => {}
+            }
+            break;
+        }
+    });
+    let mut tls = RedisTls::default();
+    tls.server_name = Some("redis.internal.example".into());
+    tls.insecure_skip_verify = true; // nothing here to verify: only the ClientHello is read
+    let redis = Redis::connect(&config(format!("rediss://127.0.0.1:{port}"), Some(tls)))
+        .await
+        .unwrap();
+    let sni = received.recv_timeout(Duration::from_secs(5)).unwrap();
+    println!("SNI sent to rediss://127.0.0.1:{port}: {sni:?}");
+    assert_eq!(sni.as_deref(), Some("redis.internal.example"));
+    redis.close().await;
+}
+
 #[tokio::test]
 async fn insecure_skip_verify_connects_only_when_set() {
     let _serial = SERIAL.lock().await;

@@ -7,8 +7,9 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use stayfast::{
     cache::{Cache, CacheConfig},
     redis::Redis,
-    test_util::RedisServer,
 };
+
+use super::deployment::TestRedis;
 
 /// The bound of one Redis command in the cache tests (and of a whole call: retries
 /// included).
@@ -27,7 +28,7 @@ pub(crate) struct Counts {
 
 /// One server, one handle, one cache whose counters live in its own recorder.
 pub(crate) struct Fixture {
-    pub(crate) server: RedisServer,
+    pub(crate) server: TestRedis,
     pub(crate) redis: Redis,
     pub(crate) cache: Cache,
     /// The cache's name: the `cache` label of every counter.
@@ -41,7 +42,7 @@ pub(crate) struct Fixture {
 /// A cache called `name` over `config`, on a fresh server, commands bounded by
 /// [`COMMAND_TIMEOUT`].
 pub(crate) async fn fixture(name: &'static str, config: CacheConfig) -> Fixture {
-    let server = RedisServer::start().await.expect("start a redis-server");
+    let server = TestRedis::start().await.expect("start a redis-server");
     let redis = super::connect(&server, |c| c.command_timeout = COMMAND_TIMEOUT).await;
     let recorder = DebuggingRecorder::new();
     // The counters are resolved in `new`: it must run while the recorder is active.

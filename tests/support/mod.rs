@@ -6,6 +6,7 @@
 
 pub(crate) mod acl;
 pub(crate) mod cache;
+pub(crate) mod deployment;
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -75,18 +76,32 @@ pub(crate) async fn scrape(addr: SocketAddr) -> String {
         .unwrap_or_default()
 }
 
-/// A handle on `server`: the default config, then `tweak` (each test file sets the
-/// bounds its faults need).
+/// A handle on `redis`, the deployment under test: the default config, then `tweak`
+/// (each test file sets the bounds its faults need). On a cluster or a sentinel
+/// deployment it returns once a command goes through (fred learns the slots or the
+/// primary after connecting).
 pub(crate) async fn connect(
-    server: &stayfast::test_util::RedisServer,
+    redis: &deployment::TestRedis,
     tweak: impl FnOnce(&mut stayfast::redis::RedisConfig),
 ) -> stayfast::redis::Redis {
     let mut c = stayfast::redis::RedisConfig::default();
-    c.url = server.url();
+    redis.configure(&mut c);
     tweak(&mut c);
-    stayfast::redis::Redis::connect(&c)
+    let handle = stayfast::redis::Redis::connect(&c)
         .await
-        .expect("connect to the test server")
+        .expect("connect to the test deployment");
+    if redis.learnt_after_connecting() {
+        // SCARD: a command no suite counts.
+        let started = std::time::Instant::now();
+        while let Err(e) = handle.scard("{stayfast:probe}").await {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(15),
+                "no command went through: {e}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    handle
 }
 
 /// Default settings with the transcripts under `dir`, and Redis at `url` or, with
@@ -149,4 +164,16 @@ pub(crate) async fn history_from_redis(
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// `e` and each of its sources, joined by ": " (what a log line shows).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -23,7 +23,7 @@ async fn append_check(fault: Fault) {
     const SESSIONS: usize = 4;
     const APPENDERS: usize = 4; // per session
     const WINDOW: u32 = 20;
-    let mut server = RedisServer::start().await.unwrap();
+    let mut server = TestRedis::start().await.unwrap();
     let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |c| {
         c.cache_messages = WINDOW

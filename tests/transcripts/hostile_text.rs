@@ -7,7 +7,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_and_size() {
     const MAX: usize = 4096;
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |c| {
         c.max_message_bytes = MAX;

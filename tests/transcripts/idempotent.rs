@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_append_also_after_restart() {
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |_| {}).await;
     let first = store

@@ -52,7 +52,7 @@ async fn a_file_read_timeout_is_an_empty_degraded_history() {
 /// the Redis window on every call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_beyond_the_window_reads_the_files_end_and_leaves_redis_alone() {
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let tmp = TempDir::new("tx");
     let dir = tmp.tx();
     let (store, bg) = open(&dir, Some(connect(&server).await), |c| c.cache_messages = 5).await;

@@ -48,10 +48,10 @@ use stayfast::{
     BackgroundConfig, FireAndForget, StoreError,
     fs::FsyncPolicy,
     redis::Redis,
-    test_util::{RedisServer, Reply},
+    test_util::Reply,
     transcripts::{Degradation, History, HistorySource, Message, Record, TranscriptConfig, TranscriptStore},
 };
-use support::TempDir;
+use support::{TempDir, deployment::TestRedis};
 use tokio::time::sleep;
 
 /// The store's directory inside a test's scratch directory.
@@ -67,7 +67,7 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(400);
 const SLACK: Duration = Duration::from_millis(750);
 
 /// A handle that reconnects and recovers quickly, so fault tests are quick too.
-async fn connect(server: &RedisServer) -> Redis {
+async fn connect(server: &TestRedis) -> Redis {
     support::connect(server, |c| {
         c.command_timeout = REDIS_TIMEOUT;
         c.reconnect_max_delay = Duration::from_millis(200);
@@ -152,7 +152,7 @@ fn file_records(dir: &Path, session: &str) -> Vec<Record> {
 }
 
 /// The session's Redis window (`LRANGE 0 -1`), read over a raw connection.
-async fn window(server: &RedisServer, session: &str) -> Vec<Record> {
+async fn window(server: &TestRedis, session: &str) -> Vec<Record> {
     match server
         .command(&["LRANGE", &key_of(session), "0", "-1"])
         .await
@@ -170,7 +170,7 @@ async fn window(server: &RedisServer, session: &str) -> Vec<Record> {
     }
 }
 
-async fn exists(server: &RedisServer, key: &str) -> bool {
+async fn exists(server: &TestRedis, key: &str) -> bool {
     server.command(&["EXISTS", key]).await.unwrap().as_integer() == Some(1)
 }
 
@@ -199,7 +199,7 @@ struct ScriptCalls {
 }
 
 impl ScriptCalls {
-    async fn of(server: &RedisServer) -> Self {
+    async fn of(server: &TestRedis) -> Self {
         Self {
             evals: server.executions("eval").await.unwrap(),
             dels: server.executions("del").await.unwrap(),

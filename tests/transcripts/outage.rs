@@ -5,7 +5,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_appends_go_on_and_history_falls_back_to_the_file() {
-    let mut server = RedisServer::start().await.unwrap();
+    let mut server = TestRedis::start().await.unwrap();
     let tmp = TempDir::new("tx");
     let (store, _bg) = open(&tmp.tx(), Some(connect(&server).await), |_| {}).await;
     for i in 0..3 {
@@ -41,7 +41,7 @@ async fn redis_killed_appends_go_on_and_history_falls_back_to_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused_history_is_bounded_and_degraded() {
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |_| {}).await;
     for i in 0..3 {

@@ -9,7 +9,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_appends_is_pushed_in_order() {
     const BURST: u64 = 300;
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |c| {
         c.fsync = FsyncPolicy::Never; // appends as fast as they come
@@ -52,7 +52,7 @@ async fn a_burst_of_appends_is_pushed_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_right_after_an_append_needs_no_file_read() {
     const TURNS: u64 = 100;
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |c| {
         c.cache_messages = 20;

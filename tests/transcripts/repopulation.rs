@@ -5,7 +5,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_window_is_repopulated_from_the_file() {
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |c| c.cache_messages = 4).await;
     for i in 0..6 {
@@ -34,7 +34,7 @@ async fn a_deleted_window_is_repopulated_from_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repopulation_never_replaces_a_newer_window() {
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |_| {}).await;
     for i in 1..=3 {
@@ -77,7 +77,7 @@ async fn repopulation_never_replaces_a_newer_window() {
 /// messages in the window. They must never be served as the new session's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_session_is_never_served_from_a_stale_window() {
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |_| {}).await;
     let old: Vec<Record> = {

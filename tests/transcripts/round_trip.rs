@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn append_and_history_with_redis() {
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |c| c.cache_messages = 5).await;
 
@@ -79,7 +79,7 @@ async fn append_and_history_with_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_session_removes_file_and_window() {
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let tmp = TempDir::new("tx");
     let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |_| {}).await;
     for text in ["a", "b", "c"] {

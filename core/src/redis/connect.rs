@@ -77,7 +77,11 @@ impl Redis {
         #[cfg(feature = "tls")]
         if config.uses_tls() {
             let tls = config.tls.clone().unwrap_or_default();
-            fred_config.tls = Some(tls.client_config()?.into());
+            let mut fred_tls: fred::types::config::TlsConfig = tls.client_config()?.into();
+            if let Some(name) = &tls.server_name {
+                server_name_everywhere(&mut fred_config.server, &mut fred_tls, name);
+            }
+            fred_config.tls = Some(fred_tls);
             if tls.insecure_skip_verify {
                 tracing::warn!(
                     target: "stayfast::redis", redis = %target, url = %config.redacted_url(),
@@ -272,6 +276,41 @@ fn credentials(fred_config: &mut Config, config: &RedisConfig) {
         if let Some(p) = &config.sentinel_password {
             *password = Some(p.clone());
         }
+    }
+}
+
+/// `tls.server_name` as the name fred's TLS handshakes send (SNI) and verify, not
+/// only verify: for the configured nodes, and for the cluster nodes `CLUSTER SLOTS`
+/// names by address. A proxy or a managed Redis that routes by SNI needs it. (A
+/// sentinel deployment's primary is reached at the address the sentinels name; fred
+/// offers no mapping there, so its SNI is that address, verification still the name.)
+#[cfg(feature = "tls")]
+fn server_name_everywhere(server: &mut ServerConfig, tls: &mut fred::types::config::TlsConfig, name: &str) {
+    use fred::types::config::TlsHostMapping;
+
+    let configured: Vec<&mut fred::types::config::Server> = match server {
+        ServerConfig::Centralized { server } => vec![server],
+        ServerConfig::Clustered { hosts, .. } | ServerConfig::Sentinel { hosts, .. } => {
+            hosts.iter_mut().collect()
+        }
+        #[allow(unreachable_patterns)] // fred's `unix-sockets` feature adds a variant
+        _ => Vec::new(),
+    };
+    for node in configured {
+        node.tls_server_name = Some(name.into());
+    }
+    tls.hostnames = TlsHostMapping::Custom(std::sync::Arc::new(OneServerName(name.to_owned())));
+}
+
+/// Every cluster node's address maps to the one configured server name.
+#[cfg(feature = "tls")]
+#[derive(Debug)]
+struct OneServerName(String);
+
+#[cfg(feature = "tls")]
+impl fred::types::config::HostMapping for OneServerName {
+    fn map(&self, _: &std::net::IpAddr, _: &str) -> Option<String> {
+        Some(self.0.clone())
     }
 }
 

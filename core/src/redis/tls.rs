@@ -51,7 +51,10 @@ pub struct RedisTls {
     /// `client_cert`.
     pub client_key: Option<PathBuf>,
     /// The name the server's certificate must carry, when it differs from the host
-    /// connected to (an IP address, a cluster node's announced address, a tunnel).
+    /// connected to (an IP address, a cluster node's announced address, a tunnel). It
+    /// is also the name the handshake sends (SNI), to every configured node and every
+    /// cluster node discovered by address, for proxies and managed Redis that route by
+    /// it; a sentinel deployment's primary gets the address the sentinels name.
     pub server_name: Option<String>,
     /// Accept any server certificate. Encrypts but authenticates nothing: anyone on the
     /// path can impersonate Redis. Off by default; when on, the handle warns once at

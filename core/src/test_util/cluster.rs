@@ -147,7 +147,7 @@ impl RedisCluster {
         loop {
             let mut last = String::new();
             let mut all = true;
-            for node in &self.nodes {
+            for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
                 let info = text(node.command(&["CLUSTER", "INFO"]).await?)?;
                 let nodes = text(node.command(&["CLUSTER", "NODES"]).await?)?;
                 if !ready(&info, &nodes) {
@@ -219,6 +219,30 @@ impl RedisCluster {
     /// ```
     pub fn node_mut(&mut self, index: usize) -> &mut RedisServer {
         &mut self.nodes[index]
+    }
+
+    /// Waits until every running node reports `cluster_state:ok`: after nodes were
+    /// restarted (they reload their `nodes.conf` and find each other again) or resumed.
+    ///
+    /// # Errors
+    ///
+    /// When a running node does not answer, or the state is not ok within 30 s.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::test_util::RedisCluster;
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut cluster = RedisCluster::start(3, 0).await?;
+    /// for i in 0..3 {
+    ///     cluster.node_mut(i).restart().await?; // empty, same port, same slots
+    /// }
+    /// cluster.settled().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn settled(&self) -> Result<(), TestServerError> {
+        self.wait_until("every node serves its slots", |info, _| {
+            field(info, "cluster_state") == Some("ok")
+        })
+        .await
     }
 
     /// The port of the node now serving `key`'s slot as primary, asked of any live node

@@ -199,6 +199,20 @@ impl RedisSentinel {
         &self.replica
     }
 
+    /// The server started as replica, to kill or pause it.
+    ///
+    /// ```no_run
+    /// # use stayfast_core::test_util::RedisSentinel;
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut deployment = RedisSentinel::start(1).await?;
+    /// deployment.replica_mut().pause()?; // nothing to fail over to
+    /// deployment.replica_mut().resume()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn replica_mut(&mut self) -> &mut RedisServer {
+        &mut self.replica
+    }
+
     /// The sentinels.
     ///
     /// ```no_run
