@@ -229,9 +229,35 @@ fn as_the_user(mut config: RedisConfig) -> RedisConfig {
     config
 }
 
+/// Calls through `redis`, whose user lacks a right its connections' setup needs: each
+/// fails at once naming `right`, without an attempt (so never retried), and the breaker
+/// stays closed (Redis is healthy; the configuration is not).
+async fn refused_naming(redis: &Redis, right: &str, what: &str) {
+    for _ in 0..10 {
+        let started = Instant::now();
+        let e = redis.get::<Option<String>>("cache:probe").await.unwrap_err();
+        let took = started.elapsed();
+        let text = support::error_chain(&e);
+        assert!(
+            text.contains("refuses this client") && text.contains("NOPERM") && text.contains(right),
+            "{text}"
+        );
+        assert!(
+            matches!(e, stayfast::Error::Inner { attempts: 0, .. }),
+            "no attempt: {e:?}"
+        );
+        assert!(took < Duration::from_millis(50), "{what}: failed after {took:?}");
+    }
+    assert_eq!(redis.breaker().state(), State::Closed, "{what}");
+    println!(
+        "{what}: {}",
+        support::error_chain(&redis.get::<Option<String>>("cache:probe").await.unwrap_err())
+    );
+}
+
 /// A URL naming a database needs `+select` (fred selects it on every new connection):
-/// without it no connection is set up and a command fails naming the right; with it the
-/// stores work.
+/// without it no connection is set up and every command fails at once naming the right;
+/// with it the stores work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acl_user_on_a_numbered_database_needs_select() {
     let without = RedisServer::start().await.unwrap();
@@ -239,9 +265,7 @@ async fn an_acl_user_on_a_numbered_database_needs_select() {
     let redis = Redis::connect(&as_the_user(config(format!("{}/1", without.url()))))
         .await
         .unwrap();
-    let e = support::error_chain(&redis.get::<Option<String>>("cache:probe").await.unwrap_err());
-    println!("database 1 without +select: {e}");
-    assert!(e.contains("NOPERM") && e.contains("'select'"), "{e}");
+    refused_naming(&redis, "'select'", "database 1 without +select").await;
 
     let with = RedisServer::start().await.unwrap();
     least_privilege(&with, &["+select"]).await;
@@ -250,8 +274,8 @@ async fn an_acl_user_on_a_numbered_database_needs_select() {
 }
 
 /// A sentinel deployment's primary, as an ACL user: fred asks the node the sentinels name
-/// for its `ROLE` before using it, so the user needs `+role` there; without it a
-/// command fails naming the right.
+/// for its `ROLE` before using it, so the user needs `+role` there; without it every
+/// command fails at once naming the right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acl_user_on_a_sentinel_deployment_needs_role() {
     for (extra, works) in [(&[][..], false), (&["+role"][..], true)] {
@@ -265,9 +289,7 @@ async fn an_acl_user_on_a_sentinel_deployment_needs_role() {
             the_stores_work_on(&redis, "ACL user on sentinel, with +role").await;
         } else {
             let redis = Redis::connect(&config).await.unwrap();
-            let e = support::error_chain(&redis.get::<Option<String>>("cache:probe").await.unwrap_err());
-            println!("sentinel without +role: {e}");
-            assert!(e.contains("NOPERM") && e.contains("'role'"), "{e}");
+            refused_naming(&redis, "'role'", "sentinel without +role").await;
         }
     }
 }

@@ -47,10 +47,13 @@ impl Redis {
     /// open: the probe goes with the first call after fred has reconnected, and a
     /// restarted Redis serves again within fred's reconnect delay. Only an attempted
     /// probe that fails (a timeout, an error reply) grows the break.
+    ///
+    /// Also fails a call at once, without an attempt, while Redis refuses this client's
+    /// connections (a wrong password, a right the setup needs: see `refusal`).
     #[inline]
     pub(super) fn hold_probe_while_unconnected(&self, command: Command) -> Result<(), RedisError> {
-        if self.inner.breaker.state() == State::Closed {
-            return Ok(()); // the hot path: one atomic load
+        if self.inner.breaker.state() == State::Closed && !self.inner.unreachable.refused() {
+            return Ok(()); // the hot path: two atomic loads
         }
         self.hold_probe_slow(command)
     }
@@ -58,6 +61,15 @@ impl Redis {
     #[cold]
     #[inline(never)]
     fn hold_probe_slow(&self, command: Command) -> Result<(), RedisError> {
+        if self.inner.unreachable.refused()
+            && let Some(refusal) = self.refusal(command)
+        {
+            self.inner.held[command as usize].record(Outcome::Failure, Duration::ZERO);
+            return Err(refusal);
+        }
+        if self.inner.breaker.state() == State::Closed {
+            return Ok(());
+        }
         let breaker = &self.inner.breaker;
         if !breaker.probe_due() || self.inner.pool.clients().iter().any(ClientLike::is_connected) {
             return Ok(());

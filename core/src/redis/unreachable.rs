@@ -10,7 +10,10 @@
 //! handshake failed: InvalidCertificate(UnknownIssuer)`. Successful commands never look
 //! at it: the lookup runs on the error path only.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{
+    Arc, Mutex, PoisonError,
+    atomic::{AtomicBool, Ordering},
+};
 
 use fred::{
     clients::Pool,
@@ -34,6 +37,9 @@ const NOT_SENT: &str = "Failed to route command.";
 pub(super) struct LastConnectionError {
     last: Arc<Mutex<Option<Reason>>>,
     failed: Arc<watch::Sender<bool>>,
+    /// The last connection error is Redis refusing this client (see [`Reason::refused`]):
+    /// read on every call, so a flag of its own rather than the mutex.
+    refused: Arc<AtomicBool>,
 }
 
 impl Default for LastConnectionError {
@@ -41,6 +47,7 @@ impl Default for LastConnectionError {
         Self {
             last: Arc::default(),
             failed: Arc::new(watch::channel(false).0),
+            refused: Arc::default(),
         }
     }
 }
@@ -52,7 +59,15 @@ struct Reason {
     text: Arc<str>,
     /// A TLS failure (certificate, name, handshake).
     tls: bool,
+    /// Redis answered the connection's setup with a refusal only an operator changes: a
+    /// wrong password (`WRONGPASS`, `NOAUTH`) or a right the setup needs and the ACL
+    /// user lacks (`NOPERM` for `SELECT`, or for `ROLE` on a sentinel's primary).
+    refused: bool,
 }
+
+/// Replies to a connection's setup that mean "this client is refused until an operator
+/// changes the user": retrying cannot help, and Redis itself is healthy.
+const REFUSALS: [&str; 3] = ["NOPERM", "WRONGPASS", "NOAUTH"];
 
 impl LastConnectionError {
     /// Subscribes to every client's error and reconnect events; call it before the pool
@@ -102,13 +117,24 @@ impl LastConnectionError {
     }
 
     fn set(&self, reason: Option<Reason>) {
-        if reason.is_some() {
+        // The reason first, then the wake-up: a caller `first_failure` lets go of must
+        // find it (and the refusal flag) in place.
+        let failed = reason.is_some();
+        self.refused
+            .store(reason.as_ref().is_some_and(|r| r.refused), Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = reason;
+        if failed {
             self.failed.send_replace(true);
         }
-        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = reason;
     }
 
     /// The last connection error, as text.
+    /// Whether the last connection error was a refusal (no client reconnected since).
+    #[inline]
+    pub(super) fn refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     pub(super) fn reason(&self) -> Option<String> {
         self.get().map(|r| r.text.to_string())
     }
@@ -145,9 +171,11 @@ impl Reason {
         } else {
             format!("{}: {inner}", e.kind().to_str())
         };
+        let refused = !tls && REFUSALS.iter().any(|r| details.contains(r));
         Self {
             text: text.into(),
             tls,
+            refused,
         }
     }
 }
@@ -217,6 +245,24 @@ impl Redis {
             },
             other => other,
         }
+    }
+
+    /// The error of a call made while Redis refuses this client (a wrong password, a
+    /// right the connection's setup needs): it fails at once, naming the refusal, without
+    /// an attempt — never retried, never counted against the breaker: Redis is healthy,
+    /// the configuration is not. `None` once a connection is up.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn refusal(&self, command: super::Command) -> Option<RedisError> {
+        let reason = self.reason_while_unconnected().filter(|r| r.refused)?;
+        Some(Error::Inner {
+            operation: command.into(),
+            source: FredError::new(
+                ErrorKind::Auth,
+                format!("Redis at {} refuses this client: {}", self.inner.url, reason.text),
+            ),
+            attempts: 0,
+        })
     }
 
     fn reason_while_unconnected(&self) -> Option<Reason> {
