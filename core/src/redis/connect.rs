@@ -317,3 +317,48 @@ impl fred::types::config::HostMapping for OneServerName {
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
+
+#[cfg(all(test, feature = "tls"))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use fred::types::config::{ServerConfig, TlsHostMapping};
+
+    use super::server_name_everywhere;
+    use crate::redis::RedisTls;
+
+    /// On a cluster the name goes to the configured nodes and, through the host mapping,
+    /// to every node `CLUSTER SLOTS` names by address (fred asks the mapping only for
+    /// those).
+    #[test]
+    fn the_server_name_reaches_every_cluster_node() {
+        let mut config =
+            super::super::config::fred_config_from_url("redis-cluster://10.0.0.1:7000?node=10.0.0.2:7000")
+                .unwrap();
+        let settings = RedisTls {
+            insecure_skip_verify: true, // no CA file or system CAs needed here
+            ..RedisTls::default()
+        };
+        let mut tls: fred::types::config::TlsConfig = settings.client_config().unwrap().into();
+        server_name_everywhere(&mut config.server, &mut tls, "redis.internal");
+        let ServerConfig::Clustered { hosts, .. } = &config.server else {
+            panic!("{:?}", config.server)
+        };
+        assert_eq!(hosts.len(), 2);
+        for host in hosts {
+            assert_eq!(
+                host.tls_server_name.as_deref(),
+                Some("redis.internal"),
+                "{host:?}"
+            );
+        }
+        let TlsHostMapping::Custom(mapping) = &tls.hostnames else {
+            panic!("no mapping for discovered nodes")
+        };
+        let discovered = "10.0.0.9".parse().unwrap();
+        assert_eq!(
+            mapping.map(&discovered, "10.0.0.1").as_deref(),
+            Some("redis.internal")
+        );
+    }
+}
