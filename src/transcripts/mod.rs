@@ -182,6 +182,8 @@ fn load(writer: &mut Writer, session: &Session, records: &[Record]) {
     writer.first = End::of(records.first());
     writer.ids = records.iter().map(|r| r.id.clone()).collect();
     writer.loaded = true;
+    // Read without the file's cross-process lock: the next append checks it whole.
+    writer.mark = None;
     session.set_known(Some(writer));
 }
 
