@@ -58,15 +58,18 @@ impl SessionKey {
         dir.join(format!("{}.jsonl", self.hex))
     }
 
-    /// `{tx:<hex>}:log`: every key of a session shares the `{tx:<hex>}` hash tag.
-    pub(crate) fn redis_key(&self) -> String {
-        format!("{{tx:{}}}:log", self.hex)
+    /// `{<prefix>:<hex>}:log`: every key of a session shares the `{<prefix>:<hex>}`
+    /// hash tag (`prefix` is [`TranscriptConfig::key_prefix`], `tx` by default).
+    ///
+    /// [`TranscriptConfig::key_prefix`]: super::TranscriptConfig::key_prefix
+    pub(crate) fn redis_key(&self, prefix: &str) -> String {
+        format!("{{{prefix}:{}}}:log", self.hex)
     }
 
-    /// `{tx:<hex>}:deleted`: the set of the session's deleted incarnations (see
+    /// `{<prefix>:<hex>}:deleted`: the set of the session's deleted incarnations (see
     /// [`End::incarnation`]), so a late write of one is refused.
-    pub(crate) fn tombstone_key(&self) -> String {
-        format!("{{tx:{}}}:deleted", self.hex)
+    pub(crate) fn tombstone_key(&self, prefix: &str) -> String {
+        format!("{{{prefix}:{}}}:deleted", self.hex)
     }
 }
 
