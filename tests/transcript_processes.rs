@@ -95,7 +95,10 @@ fn worker(dir: PathBuf) {
                     // Now and then a large record, so a kill can land mid-write.
                     let size = if rng.below(16) == 0 { 48 * 1024 } else { 40 };
                     let content = "x".repeat(size);
-                    match store.append(&session, Message::new("user", content).with_id(&id)).await {
+                    match store
+                        .append(&session, Message::new("user", content).with_id(&id))
+                        .await
+                    {
                         Ok(receipt) => {
                             let mut out = std::io::stdout().lock();
                             writeln!(out, "ACK {session} {id} {}", receipt.record.seq).unwrap();
@@ -150,7 +153,9 @@ fn spawn_worker(dir: &Path, seen: &Arc<Mutex<Seen>>) -> Child {
                 Ok(_) => {}
             }
             // A line the kill cut short has no newline: not an acknowledgement.
-            let Some(text) = line.strip_suffix(b"\n") else { return };
+            let Some(text) = line.strip_suffix(b"\n") else {
+                return;
+            };
             let text = String::from_utf8_lossy(text);
             let mut parts = text.splitn(4, ' ');
             match (parts.next(), parts.next(), parts.next(), parts.next()) {
@@ -175,7 +180,10 @@ fn four_processes_killed_at_random_lose_and_repeat_nothing() {
         worker(dir.into());
         return;
     }
-    let secs: u64 = std::env::var(SECS).ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let secs: u64 = std::env::var(SECS)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     let scratch = TempDir::new("tx-procs");
     let dir = scratch.0.join("tx");
     std::fs::create_dir_all(&dir).unwrap();
@@ -185,7 +193,9 @@ fn four_processes_killed_at_random_lose_and_repeat_nothing() {
     let start = Instant::now();
     let mut kills = 0u64;
     while start.elapsed() < Duration::from_secs(secs) {
-        std::thread::sleep(Duration::from_secs(2).min(Duration::from_secs(secs).saturating_sub(start.elapsed())));
+        std::thread::sleep(
+            Duration::from_secs(2).min(Duration::from_secs(secs).saturating_sub(start.elapsed())),
+        );
         let victim = rng.below(WORKERS as u64) as usize;
         children[victim].kill().unwrap(); // SIGKILL
         children[victim].wait().unwrap();
@@ -212,7 +222,11 @@ fn four_processes_killed_at_random_lose_and_repeat_nothing() {
     for e in seen.errors.iter().take(5) {
         println!("  e.g. {e}");
     }
-    assert!(seen.acks.len() > 100, "too few appends to mean anything: {}", seen.acks.len());
+    assert!(
+        seen.acks.len() > 100,
+        "too few appends to mean anything: {}",
+        seen.acks.len()
+    );
 }
 
 /// Reads the directory with a fresh store and independently, and checks the acks.
@@ -258,22 +272,43 @@ fn check(dir: &Path, seen: &Seen) {
                 // An unterminated tail: a kill mid-write; no reader may have cut it yet.
                 continue;
             }
-            let record: Record = serde_json::from_slice(line)
-                .unwrap_or_else(|e| panic!("{} line {}: {e}: {:?}", path.display(), i + 1, String::from_utf8_lossy(&line[..line.len().min(120)])));
+            let record: Record = serde_json::from_slice(line).unwrap_or_else(|e| {
+                panic!(
+                    "{} line {}: {e}: {:?}",
+                    path.display(),
+                    i + 1,
+                    String::from_utf8_lossy(&line[..line.len().min(120)])
+                )
+            });
             records.push(record);
         }
         let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
         let expected: Vec<u64> = (1..=records.len() as u64).collect();
-        assert!(seqs == expected, "{}: seqs are not 1..=n: {}", path.display(), describe(&seqs));
+        assert!(
+            seqs == expected,
+            "{}: seqs are not 1..=n: {}",
+            path.display(),
+            describe(&seqs)
+        );
         let mut ids = HashMap::new();
         for r in &records {
-            assert!(ids.insert(r.id.clone(), r.seq).is_none(), "{}: id {} stored twice", path.display(), r.id);
+            assert!(
+                ids.insert(r.id.clone(), r.seq).is_none(),
+                "{}: id {} stored twice",
+                path.display(),
+                r.id
+            );
         }
         by_file.insert(path.clone(), records);
     }
     // A fresh store reads the same thing.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let store = runtime.block_on(TranscriptStore::builder(&config(dir)).open()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = runtime
+        .block_on(TranscriptStore::builder(&config(dir)).open())
+        .unwrap();
     let mut sessions: BTreeMap<String, Vec<Record>> = BTreeMap::new();
     for s in 0..SESSIONS {
         let session = format!("s{s}");
@@ -289,7 +324,11 @@ fn check(dir: &Path, seen: &Seen) {
         let records = &sessions[&ack.session];
         let found: Vec<&Record> = records.iter().filter(|r| r.id == ack.id).collect();
         assert_eq!(found.len(), 1, "{ack:?} is stored {} times", found.len());
-        assert_eq!(found[0].seq, ack.seq, "{ack:?} was stored with seq {}", found[0].seq);
+        assert_eq!(
+            found[0].seq, ack.seq,
+            "{ack:?} was stored with seq {}",
+            found[0].seq
+        );
     }
 }
 
@@ -315,8 +354,10 @@ async fn single_process_append_latency() {
     let rounds = 7;
     let per_round = |policy: FsyncPolicy| if policy == FsyncPolicy::Always { 100 } else { 1000 };
     let scratch = TempDir::new("tx-latency");
-    let mut results: Vec<(FsyncPolicy, Vec<Duration>)> =
-        vec![(FsyncPolicy::Always, Vec::new()), (FsyncPolicy::Never, Vec::new())];
+    let mut results: Vec<(FsyncPolicy, Vec<Duration>)> = vec![
+        (FsyncPolicy::Always, Vec::new()),
+        (FsyncPolicy::Never, Vec::new()),
+    ];
     let mut stores = Vec::new();
     for (i, (policy, _)) in results.iter().enumerate() {
         let mut config = config(&scratch.0.join(format!("p{i}")));
@@ -331,7 +372,10 @@ async fn single_process_append_latency() {
             let n = per_round(*policy);
             let start = Instant::now();
             for _ in 0..n {
-                stores[i].append("s", Message::new("user", "x".repeat(200))).await.unwrap();
+                stores[i]
+                    .append("s", Message::new("user", "x".repeat(200)))
+                    .await
+                    .unwrap();
             }
             times.push(start.elapsed() / n);
         }
@@ -345,4 +389,44 @@ async fn single_process_append_latency() {
             times[rounds - 1].as_secs_f64() * 1e6,
         );
     }
+}
+
+/// Another process holding a session file's lock past the write deadline: the append
+/// gives up as a timeout ("nothing was written"), in time, and writes nothing. (The
+/// test's own handle stands in for the other process: `flock` belongs to an open file,
+/// so it excludes the store's handle just the same.)
+#[tokio::test]
+async fn a_lock_held_past_the_deadline_is_a_timeout_and_nothing_is_written() {
+    let scratch = TempDir::new("tx-lock-timeout");
+    let config = config(&scratch.0.join("tx"));
+    let store = TranscriptStore::builder(&config)
+        .timeouts(Duration::from_secs(1), Duration::from_millis(300))
+        .open()
+        .await
+        .unwrap();
+    store.append("s", Message::new("user", "one")).await.unwrap();
+    let path = std::fs::read_dir(&config.dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let before = std::fs::read(&path).unwrap();
+    let other = std::fs::File::open(&path).unwrap();
+    other.lock().unwrap();
+    let start = Instant::now();
+    let err = store.append("s", Message::new("user", "two")).await.unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        matches!(&err, stayfast::StoreError::File(e) if e.is_timeout()),
+        "a timeout: {err}"
+    );
+    assert!(
+        took < Duration::from_millis(300) + Duration::from_millis(500),
+        "bounded: {took:?}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing was written");
+    other.unlock().unwrap();
+    let two = store.append("s", Message::new("user", "two")).await.unwrap();
+    assert_eq!(two.record.seq, 2);
 }

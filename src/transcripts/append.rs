@@ -38,7 +38,13 @@ enum Choice {
 /// seq follows the file's last record — this process's last known one (`last`) or one
 /// appended since by another process — and a message id already stored (`in_memory`,
 /// or among the lines since) is not stored again.
-fn decide(since: Since<'_>, last: u64, in_memory: bool, caller_id: bool, message: &Message) -> Decision<Choice> {
+fn decide(
+    since: Since<'_>,
+    last: u64,
+    in_memory: bool,
+    caller_id: bool,
+    message: &Message,
+) -> Decision<Choice> {
     let whole = matches!(since, Since::Whole(_));
     let mut records = Vec::new();
     for line in since.lines() {
@@ -122,8 +128,9 @@ impl TranscriptStore {
     /// failed (with `fsync = "always"`, the fsync too: the record is then taken back
     /// out), timed out ([`Error::OutcomeUnknown`]: it may still land — retry with the
     /// same id), the directory's breaker is open, or the wait for the session's writer
-    /// (another append to it, slow) outlasted the write deadline ([`Error::Timeout`]:
-    /// nothing was written).
+    /// (another append to it, slow) or for its file's lock (held by another process: see
+    /// [More than one process](TranscriptStore#more-than-one-process)) outlasted the
+    /// write deadline ([`Error::Timeout`]: nothing was written).
     ///
     /// [`Error::OutcomeUnknown`]: crate::Error::OutcomeUnknown
     /// [`Error::Timeout`]: crate::Error::Timeout
@@ -154,7 +161,10 @@ impl TranscriptStore {
         let path = key.file(&inner.dir);
         let mut writer = inner.lock_writer(&session, "transcripts.append").await?;
         let caller_id = message.id.is_some();
-        let id = message.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let id = message
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let message = Arc::new(Message {
             id: Some(id.clone()),
             ..message
@@ -186,7 +196,10 @@ impl TranscriptStore {
                 }
             };
             let Decided {
-                value, appended, mark, ..
+                value,
+                appended,
+                mark,
+                ..
             } = decided;
             match value {
                 Choice::Stale => writer.mark = None,

@@ -115,7 +115,10 @@ fn validate_key_prefix(prefix: &str) -> Result<(), ConfigError> {
             format!("must be 1 to {MAX_KEY_PREFIX_BYTES} bytes, is {}", prefix.len()),
         ));
     }
-    if let Some(c) = prefix.chars().find(|c| matches!(c, '{' | '}') || c.is_whitespace()) {
+    if let Some(c) = prefix
+        .chars()
+        .find(|c| matches!(c, '{' | '}') || c.is_whitespace())
+    {
         return Err(ConfigError::new(
             "key_prefix",
             format!("may not contain {c:?}: braces and whitespace would break the keys' hash tag"),

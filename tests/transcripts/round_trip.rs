@@ -143,10 +143,19 @@ async fn flush_with_fsync_never() {
 async fn key_prefixes_keep_two_applications_apart_on_one_redis() {
     let server = RedisServer::start().await.unwrap();
     let (one, two) = (TempDir::new("tx-prefix-a"), TempDir::new("tx-prefix-b"));
-    let (support, bg_a) = open(&one.tx(), Some(connect(&server).await), |c| c.key_prefix = "support".into()).await;
+    let (support, bg_a) = open(&one.tx(), Some(connect(&server).await), |c| {
+        c.key_prefix = "support".into()
+    })
+    .await;
     let (sales, bg_b) = open(&two.tx(), Some(connect(&server).await), |_| {}).await;
-    support.append("s", Message::new("user", "support-1")).await.unwrap();
-    support.append("s", Message::new("user", "support-2")).await.unwrap();
+    support
+        .append("s", Message::new("user", "support-1"))
+        .await
+        .unwrap();
+    support
+        .append("s", Message::new("user", "support-2"))
+        .await
+        .unwrap();
     sales.append("s", Message::new("user", "sales-1")).await.unwrap();
     settle(&bg_a).await;
     settle(&bg_b).await;
@@ -157,5 +166,10 @@ async fn key_prefixes_keep_two_applications_apart_on_one_redis() {
     assert_eq!(contents(&b), ["sales-1"]);
     let hex = sha256_hex("s");
     assert!(exists(&server, &format!("{{support:{hex}}}:log")).await);
-    assert_eq!(window(&server, "s").await.len(), 1, "the default prefix is `tx`: {}", key_of("s"));
+    assert_eq!(
+        window(&server, "s").await.len(),
+        1,
+        "the default prefix is `tx`: {}",
+        key_of("s")
+    );
 }

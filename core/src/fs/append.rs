@@ -11,8 +11,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    FileOps, FsError, RealFs, Step,
-    flock,
+    FileOps, FsError, RealFs, Step, flock,
     io::{DEFAULT_FILE_MODE, lock_path, run_blocking, split, sync_dir},
     locks,
     pending::PendingSyncs,
@@ -488,9 +487,8 @@ impl Inner {
                 .map(Some)
                 .map_err(|e| FsError::new(path, Step::Open, e))
         };
-        let locked = flock::open_locked(ops, path, deadline, open)?.ok_or_else(|| {
-            FsError::new(path, Step::Open, io::Error::other("the opened file vanished"))
-        })?;
+        let locked = flock::open_locked(ops, path, deadline, open)?
+            .ok_or_else(|| FsError::new(path, Step::Open, io::Error::other("the opened file vanished")))?;
         let file = &locked.file;
         if created {
             ops.set_mode(file, path, self.new_file_mode)

@@ -229,7 +229,12 @@ impl Classify for FsError {
         if self.is_no_space() || self.source.kind() == io::ErrorKind::ReadOnlyFilesystem {
             return Verdict::permanent();
         }
-        if matches!(self.step, Step::Task | Step::Lock) && self.source.kind() == io::ErrorKind::TimedOut {
+        if self.step == Step::Lock && self.source.kind() == io::ErrorKind::TimedOut {
+            // Another process held the file's lock until the deadline: nothing was
+            // started (so not an unknown outcome), and it says nothing of the disk.
+            return Verdict::new(crate::Retryable::Yes, crate::Health::Ignore);
+        }
+        if self.step == Step::Task && self.source.kind() == io::ErrorKind::TimedOut {
             // It gave up waiting behind an operation on the same file that hangs: the
             // deadline passed, as our own timer would have said.
             return Verdict::timed_out();

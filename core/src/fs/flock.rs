@@ -53,7 +53,8 @@ pub(crate) fn open_locked<'a>(
 ) -> Result<Option<Locked<'a>>, FsError> {
     let give_up = deadline.map(|d| {
         let left = d.saturating_duration_since(Instant::now());
-        d.checked_sub((left / 8).min(Duration::from_millis(50))).unwrap_or(d)
+        d.checked_sub((left / 8).min(Duration::from_millis(50)))
+            .unwrap_or(d)
     });
     loop {
         let Some(file) = open()? else { return Ok(None) };
@@ -61,7 +62,12 @@ pub(crate) fn open_locked<'a>(
         let meta = ops
             .stat(&file, path)
             .map_err(|e| FsError::new(path, Step::Inspect, e))?;
-        let locked = Locked { ops, path, file, meta };
+        let locked = Locked {
+            ops,
+            path,
+            file,
+            meta,
+        };
         if is_at(ops, &locked.meta, path)? {
             return Ok(Some(locked));
         }
@@ -71,7 +77,11 @@ pub(crate) fn open_locked<'a>(
 }
 
 /// Takes the lock of `file` (at `path`) if no other process holds it, without waiting.
-pub(crate) fn try_locked<'a>(ops: &'a dyn FileOps, path: &'a Path, file: File) -> Result<Option<Locked<'a>>, FsError> {
+pub(crate) fn try_locked<'a>(
+    ops: &'a dyn FileOps,
+    path: &'a Path,
+    file: File,
+) -> Result<Option<Locked<'a>>, FsError> {
     if !ops
         .try_lock(&file, path)
         .map_err(|e| FsError::new(path, Step::Lock, e))?
@@ -81,7 +91,12 @@ pub(crate) fn try_locked<'a>(ops: &'a dyn FileOps, path: &'a Path, file: File) -
     let meta = ops
         .stat(&file, path)
         .map_err(|e| FsError::new(path, Step::Inspect, e))?;
-    let locked = Locked { ops, path, file, meta };
+    let locked = Locked {
+        ops,
+        path,
+        file,
+        meta,
+    };
     Ok(is_at(ops, &locked.meta, path)?.then_some(locked))
 }
 

@@ -10,9 +10,7 @@ use std::{
     time::SystemTime,
 };
 
-use super::{
-    DurableAppend, FileOps, FsError, Step, append::Appended, io::run_blocking, tail::read_exact_at,
-};
+use super::{DurableAppend, FileOps, FsError, Step, append::Appended, io::run_blocking, tail::read_exact_at};
 use crate::Error;
 
 /// Where a log stood when an appender last held its locks: the file (device, inode and
@@ -26,7 +24,7 @@ use crate::Error;
 /// # std::fs::create_dir_all(&dir)?;
 /// let log = DurableAppend::new(Policy::builder("fs.append").build()?);
 /// let done = log.append_since(dir.join("t.log"), None, |_| Decision::append(b"one".to_vec(), ())).await?;
-/// assert_eq!(done.mark.len(), 4); // "one\n"
+/// assert_eq!(done.mark.end(), 4); // "one\n"
 /// # std::fs::remove_dir_all(&dir)?;
 /// # Ok(()) }
 /// ```
@@ -50,12 +48,12 @@ impl LogMark {
         }
     }
 
-    /// The log's length at the mark: the end of its last complete record.
+    /// Where the log ended at the mark: the end of its last complete record, in bytes.
     ///
     /// ```
-    /// # fn show(mark: stayfast_core::fs::LogMark) { println!("{} bytes", mark.len()); }
+    /// # fn show(mark: stayfast_core::fs::LogMark) { println!("{} bytes", mark.end()); }
     /// ```
-    pub fn len(&self) -> u64 {
+    pub fn end(&self) -> u64 {
         self.len
     }
 
@@ -106,7 +104,11 @@ impl<'a> Since<'a> {
             Since::Unchanged => &[],
             Since::Grown(b) | Since::Whole(b) => b,
         };
-        bytes.strip_suffix(b"\n").unwrap_or(bytes).split(|b| *b == b'\n').filter(move |_| !bytes.is_empty())
+        bytes
+            .strip_suffix(b"\n")
+            .unwrap_or(bytes)
+            .split(|b| *b == b'\n')
+            .filter(move |_| !bytes.is_empty())
     }
 }
 
@@ -154,7 +156,7 @@ impl<T> Decision<T> {
 ///
 /// ```
 /// # use stayfast_core::fs::Decided;
-/// # fn show(d: Decided<u64>) { println!("{} at {} bytes, appended: {}", d.value, d.mark.len(), d.appended.is_some()); }
+/// # fn show(d: Decided<u64>) { println!("{} at {} bytes, appended: {}", d.value, d.mark.end(), d.appended.is_some()); }
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -200,7 +202,11 @@ pub(super) fn read_since<'b>(
     })?;
     buf.resize(size, 0);
     read_exact_at(ops, file, path, buf, from)?;
-    Ok(if from == 0 { Since::Whole(buf) } else { Since::Grown(buf) })
+    Ok(if from == 0 {
+        Since::Whole(buf)
+    } else {
+        Since::Grown(buf)
+    })
 }
 
 impl DurableAppend {
