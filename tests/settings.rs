@@ -340,6 +340,11 @@ const E1_CASES: &[Bad] = &[
         env: "0",
     },
     Bad {
+        key: "transcripts.key_prefix",
+        toml: "\"a{b\"",
+        env: "a{b",
+    },
+    Bad {
         key: "metrics.prefix",
         toml: "\"my-app\"",
         env: "my-app",

@@ -1,18 +1,97 @@
 //! The write path: `append` assigns the session's next seq under its writer lock,
 //! writes the record to the file, then queues its push to the Redis window.
 
-use std::{path::Path, sync::Arc, time::SystemTime};
+use std::{io, path::Path, sync::Arc, time::SystemTime};
 
-use stayfast_core::fs::FsyncPolicy;
+use stayfast_core::{
+    Error, Name,
+    fs::{Decided, Decision, FsError, FsyncPolicy, Since, Step},
+};
 
 use super::{
-    Durability, Inner, TranscriptStore, load,
+    Durability, Inner, TranscriptStore,
     pushes::{Push, Turn},
     record::{End, MAX_ID_BYTES, MAX_ROLE_BYTES, Message, Receipt, Record},
-    session::SessionKey,
+    session::{Seen, Session, SessionKey, Writer},
     window::Pushed,
 };
 use crate::StoreError;
+
+/// Attempts of one append when the file turns out replaced or damaged under it.
+const ROUNDS: usize = 3;
+
+/// What an append decided under the file's locks.
+enum Choice {
+    /// Appended `record`, after the records `seen` (appended since the mark).
+    Appended { record: Record, seen: Seen },
+    /// The message id is stored already: its record, when among those seen (else it is
+    /// in the part of the file this process knew).
+    Repeated { record: Option<Record>, seen: Seen },
+    /// The lines since the mark do not follow the record this process knows last: the
+    /// file was rewritten under it; read it whole.
+    Stale,
+    /// A line that is not a record (in the whole file, or since the mark).
+    Damaged { whole: bool },
+}
+
+/// The decision of an append, on the blocking pool under the file's locks: the next
+/// seq follows the file's last record — this process's last known one (`last`) or one
+/// appended since by another process — and a message id already stored (`in_memory`,
+/// or among the lines since) is not stored again.
+fn decide(
+    since: Since<'_>,
+    last: u64,
+    in_memory: bool,
+    caller_id: bool,
+    message: &Message,
+) -> Decision<Choice> {
+    let whole = matches!(since, Since::Whole(_));
+    let mut records = Vec::new();
+    for line in since.lines() {
+        match Record::decode(line) {
+            Some(record) => records.push(record),
+            None => return Decision::skip(Choice::Damaged { whole }),
+        }
+    }
+    let base = if whole { 0 } else { last };
+    if !whole && records.iter().zip(base + 1..).any(|(r, seq)| r.seq != seq) {
+        return Decision::skip(Choice::Stale);
+    }
+    let id = message.id.clone().unwrap_or_default();
+    let seq = records.last().map_or(base, |r| r.seq) + 1;
+    if caller_id {
+        let stored = records.iter().find(|r| r.id == id).cloned();
+        if stored.is_some() || (in_memory && !whole) {
+            let seen = Seen { records, whole };
+            return Decision::skip(Choice::Repeated { record: stored, seen });
+        }
+    }
+    let record = Record {
+        seq,
+        id,
+        role: message.role.clone(),
+        content: message.content.clone(),
+        at: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+    };
+    let seen = Seen { records, whole };
+    Decision::append(record.encode(), Choice::Appended { record, seen })
+}
+
+/// A failed append as the caller sees it: waiting out another process's lock is a
+/// timeout before anything was written, as waiting out another append of this one is.
+fn append_error(e: Error<FsError>, write_timeout: std::time::Duration) -> StoreError {
+    match &e {
+        Error::Inner { source, .. }
+            if source.step() == Step::Lock && source.io().kind() == io::ErrorKind::TimedOut =>
+        {
+            StoreError::File(Error::Timeout {
+                operation: Name::new_static("transcripts.append"),
+                after: write_timeout,
+            })
+        }
+        _ => e.into(),
+    }
+}
 
 impl TranscriptStore {
     /// Appends `message` to `session` and returns the stored record in a [`Receipt`]
@@ -49,8 +128,9 @@ impl TranscriptStore {
     /// failed (with `fsync = "always"`, the fsync too: the record is then taken back
     /// out), timed out ([`Error::OutcomeUnknown`]: it may still land — retry with the
     /// same id), the directory's breaker is open, or the wait for the session's writer
-    /// (another append to it, slow) outlasted the write deadline ([`Error::Timeout`]:
-    /// nothing was written).
+    /// (another append to it, slow) or for its file's lock (held by another process: see
+    /// [More than one process](TranscriptStore#more-than-one-process)) outlasted the
+    /// write deadline ([`Error::Timeout`]: nothing was written).
     ///
     /// [`Error::OutcomeUnknown`]: crate::Error::OutcomeUnknown
     /// [`Error::Timeout`]: crate::Error::Timeout
@@ -80,37 +160,103 @@ impl TranscriptStore {
         let session = inner.sessions.get(&key);
         let path = key.file(&inner.dir);
         let mut writer = inner.lock_writer(&session, "transcripts.append").await?;
-        if !writer.loaded {
-            let read = inner.read_file(&path).await?;
-            if read.damaged {
-                return Err(damaged(&path));
+        let caller_id = message.id.is_some();
+        let id = message
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let message = Arc::new(Message {
+            id: Some(id.clone()),
+            ..message
+        });
+        // Damage seen once in the whole file: the reader gets a chance to repair a tail
+        // a crash left (zeros), once.
+        let mut read_damage = false;
+        for _ in 0..ROUNDS {
+            // Memory is trusted only from a mark: the file as this process's last append
+            // (under the cross-process lock) left it.
+            let known = writer.mark.filter(|_| writer.loaded);
+            let in_memory = caller_id && known.is_some() && writer.ids.contains(&id);
+            let (last, message) = (writer.last.seq, Arc::clone(&message));
+            let decided = inner
+                .appender
+                .append_since(&path, known, move |since| {
+                    decide(since, last, in_memory, caller_id, &message)
+                })
+                .await;
+            let decided = match decided {
+                Ok(decided) => decided,
+                Err(e) => {
+                    // The write may still land (a timeout) or have half-happened: re-read the
+                    // file before the next append rather than guess its last seq.
+                    writer.loaded = false;
+                    writer.mark = None;
+                    session.set_known(None);
+                    return Err(append_error(e, inner.write_timeout));
+                }
+            };
+            let Decided {
+                value,
+                appended,
+                mark,
+                ..
+            } = decided;
+            match value {
+                Choice::Stale => writer.mark = None,
+                Choice::Damaged { whole } => {
+                    writer.mark = None;
+                    if whole {
+                        if read_damage {
+                            return Err(damaged(&path));
+                        }
+                        read_damage = true;
+                        if inner.read_file(&path).await?.damaged {
+                            return Err(damaged(&path));
+                        }
+                    }
+                }
+                Choice::Repeated { record, seen } => {
+                    writer.observe(seen, mark);
+                    session.set_known(Some(&writer));
+                    drop(writer);
+                    let record = match record {
+                        Some(record) => record,
+                        None => inner.find(&path, &id).await?,
+                    };
+                    return inner.repeated(&path, record).await;
+                }
+                Choice::Appended { record, seen } => {
+                    writer.observe(seen, mark);
+                    let Some(appended) = appended else {
+                        return Err(damaged(&path));
+                    };
+                    return Ok(self.appended(&key, &session, writer, record, appended.durability));
+                }
             }
-            load(&mut writer, &session, &read.records);
         }
-        if let Some(id) = &message.id
-            && writer.ids.contains(id)
-        {
-            drop(writer);
-            let record = inner.find(&path, id).await?;
-            return inner.repeated(&path, record).await;
-        }
-        let record = Record {
-            seq: writer.last.seq + 1,
-            id: message.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            role: message.role,
-            content: message.content,
-            at: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-        };
-        let appended = match inner.appender.append(&path, record.encode()).await {
-            Ok(appended) => appended,
-            Err(e) => {
-                // The write may still land (a timeout) or have half-happened: re-read the
-                // file before the next append rather than guess its last seq.
-                writer.loaded = false;
-                session.set_known(None);
-                return Err(e.into());
-            }
-        };
+        Err(StoreError::File(Error::Inner {
+            operation: Name::new_static("transcripts.append"),
+            source: FsError::new(
+                &path,
+                Step::Lock,
+                io::Error::other(format!(
+                    "replaced or damaged by another process at each of {ROUNDS} attempts; nothing was written"
+                )),
+            ),
+            attempts: ROUNDS as u32,
+        }))
+    }
+
+    /// Books an appended record in the session's writer and queues its push to Redis.
+    fn appended(
+        &self,
+        key: &SessionKey,
+        session: &Arc<Session>,
+        mut writer: tokio::sync::MutexGuard<'_, Writer>,
+        record: Record,
+        durability: Durability,
+    ) -> Receipt {
+        let inner = &self.inner;
         if writer.last.seq == 0 {
             // The first record of a new (or deleted and restarted) file.
             writer.first = End::of(Some(&record));
@@ -130,16 +276,14 @@ impl TranscriptStore {
         drop(writer);
         if let Some(turn) = turn {
             let task_inner = Arc::clone(&self.inner);
+            let key = key.clone();
             // Shed when the spawner is full: the turn is dropped with the task, the
             // window is then behind the file, which `history` notices and repairs.
             let _ = inner.background.spawn("transcripts.cache_push", async move {
                 task_inner.drain_pushes(key, turn).await
             });
         }
-        Ok(Receipt {
-            record,
-            durability: appended.durability,
-        })
+        Receipt { record, durability }
     }
 
     fn check(&self, message: &Message) -> Result<(), StoreError> {

@@ -177,6 +177,7 @@ impl TranscriptStoreBuilder {
             redis,
             len: config.cache_messages,
             ttl: config.cache_ttl,
+            prefix: config.key_prefix.clone(),
         });
         Ok(TranscriptStore {
             inner: Arc::new(Inner {

@@ -39,6 +39,21 @@ pub struct TranscriptConfig {
     /// Sessions whose writer state (lock, last seq, recent message ids) is kept in
     /// memory; the least recently used idle one is forgotten past this.
     pub max_open_sessions: usize,
+    /// First part of the hash tag of every Redis key of a session:
+    /// `{<key_prefix>:<sha256(session id)>}:log` (and `…:deleted`). Default `"tx"`, the
+    /// keys of earlier versions. Two applications sharing one Redis give theirs different
+    /// prefixes, or a session id used by both would share one window. 1 to
+    /// 64 bytes, without `{`, `}` or whitespace (they would break the hash tag).
+    ///
+    /// ```
+    /// let mut c = stayfast::transcripts::TranscriptConfig::default();
+    /// assert_eq!(c.key_prefix, "tx");
+    /// c.key_prefix = "support-bot".into(); // keys {support-bot:<hex>}:log
+    /// assert!(c.validate().is_ok());
+    /// c.key_prefix = "a}b".into();
+    /// assert_eq!(c.validate().unwrap_err().field(), "key_prefix");
+    /// ```
+    pub key_prefix: String,
 }
 
 impl Default for TranscriptConfig {
@@ -50,6 +65,7 @@ impl Default for TranscriptConfig {
             max_message_bytes: 64 * 1024,
             fsync: FsyncPolicy::Always,
             max_open_sessions: 10_000,
+            key_prefix: "tx".to_owned(),
         }
     }
 }
@@ -85,8 +101,30 @@ impl TranscriptConfig {
         if self.max_open_sessions == 0 {
             return Err(ConfigError::new("max_open_sessions", "must be at least 1"));
         }
-        Ok(())
+        validate_key_prefix(&self.key_prefix)
     }
+}
+
+/// Longest `key_prefix`, in bytes.
+const MAX_KEY_PREFIX_BYTES: usize = 64;
+
+fn validate_key_prefix(prefix: &str) -> Result<(), ConfigError> {
+    if prefix.is_empty() || prefix.len() > MAX_KEY_PREFIX_BYTES {
+        return Err(ConfigError::new(
+            "key_prefix",
+            format!("must be 1 to {MAX_KEY_PREFIX_BYTES} bytes, is {}", prefix.len()),
+        ));
+    }
+    if let Some(c) = prefix
+        .chars()
+        .find(|c| matches!(c, '{' | '}') || c.is_whitespace())
+    {
+        return Err(ConfigError::new(
+            "key_prefix",
+            format!("may not contain {c:?}: braces and whitespace would break the keys' hash tag"),
+        ));
+    }
+    Ok(())
 }
 
 impl TranscriptConfig {

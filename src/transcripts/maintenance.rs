@@ -15,7 +15,7 @@ impl TranscriptStore {
     ///
     /// Once it returns `Ok`, no record of the deleted session is served or stored in
     /// Redis again: the window's delete also records the deleted incarnation (the
-    /// file's first record) in a tombstone set (`{tx:<hex>}:deleted`, kept
+    /// file's first record) in a tombstone set (`{<key_prefix>:<hex>}:deleted`, kept
     /// `max(cache_ttl, 24 h)`), and every push and repopulation carries its
     /// incarnation, so one still in flight — sent before the delete and applied after
     /// it, or issued from a read made before it — is refused by Redis. A session

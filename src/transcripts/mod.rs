@@ -13,7 +13,10 @@
 //!   whether that was a fallback.
 //! - Session ids never reach the file system: a session's file is
 //!   `<dir>/<sha256(id)>.jsonl` (0600, the directory 0700) and its Redis key
-//!   `{tx:<sha256(id)>}:log`.
+//!   `{<key_prefix>:<sha256(id)>}:log` ([`TranscriptConfig::key_prefix`], `tx` by
+//!   default).
+//! - Several processes may share the directory: see
+//!   [More than one process](TranscriptStore#more-than-one-process).
 //!
 //! # Examples
 //!
@@ -83,6 +86,40 @@ pub use stayfast_core::fs::Durability;
 /// appended or absent (never torn); as with any write whose answer was lost, append it
 /// again *with the same message id* to find out without duplicating it. Dropping a
 /// `history` future has no effect on the data.
+///
+/// # More than one process
+///
+/// Several processes may append to one directory — a restart overlapping the old
+/// process, several workers, a volume shared by the containers of one machine. Each
+/// session file is guarded by an advisory lock (`flock`), taken after this process's
+/// own per-file lock and held while an append reads the file's last seq and writes its
+/// record, and while a rollback, a torn-tail cut, a [`repair`](Self::repair) or a
+/// [`delete_session`](Self::delete_session) changes the file. So, across processes as
+/// within one:
+///
+/// - seqs are unique and gap-free per session: the next one comes from the file, under
+///   the lock (when the file changed since this process's last append, the new lines are
+///   read — only them when it merely grew; nothing is read when it did not change);
+/// - a message id is stored once: an append repeated in another process returns the
+///   stored record;
+/// - a torn last line is cut only by a holder of the lock (a crashed writer's leftover);
+///   a reader that cannot take it at once treats the line as not yet written and skips
+///   it, never cutting another process's append in progress.
+///
+/// A wait for the lock is bounded by the write deadline: past it the append fails with
+/// [`Error::Timeout`] and nothing was written. A reader does not
+/// take the lock (it reads the complete lines), so it may, rarely, serve a record whose
+/// fsync then fails in its writer and is taken back out.
+///
+/// The lock holds on local file systems (ext4, xfs, btrfs, tmpfs, APFS…). On NFS it
+/// holds only with working lock support (NFSv4, or NFSv3 with `lockd`; not with the
+/// `nolock` mount option), and some FUSE and SMB mounts do not honour it (nor share
+/// it between machines): keep the directory local there, or give each process its own.
+/// With Redis, the processes sharing a session's keys share its window; a `history`
+/// trusts the window when it ends with the last record *this* process knows of, so it
+/// can miss records another process appended whose pushes have not reached Redis yet.
+/// Replicas on separate disks cannot share one order through their files at all: that
+/// needs the (future) Redis-ordered mode, where Redis assigns the seq.
 ///
 /// # Examples
 ///
@@ -182,6 +219,8 @@ fn load(writer: &mut Writer, session: &Session, records: &[Record]) {
     writer.first = End::of(records.first());
     writer.ids = records.iter().map(|r| r.id.clone()).collect();
     writer.loaded = true;
+    // Read without the file's cross-process lock: the next append checks it whole.
+    writer.mark = None;
     session.set_known(Some(writer));
 }
 

@@ -11,8 +11,12 @@ use std::{
 };
 
 use sha2::{Digest, Sha256};
+use stayfast_core::fs::LogMark;
 
-use super::{pushes::PushQueue, record::End};
+use super::{
+    pushes::PushQueue,
+    record::{End, Record},
+};
 use crate::StoreError;
 
 /// Longest accepted session id, in bytes.
@@ -54,15 +58,18 @@ impl SessionKey {
         dir.join(format!("{}.jsonl", self.hex))
     }
 
-    /// `{tx:<hex>}:log`: every key of a session shares the `{tx:<hex>}` hash tag.
-    pub(crate) fn redis_key(&self) -> String {
-        format!("{{tx:{}}}:log", self.hex)
+    /// `{<prefix>:<hex>}:log`: every key of a session shares the `{<prefix>:<hex>}`
+    /// hash tag (`prefix` is [`TranscriptConfig::key_prefix`], `tx` by default).
+    ///
+    /// [`TranscriptConfig::key_prefix`]: super::TranscriptConfig::key_prefix
+    pub(crate) fn redis_key(&self, prefix: &str) -> String {
+        format!("{{{prefix}:{}}}:log", self.hex)
     }
 
-    /// `{tx:<hex>}:deleted`: the set of the session's deleted incarnations (see
+    /// `{<prefix>:<hex>}:deleted`: the set of the session's deleted incarnations (see
     /// [`End::incarnation`]), so a late write of one is refused.
-    pub(crate) fn tombstone_key(&self) -> String {
-        format!("{{tx:{}}}:deleted", self.hex)
+    pub(crate) fn tombstone_key(&self, prefix: &str) -> String {
+        format!("{{{prefix}:{}}}:deleted", self.hex)
     }
 }
 
@@ -78,6 +85,39 @@ pub(crate) struct Writer {
     pub(crate) first: End,
     /// Every message id in the file, for idempotent appends.
     pub(crate) ids: HashSet<String>,
+    /// The file as this process's last append left it (under its cross-process lock):
+    /// the fields above are the file's up to there. `None` when they were read without
+    /// that lock (or not at all): the next append is shown the whole file.
+    pub(crate) mark: Option<LogMark>,
+}
+
+/// Records of the file an append was shown under its locks: those appended since its
+/// mark (by another process), or the whole file's.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    pub(crate) records: Vec<Record>,
+    /// The whole file's records (else those after the mark).
+    pub(crate) whole: bool,
+}
+
+impl Writer {
+    /// Takes in the records an append was shown, and the file's mark after it.
+    pub(crate) fn observe(&mut self, seen: Seen, mark: LogMark) {
+        let Seen { records, whole } = seen;
+        if whole {
+            self.first = End::of(records.first());
+            self.last = End::of(records.last());
+            self.ids = records.into_iter().map(|r| r.id).collect();
+        } else if let Some(last) = records.last() {
+            if self.last.seq == 0 {
+                self.first = End::of(records.first());
+            }
+            self.last = End::of(Some(last));
+            self.ids.extend(records.into_iter().map(|r| r.id));
+        }
+        self.loaded = true;
+        self.mark = Some(mark);
+    }
 }
 
 /// One session's state: the writer behind an async lock (appends of a session are

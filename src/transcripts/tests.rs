@@ -47,7 +47,7 @@ async fn settle(background: &FireAndForget) {
 }
 
 async fn window_len(server: &RedisServer, key: &SessionKey) -> i64 {
-    let reply = server.command(&["LLEN", &key.redis_key()]).await.unwrap();
+    let reply = server.command(&["LLEN", &key.redis_key("tx")]).await.unwrap();
     reply.as_integer().unwrap()
 }
 

@@ -109,6 +109,8 @@ pub(crate) struct Window {
     pub(crate) history_metrics: CallMetrics,
     pub(crate) len: u32,
     pub(crate) ttl: Duration,
+    /// [`TranscriptConfig::key_prefix`](super::TranscriptConfig::key_prefix).
+    pub(crate) prefix: String,
 }
 
 impl Window {
@@ -133,7 +135,7 @@ impl Window {
             first.first.incarnation(),
         ]);
         args.extend(batch.iter().map(|p| encode(&p.record)));
-        let code: i64 = self.redis.eval(PUSH, keys(key), args).await?;
+        let code: i64 = self.redis.eval(PUSH, self.keys(key), args).await?;
         Ok(match code {
             1 => Pushed::Extended,
             0 => Pushed::AlreadyThere,
@@ -154,7 +156,7 @@ impl Window {
         let mut args = Vec::with_capacity(tail.len() + 3);
         args.extend([self.ttl_secs(), last_seq.to_string(), first.incarnation()]);
         args.extend(tail.iter().map(encode));
-        let code: i64 = self.redis.eval(REPLACE, keys(key), args).await?;
+        let code: i64 = self.redis.eval(REPLACE, self.keys(key), args).await?;
         Ok(code == 1)
     }
 
@@ -162,7 +164,7 @@ impl Window {
     /// decode (the window is then treated as cold).
     pub(crate) async fn read(&self, key: &SessionKey, n: u32) -> Result<Option<Vec<Record>>, RedisError> {
         let start = -i64::from(n.max(1));
-        let raw: Vec<String> = self.redis.lrange(key.redis_key(), start, -1).await?;
+        let raw: Vec<String> = self.redis.lrange(key.redis_key(&self.prefix), start, -1).await?;
         Ok(raw.iter().map(|r| Record::decode(r.as_bytes())).collect())
     }
 
@@ -174,12 +176,14 @@ impl Window {
             .into_iter()
             .flatten()
             .collect::<Vec<_>>();
-        let _: i64 = self.redis.eval(DELETE, keys(key), args).await?;
+        let _: i64 = self.redis.eval(DELETE, self.keys(key), args).await?;
         Ok(())
     }
 }
 
-/// The window and the tombstone set: one hash tag, so one slot for the scripts.
-fn keys(key: &SessionKey) -> Vec<String> {
-    vec![key.redis_key(), key.tombstone_key()]
+impl Window {
+    /// The window and the tombstone set: one hash tag, so one slot for the scripts.
+    fn keys(&self, key: &SessionKey) -> Vec<String> {
+        vec![key.redis_key(&self.prefix), key.tombstone_key(&self.prefix)]
+    }
 }

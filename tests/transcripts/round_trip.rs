@@ -135,3 +135,41 @@ async fn flush_with_fsync_never() {
     let (always, _bg) = open(&tmp.tx(), None, |_| {}).await;
     always.flush().await.unwrap();
 }
+
+/// #15: two applications on one Redis, each with its own `key_prefix`: the same session
+/// id keeps two separate windows (and the default prefix keeps the keys of earlier
+/// versions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_prefixes_keep_two_applications_apart_on_one_redis() {
+    let server = RedisServer::start().await.unwrap();
+    let (one, two) = (TempDir::new("tx-prefix-a"), TempDir::new("tx-prefix-b"));
+    let (support, bg_a) = open(&one.tx(), Some(connect(&server).await), |c| {
+        c.key_prefix = "support".into()
+    })
+    .await;
+    let (sales, bg_b) = open(&two.tx(), Some(connect(&server).await), |_| {}).await;
+    support
+        .append("s", Message::new("user", "support-1"))
+        .await
+        .unwrap();
+    support
+        .append("s", Message::new("user", "support-2"))
+        .await
+        .unwrap();
+    sales.append("s", Message::new("user", "sales-1")).await.unwrap();
+    settle(&bg_a).await;
+    settle(&bg_b).await;
+    let (a, _) = until_redis(&support, "s", 10).await;
+    let (b, _) = until_redis(&sales, "s", 10).await;
+    let contents = |h: &History| h.records.iter().map(|r| r.content.clone()).collect::<Vec<_>>();
+    assert_eq!(contents(&a), ["support-1", "support-2"]);
+    assert_eq!(contents(&b), ["sales-1"]);
+    let hex = sha256_hex("s");
+    assert!(exists(&server, &format!("{{support:{hex}}}:log")).await);
+    assert_eq!(
+        window(&server, "s").await.len(),
+        1,
+        "the default prefix is `tx`: {}",
+        key_of("s")
+    );
+}

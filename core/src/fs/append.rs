@@ -11,10 +11,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    FileOps, FsError, RealFs, Step,
+    FileOps, FsError, RealFs, Step, flock,
     io::{DEFAULT_FILE_MODE, lock_path, run_blocking, split, sync_dir},
     locks,
     pending::PendingSyncs,
+    since::{Decided, Known, LogMark, Since, read_since},
     tail,
 };
 use crate::{Error, ErrorChain, Policy};
@@ -120,12 +121,12 @@ pub struct Appended {
 /// (or rolled back) all the same, before any later append to that file.
 #[derive(Clone)]
 pub struct DurableAppend {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    ops: Arc<dyn FileOps>,
-    policy: Policy,
+pub(super) struct Inner {
+    pub(super) ops: Arc<dyn FileOps>,
+    pub(super) policy: Policy,
     fsync: FsyncPolicy,
     new_file_mode: u32,
     /// When each file was last fsynced (`EveryMs` only); bounded, see `due_for_sync`.
@@ -262,19 +263,31 @@ impl DurableAppend {
         line.push(b'\n');
         let line: Arc<[u8]> = line.into();
         let inner = Arc::clone(&self.inner);
-        let appended = self
+        let decided = self
             .inner
             .policy
             .call_with(|attempt| {
                 let (inner, path, line) = (Arc::clone(&inner), path.clone(), Arc::clone(&line));
                 let ops = Arc::clone(&inner.ops);
                 run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
-                    inner.append_blocking(ops, path, &line, deadline)
+                    let fixed = |_: Since<'_>| (Some(Ok(line.to_vec())), ());
+                    inner.append_blocking(ops, path, deadline, &Known::Ignored, &fixed)
                 })
             })
             .await?;
+        let appended = decided.appended.ok_or_else(|| Error::Inner {
+            operation: self.inner.policy.operation().clone(),
+            source: FsError::new(&path, Step::Write, io::Error::other("the record was not written")),
+            attempts: 1,
+        })?;
+        self.after_append(&path, &appended);
+        Ok(appended)
+    }
+
+    /// Books a record left unsynced for the fsync timer.
+    pub(super) fn after_append(&self, path: &Path, appended: &Appended) {
         if appended.durability == Durability::Written
-            && self.inner.pending.add(&path)
+            && self.inner.pending.add(path)
             && let FsyncPolicy::EveryMs(ms) = self.inner.fsync
         {
             tokio::spawn(flush_every(
@@ -282,7 +295,6 @@ impl DurableAppend {
                 Duration::from_millis(ms),
             ));
         }
-        Ok(appended)
     }
 
     /// Flushes `path` to disk now (for `EveryMs` and `Never`).
@@ -425,6 +437,16 @@ impl DurableAppend {
                 run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
                     let (dir, name) = split(path)?;
                     let _serialised = locks::lock_file(ops, dir, name, deadline)?;
+                    // Under the file's cross-process lock, so no append of another process
+                    // is half done (it would go on into the removed file).
+                    let open = || match ops.open_read(path) {
+                        Ok(file) => Ok(Some(file)),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                        Err(e) => Err(FsError::new(path, Step::Open, e)),
+                    };
+                    let Some(_locked) = flock::open_locked(ops, path, deadline, open)? else {
+                        return Ok(false);
+                    };
                     match ops.remove_file(path) {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -438,45 +460,76 @@ impl DurableAppend {
     }
 }
 
+/// A decision as the blocking append takes it: the line to write (its newline
+/// included; `Err` when the record held a newline of its own), and the caller's value.
+pub(super) type Decide<'d, T> = dyn Fn(Since<'_>) -> (Option<Result<Vec<u8>, Vec<u8>>>, T) + 'd;
+
 impl Inner {
-    fn append_blocking(
+    pub(super) fn append_blocking<T>(
         &self,
         ops: &dyn FileOps,
         path: &Path,
-        line: &[u8],
         deadline: Option<std::time::Instant>,
-    ) -> Result<Appended, FsError> {
+        known: &Known,
+        decide: &Decide<'_, T>,
+    ) -> Result<Decided<T>, FsError> {
         let (dir, name) = split(path)?;
+        // NOTE: the process-wide lock first, then the cross-process one (see `flock`).
         let _serialised = locks::lock_file(ops, dir, name, deadline)?;
-        let created = match ops.symlink_metadata(path) {
-            Ok(_) => false,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-            Err(e) => return Err(FsError::new(path, Step::Inspect, e)),
+        let mut created = false;
+        let open = || {
+            created = match ops.symlink_metadata(path) {
+                Ok(_) => false,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                Err(e) => return Err(FsError::new(path, Step::Inspect, e)),
+            };
+            ops.open_append(path, self.new_file_mode)
+                .map(Some)
+                .map_err(|e| FsError::new(path, Step::Open, e))
         };
-        let file = ops
-            .open_append(path, self.new_file_mode)
-            .map_err(|e| FsError::new(path, Step::Open, e))?;
+        let locked = flock::open_locked(ops, path, deadline, open)?
+            .ok_or_else(|| FsError::new(path, Step::Open, io::Error::other("the opened file vanished")))?;
+        let file = &locked.file;
         if created {
-            ops.set_mode(&file, path, self.new_file_mode)
+            ops.set_mode(file, path, self.new_file_mode)
                 .map_err(|e| FsError::new(path, Step::SetMode, e))?;
             sync_dir(ops, dir)?;
         }
         let len = ops
-            .len(&file, path)
+            .len(file, path)
             .map_err(|e| FsError::new(path, Step::Inspect, e))?;
-        // Under the file's lock, so no append of ours is in progress: bytes after the
-        // last newline are a record a crash tore. Writing after them would glue this
-        // record to the fragment, and a reader would then refuse every record after it.
-        let before = tail::complete_len(ops, &file, path, len)?;
+        // Under the file's locks, so no append of ours or of another process is in
+        // progress: bytes after the last newline are a record a crash tore. Writing after
+        // them would glue this record to the fragment, and a reader would then refuse
+        // every record after it.
+        let before = tail::complete_len(ops, file, path, len)?;
         if before < len {
             let torn = tail::cut(ops, path, dir, name, before)?;
             tracing::warn!(target: "stayfast::fs", path = %path.display(), offset = torn.offset,
                 bytes = torn.len, backup = %torn.backup.display(),
                 "cut a torn record off the end of a log before appending");
         }
+        let mut buf = Vec::new();
+        let since = read_since(ops, file, path, &locked.meta, known, before, &mut buf)?;
+        let (line, value) = decide(since);
+        let mark = |len| LogMark::of(&locked.meta, len);
+        let line = match line {
+            None => {
+                return Ok(Decided {
+                    value,
+                    appended: None,
+                    mark: mark(before),
+                });
+            }
+            Some(Ok(line)) => line,
+            Some(Err(_)) => {
+                let e = io::Error::new(io::ErrorKind::InvalidInput, "a record may not contain a newline");
+                return Err(FsError::new(path, Step::Write, e));
+            }
+        };
         // One write() per record: a record is never interleaved with another, and a
         // crash can only tear the last one.
-        let outcome = match ops.write(&file, path, line) {
+        let outcome = match ops.write(file, path, &line) {
             Ok(n) if n == line.len() => Ok(()),
             Ok(n) => Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -486,14 +539,14 @@ impl Inner {
         };
         if let Err(e) = outcome {
             // Roll back whatever part of the record reached the file.
-            rollback(ops, &file, path, before, &e)?;
+            rollback(ops, file, path, before, &e)?;
             return Err(FsError::new(path, Step::Write, e));
         }
         let durability = if self.due_for_sync(path) {
-            if let Err(e) = ops.sync(&file, path) {
+            if let Err(e) = ops.sync(file, path) {
                 // Never retried (a retried fsync may falsely succeed); the record was not
                 // acknowledged, so take it back out.
-                rollback(ops, &file, path, before, &e)?;
+                rollback(ops, file, path, before, &e)?;
                 return Err(FsError::new(path, Step::SyncFile, e));
             }
             self.synced(path);
@@ -502,11 +555,15 @@ impl Inner {
         } else {
             Durability::Written
         };
-        Ok(Appended {
-            offset: before,
-            len: line.len() as u64,
-            durability,
-            torn_cut: len - before,
+        Ok(Decided {
+            value,
+            appended: Some(Appended {
+                offset: before,
+                len: line.len() as u64,
+                durability,
+                torn_cut: len - before,
+            }),
+            mark: mark(before + line.len() as u64),
         })
     }
 

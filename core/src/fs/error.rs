@@ -47,6 +47,14 @@ pub enum Step {
     /// Taking a failed append back out of the file: the file may end in part of the
     /// record, which the next append (or read) cuts off as a torn tail.
     Rollback,
+    /// Taking the file's cross-process lock (`flock`), which every process appending to,
+    /// repairing or removing the file holds meanwhile. Timed out: another process held
+    /// it until the deadline, and nothing was done.
+    ///
+    /// ```
+    /// assert_eq!(stayfast_core::fs::Step::Lock.as_str(), "lock file");
+    /// ```
+    Lock,
 }
 
 impl Step {
@@ -74,6 +82,7 @@ impl Step {
             Step::Remove => "remove",
             Step::Task => "blocking task",
             Step::Rollback => "roll back failed append",
+            Step::Lock => "lock file",
         }
     }
 }
@@ -219,6 +228,11 @@ impl Classify for FsError {
     fn classify(&self) -> Verdict {
         if self.is_no_space() || self.source.kind() == io::ErrorKind::ReadOnlyFilesystem {
             return Verdict::permanent();
+        }
+        if self.step == Step::Lock && self.source.kind() == io::ErrorKind::TimedOut {
+            // Another process held the file's lock until the deadline: nothing was
+            // started (so not an unknown outcome), and it says nothing of the disk.
+            return Verdict::new(crate::Retryable::Yes, crate::Health::Ignore);
         }
         if self.step == Step::Task && self.source.kind() == io::ErrorKind::TimedOut {
             // It gave up waiting behind an operation on the same file that hangs: the

@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    FileOps, FsError, RealFs, Step,
+    FileOps, FsError, RealFs, Step, flock,
     io::{regular_file, split},
     locks,
     tail::{self, TornTail},
@@ -125,8 +125,11 @@ impl Classify for ReadLogError {
 /// carries the valid records before it; nothing is changed. A missing file is an empty log. Only
 /// regular files are read (never through a symlink, never a FIFO or device), records
 /// longer than `max_record` are invalid, and memory stays bounded by the valid records.
-/// Holds the file's write lock while reading, so it never mistakes an append in
-/// progress for a torn tail.
+/// Holds the file's process-wide write lock while reading, so it never mistakes an
+/// append of this process in progress for a torn tail; it cuts a torn tail only under
+/// the file's cross-process lock (`flock`, not waited for), so an append of another
+/// process in progress is never cut either: without that lock, an unterminated last
+/// line is skipped as not yet written, and the file left alone.
 ///
 /// # Examples
 ///
@@ -358,23 +361,23 @@ impl ReaderInner {
             .open_read(path)
             .map_err(|e| FsError::new(path, Step::Open, e))?;
         let (records, valid_end, tail) = self.scan(&file, path, validate)?;
-        match tail {
-            Tail::Clean => Ok(Recovered { records, torn: None }),
-            Tail::Corrupt { line, offset, reason } => Err(ReadLogError::Corrupt(Box::new(Corruption {
-                path: path.to_path_buf(),
-                line,
-                offset,
-                reason,
-                valid: records,
-            }))),
-            Tail::Torn => {
-                let torn = tail::cut(ops, path, dir, name, valid_end)?;
-                Ok(Recovered {
-                    records,
-                    torn: Some(torn),
-                })
-            }
+        if matches!(tail, Tail::Torn) {
+            // NOTE: the tail is cut only under the file's cross-process lock: without it
+            // the "torn" bytes may be another process's append in progress, not yet
+            // written whole, so they are skipped, never cut. Under it, the file is read
+            // again: that append may have completed meanwhile.
+            let Some(locked) = flock::try_locked(ops, path, file)? else {
+                tracing::debug!(target: "stayfast::fs", path = %path.display(), offset = valid_end,
+                    "another process holds the log's lock: its unterminated tail is skipped, not cut");
+                return Ok(Recovered { records, torn: None });
+            };
+            let again = ops
+                .open_read(path)
+                .map_err(|e| FsError::new(path, Step::Open, e))?;
+            let (records, valid_end, tail) = self.scan(&again, path, validate)?;
+            return finish(ops, path, dir, name, records, valid_end, tail, Some(locked));
         }
+        finish(ops, path, dir, name, records, valid_end, tail, None)
     }
 
     /// Reads the file once, in chunks, keeping only valid records in memory.
@@ -466,5 +469,38 @@ impl fmt::Debug for LogReader {
             .field("policy", &self.inner.policy)
             .field("max_record", &self.inner.max_record)
             .finish()
+    }
+}
+
+/// What a scan found, acted on: a torn tail cut (under the file's cross-process lock,
+/// `_locked`, when the scan found one), corruption reported.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    ops: &dyn FileOps,
+    path: &Path,
+    dir: &Path,
+    name: &std::ffi::OsStr,
+    records: Vec<Vec<u8>>,
+    valid_end: u64,
+    tail: Tail,
+    // Held until the tail is cut.
+    _locked: Option<flock::Locked<'_>>,
+) -> Result<Recovered, ReadLogError> {
+    match tail {
+        Tail::Clean => Ok(Recovered { records, torn: None }),
+        Tail::Corrupt { line, offset, reason } => Err(ReadLogError::Corrupt(Box::new(Corruption {
+            path: path.to_path_buf(),
+            line,
+            offset,
+            reason,
+            valid: records,
+        }))),
+        Tail::Torn => {
+            let torn = tail::cut(ops, path, dir, name, valid_end)?;
+            Ok(Recovered {
+                records,
+                torn: Some(torn),
+            })
+        }
     }
 }

@@ -6,6 +6,7 @@
 mod append;
 mod atomic;
 mod error;
+mod flock;
 mod io;
 mod last;
 mod locks;
@@ -13,6 +14,7 @@ mod log;
 mod ops;
 mod pending;
 mod repair;
+mod since;
 mod tail;
 mod temp;
 
@@ -23,4 +25,5 @@ pub use io::DEFAULT_FILE_MODE;
 pub use log::{Corruption, DEFAULT_MAX_RECORD, LogReader, ReadLogError, Recovered};
 pub use ops::{FileOps, RealFs};
 pub use repair::Repaired;
+pub use since::{Decided, Decision, LogMark, Since};
 pub use tail::TornTail;

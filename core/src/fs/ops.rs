@@ -96,6 +96,30 @@ pub trait FileOps: fmt::Debug + Send + Sync + 'static {
         file.sync_all()
     }
 
+    /// `fstat`: the open file's metadata (its device and inode name it, whatever its
+    /// path now points to).
+    fn stat(&self, file: &File, _path: &Path) -> io::Result<Metadata> {
+        file.metadata()
+    }
+
+    /// `flock(LOCK_EX|LOCK_NB)`: takes the open file's advisory exclusive lock, shared
+    /// with every other process that takes it; `Ok(false)` when another open file
+    /// description holds it. The lock belongs to this open file description (not to the
+    /// process): another handle opened in this process conflicts with it too.
+    fn try_lock(&self, file: &File, _path: &Path) -> io::Result<bool> {
+        match file.try_lock() {
+            Ok(()) => Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// `flock(LOCK_UN)`: releases the lock [`try_lock`](Self::try_lock) took (closing the
+    /// file releases it too).
+    fn unlock(&self, file: &File, _path: &Path) -> io::Result<()> {
+        file.unlock()
+    }
+
     /// `fstat`: the file's current length.
     fn len(&self, file: &File, _path: &Path) -> io::Result<u64> {
         file.metadata().map(|m| m.len())

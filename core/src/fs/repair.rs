@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    FileOps, FsError, LogReader, ReadLogError, Step,
+    FileOps, FsError, LogReader, ReadLogError, Step, flock,
     io::{regular_file, split, sync_dir, write_all},
     locks,
     log::Validate,
@@ -48,7 +48,8 @@ impl LogReader {
     /// directory) with the file's own mode. After it, [`read`](Self::read) no longer
     /// reports [`ReadLogError::Corrupt`]. A log without damage is left untouched.
     ///
-    /// Holds the file's write lock throughout, so no append of this process
+    /// Holds the file's write lock throughout, and its cross-process lock (`flock`,
+    /// waited for until the deadline), so no append of this process or another
     /// interleaves with it.
     ///
     /// # Errors
@@ -104,9 +105,18 @@ fn repair_blocking(
     let Some(meta) = regular_file(ops, path)? else {
         return Ok(Repaired::default());
     };
-    let source = ops
-        .open_read(path)
-        .map_err(|e| FsError::new(path, Step::Open, e))?;
+    // Under the file's cross-process lock too: no append of another process is half
+    // done (it would go on into the replaced file), and none starts until the new log is
+    // in place (a waiting one then locks the new file).
+    let open = || match ops.open_read(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FsError::new(path, Step::Open, e)),
+    };
+    let Some(locked) = flock::open_locked(ops, path, deadline, open)? else {
+        return Ok(Repaired::default());
+    };
+    let source = &locked.file;
     let (temp, kept_file) = temp::create(ops, dir, meta.permissions().mode() & 0o7777)?;
     let sorted = Sorter {
         ops,
@@ -116,7 +126,7 @@ fn repair_blocking(
         quarantine: None,
         counts: Repaired::default(),
     }
-    .sort(&source, path, max_record, validate);
+    .sort(source, path, max_record, validate);
     let result = sorted.and_then(|sorter| sorter.finish(path, &temp));
     if result.as_ref().map_or(true, |r| r.quarantine.is_none()) {
         // Best effort: the outcome matters more; a later sweep removes stale temps.

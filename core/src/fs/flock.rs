@@ -1,0 +1,138 @@
+//! Exclusion of other processes: the advisory lock (`flock`) on a log file, held while
+//! an append decides and writes its record, and while a rollback, a torn-tail cut, a
+//! repair or a removal changes the file.
+//!
+//! NOTE: always taken *after* the process-wide lock of the file ([`locks::lock_file`]),
+//! so at most one thread of this process ever waits for or holds it: two handles of one
+//! process never contend for it (they would: `flock` belongs to the open file
+//! description, not to the process), and a platform whose lock were per process (as
+//! `fcntl` locks are) would still exclude this process's own writers.
+//!
+//! [`locks::lock_file`]: super::locks::lock_file
+
+use std::{
+    fs::{File, Metadata},
+    io,
+    os::unix::fs::MetadataExt,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use super::{FileOps, FsError, Step};
+
+/// An open file whose cross-process lock this process holds; released on drop.
+pub(crate) struct Locked<'a> {
+    ops: &'a dyn FileOps,
+    path: &'a Path,
+    pub(crate) file: File,
+    /// The file's metadata, read once the lock was held.
+    pub(crate) meta: Metadata,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Closing the file (right after) releases it anyway.
+        let _ = self.ops.unlock(&self.file, self.path);
+    }
+}
+
+/// Longest pause between two attempts at a held lock.
+const MAX_PAUSE: Duration = Duration::from_millis(4);
+
+/// Opens the file at `path` with `open` (`None`: nothing there) and takes its lock,
+/// waiting for another process to release it no later than shortly before `deadline`
+/// (so the caller's own timer does not fire first: a wait that gives up is reported as
+/// such, at [`Step::Lock`], and nothing was done). The file may be replaced or removed
+/// by the process that held the lock: once held, the lock is checked to be the one of
+/// the file now at `path`, and taken again on that file if not.
+pub(crate) fn open_locked<'a>(
+    ops: &'a dyn FileOps,
+    path: &'a Path,
+    deadline: Option<Instant>,
+    mut open: impl FnMut() -> Result<Option<File>, FsError>,
+) -> Result<Option<Locked<'a>>, FsError> {
+    let give_up = deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now());
+        d.checked_sub((left / 8).min(Duration::from_millis(50)))
+            .unwrap_or(d)
+    });
+    loop {
+        let Some(file) = open()? else { return Ok(None) };
+        wait_for(ops, path, &file, give_up)?;
+        let meta = ops
+            .stat(&file, path)
+            .map_err(|e| FsError::new(path, Step::Inspect, e))?;
+        let locked = Locked {
+            ops,
+            path,
+            file,
+            meta,
+        };
+        if is_at(ops, &locked.meta, path)? {
+            return Ok(Some(locked));
+        }
+        // Replaced (a repair) or removed while this process waited: its lock guards
+        // nothing any more.
+    }
+}
+
+/// Takes the lock of `file` (at `path`) if no other process holds it, without waiting.
+pub(crate) fn try_locked<'a>(
+    ops: &'a dyn FileOps,
+    path: &'a Path,
+    file: File,
+) -> Result<Option<Locked<'a>>, FsError> {
+    if !ops
+        .try_lock(&file, path)
+        .map_err(|e| FsError::new(path, Step::Lock, e))?
+    {
+        return Ok(None);
+    }
+    let meta = ops
+        .stat(&file, path)
+        .map_err(|e| FsError::new(path, Step::Inspect, e))?;
+    let locked = Locked {
+        ops,
+        path,
+        file,
+        meta,
+    };
+    Ok(is_at(ops, &locked.meta, path)?.then_some(locked))
+}
+
+/// Polls the lock until it is free or `give_up` passes. Polled, not waited for in a
+/// blocking `flock`: a blocked thread cannot be called back when the deadline passes.
+fn wait_for(ops: &dyn FileOps, path: &Path, file: &File, give_up: Option<Instant>) -> Result<(), FsError> {
+    let mut pause = Duration::from_micros(50);
+    loop {
+        if ops
+            .try_lock(file, path)
+            .map_err(|e| FsError::new(path, Step::Lock, e))?
+        {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if let Some(give_up) = give_up {
+            if now >= give_up {
+                let e = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "another process held the file's lock until the deadline; not started",
+                );
+                return Err(FsError::new(path, Step::Lock, e));
+            }
+            pause = pause.min(give_up - now);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// Whether the file whose metadata is `meta` is the one at `path` (same device and
+/// inode); `false` when nothing is there.
+fn is_at(ops: &dyn FileOps, meta: &Metadata, path: &Path) -> Result<bool, FsError> {
+    match ops.symlink_metadata(path) {
+        Ok(now) => Ok(now.dev() == meta.dev() && now.ino() == meta.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(FsError::new(path, Step::Inspect, e)),
+    }
+}

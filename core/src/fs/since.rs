@@ -1,0 +1,299 @@
+//! [`DurableAppend::append_since`]: an append whose record is decided under the file's
+//! locks, from what other processes appended since the caller last looked.
+
+use std::{
+    fs::{File, Metadata},
+    io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::SystemTime,
+};
+
+use super::{DurableAppend, FileOps, FsError, Step, append::Appended, io::run_blocking, tail::read_exact_at};
+use crate::Error;
+
+/// Where a log stood when an appender last held its locks: the file (device, inode and
+/// creation time) and its length then. Handed back to
+/// [`append_since`](DurableAppend::append_since), it tells what changed since.
+///
+/// ```
+/// # use stayfast_core::{Policy, fs::{Decision, DurableAppend}};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("stayfast-doc-mark-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// let log = DurableAppend::new(Policy::builder("fs.append").build()?);
+/// let done = log.append_since(dir.join("t.log"), None, |_| Decision::append(b"one".to_vec(), ())).await?;
+/// assert_eq!(done.mark.end(), 4); // "one\n"
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogMark {
+    dev: u64,
+    ino: u64,
+    /// Creation time, where the file system keeps one: an inode number reused by a
+    /// file created after a removal is still another file.
+    born: Option<SystemTime>,
+    len: u64,
+}
+
+impl LogMark {
+    pub(super) fn of(meta: &Metadata, len: u64) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            born: meta.created().ok(),
+            len,
+        }
+    }
+
+    /// Where the log ended at the mark: the end of its last complete record, in bytes.
+    ///
+    /// ```
+    /// # fn show(mark: stayfast_core::fs::LogMark) { println!("{} bytes", mark.end()); }
+    /// ```
+    pub fn end(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether `meta` is the marked file.
+    fn is_file(&self, meta: &Metadata) -> bool {
+        self.dev == meta.dev() && self.ino == meta.ino() && self.born == meta.created().ok()
+    }
+}
+
+/// What a log holds beyond what the caller knew (its [`LogMark`]), as
+/// [`append_since`](DurableAppend::append_since) sees it under the file's locks: no
+/// other writer is in the middle of an append then. Bytes are complete lines, each
+/// ending with a newline; [`lines`](Self::lines) iterates over them.
+///
+/// ```
+/// # use stayfast_core::fs::Since;
+/// fn count(since: &Since<'_>) -> usize {
+///     match since {
+///         Since::Unchanged => 0,
+///         Since::Grown(_) | Since::Whole(_) => since.lines().count(),
+///         _ => 0,
+///     }
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Since<'a> {
+    /// The file is as the mark left it.
+    Unchanged,
+    /// The same file, with these lines appended after the mark (by another process, or
+    /// another appender of this one).
+    Grown(&'a [u8]),
+    /// No mark was given, or the file is not the marked one any more (replaced,
+    /// removed and created again, truncated): every complete line it holds.
+    Whole(&'a [u8]),
+}
+
+impl<'a> Since<'a> {
+    /// The lines, without their newlines (none for [`Since::Unchanged`]).
+    ///
+    /// ```
+    /// # use stayfast_core::fs::Since;
+    /// let lines: Vec<&[u8]> = Since::Grown(b"a\nb\n").lines().collect();
+    /// assert_eq!(lines, [b"a".as_slice(), b"b".as_slice()]);
+    /// ```
+    pub fn lines(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let bytes: &'a [u8] = match *self {
+            Since::Unchanged => &[],
+            Since::Grown(b) | Since::Whole(b) => b,
+        };
+        bytes
+            .strip_suffix(b"\n")
+            .unwrap_or(bytes)
+            .split(|b| *b == b'\n')
+            .filter(move |_| !bytes.is_empty())
+    }
+}
+
+/// What an [`append_since`](DurableAppend::append_since) decided: a record to append
+/// (without its newline), or nothing; and a value handed back to the caller.
+///
+/// ```
+/// # use stayfast_core::fs::Decision;
+/// let write: Decision<&str> = Decision::append(b"{\"seq\":3}".to_vec(), "appended");
+/// let skip: Decision<&str> = Decision::skip("already there");
+/// # let _ = (write, skip);
+/// ```
+#[derive(Debug)]
+pub struct Decision<T> {
+    pub(super) record: Option<Vec<u8>>,
+    pub(super) value: T,
+}
+
+impl<T> Decision<T> {
+    /// Append `record` (it may not contain a newline), and hand `value` back.
+    ///
+    /// ```
+    /// let d = stayfast_core::fs::Decision::append(b"one".to_vec(), 1);
+    /// # let _ = d;
+    /// ```
+    pub fn append(record: impl Into<Vec<u8>>, value: T) -> Self {
+        Self {
+            record: Some(record.into()),
+            value,
+        }
+    }
+
+    /// Append nothing; hand `value` back.
+    ///
+    /// ```
+    /// let d = stayfast_core::fs::Decision::skip("a repeated id");
+    /// # let _ = d;
+    /// ```
+    pub fn skip(value: T) -> Self {
+        Self { record: None, value }
+    }
+}
+
+/// The result of an [`append_since`](DurableAppend::append_since).
+///
+/// ```
+/// # use stayfast_core::fs::Decided;
+/// # fn show(d: Decided<u64>) { println!("{} at {} bytes, appended: {}", d.value, d.mark.end(), d.appended.is_some()); }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Decided<T> {
+    /// What the decision handed back.
+    pub value: T,
+    /// Where and how durably the record was appended; `None` when the decision skipped.
+    pub appended: Option<Appended>,
+    /// The log after it: give it to the next `append_since` of this file.
+    pub mark: LogMark,
+}
+
+/// What the appender reads for a decision.
+pub(super) enum Known {
+    /// Nothing: the record is fixed (a plain [`append`](DurableAppend::append)).
+    Ignored,
+    /// The lines after this mark (all of them for `None`).
+    Mark(Option<LogMark>),
+}
+
+/// Reads what the file (`meta`, complete up to `end`) holds beyond `known` into `buf`.
+pub(super) fn read_since<'b>(
+    ops: &dyn FileOps,
+    file: &File,
+    path: &Path,
+    meta: &Metadata,
+    known: &Known,
+    end: u64,
+    buf: &'b mut Vec<u8>,
+) -> Result<Since<'b>, FsError> {
+    let mark = match known {
+        Known::Ignored => return Ok(Since::Unchanged),
+        Known::Mark(mark) => mark,
+    };
+    let from = match mark {
+        Some(m) if m.is_file(meta) && m.len == end => return Ok(Since::Unchanged),
+        Some(m) if m.is_file(meta) && m.len < end => m.len,
+        _ => 0,
+    };
+    let size = usize::try_from(end - from).map_err(|_| {
+        let e = io::Error::new(io::ErrorKind::OutOfMemory, "the file is too large to read");
+        FsError::new(path, Step::Read, e)
+    })?;
+    buf.resize(size, 0);
+    read_exact_at(ops, file, path, buf, from)?;
+    Ok(if from == 0 {
+        Since::Whole(buf)
+    } else {
+        Since::Grown(buf)
+    })
+}
+
+impl DurableAppend {
+    /// Appends the record `decide` makes from what the file holds beyond `known`, all
+    /// under the file's locks — the process-wide one and the cross-process `flock` —
+    /// so no other writer, in this process or another, appends in between: a record
+    /// numbered from the file's last one gets a number nobody else gets. Give it the
+    /// [`Decided::mark`] of the previous call on this file (or `None`, to be shown the
+    /// whole file); when the file is still the marked one and only grew, only the new
+    /// lines are read; when it is unchanged (the common case of a single writer),
+    /// nothing is read. `decide` runs on the blocking pool and may run again on a
+    /// retry.
+    ///
+    /// Otherwise as [`append`](Self::append): a torn tail is cut first (a crashed
+    /// writer's: no writer is in progress under the lock), one `write()`, the fsync
+    /// policy, a rollback on failure.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Self::append); an `InvalidInput` [`FsError`] at [`Step::Write`]
+    /// when the record contains a newline (nothing is written); at [`Step::Lock`] with
+    /// kind `TimedOut` when another process held the file's lock until (shortly
+    /// before) the deadline: nothing was written.
+    ///
+    /// # Cancellation
+    ///
+    /// As [`append`](Self::append): the blocking task runs to its end.
+    ///
+    /// ```
+    /// # use stayfast_core::{Policy, fs::{Decision, DurableAppend, Since}};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("stayfast-doc-since-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("counter.log");
+    /// let log = DurableAppend::new(Policy::builder("fs.append").build()?);
+    /// // Each record is the previous one plus one, whoever wrote the previous one.
+    /// let next = |known: u64| move |since: Since<'_>| {
+    ///     let last = since.lines().last().map_or(known, |l| String::from_utf8_lossy(l).parse().unwrap_or(0));
+    ///     Decision::append((last + 1).to_string(), last + 1)
+    /// };
+    /// let first = log.append_since(&path, None, next(0)).await?;
+    /// std::fs::OpenOptions::new().append(true).open(&path)?.write_all(b"2\n")?; // another writer
+    /// # use std::io::Write;
+    /// let third = log.append_since(&path, Some(first.mark), next(first.value)).await?;
+    /// assert_eq!(third.value, 3);
+    /// assert_eq!(std::fs::read_to_string(&path)?, "1\n2\n3\n");
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn append_since<T, F>(
+        &self,
+        path: impl Into<PathBuf>,
+        known: Option<LogMark>,
+        decide: F,
+    ) -> Result<Decided<T>, Error<FsError>>
+    where
+        T: Send + 'static,
+        F: Fn(Since<'_>) -> Decision<T> + Send + Sync + 'static,
+    {
+        let path = path.into();
+        let decide = Arc::new(decide);
+        let inner = Arc::clone(&self.inner);
+        let decided = self
+            .inner
+            .policy
+            .call_with(|attempt| {
+                let (inner, path, decide) = (Arc::clone(&inner), path.clone(), Arc::clone(&decide));
+                let ops = Arc::clone(&inner.ops);
+                run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
+                    let decide = |since: Since<'_>| {
+                        let Decision { record, value } = decide(since);
+                        let line = record.map(|mut r| {
+                            if r.contains(&b'\n') {
+                                return Err(r);
+                            }
+                            r.push(b'\n');
+                            Ok(r)
+                        });
+                        (line, value)
+                    };
+                    inner.append_blocking(ops, path, deadline, &Known::Mark(known), &decide)
+                })
+            })
+            .await?;
+        if let Some(appended) = &decided.appended {
+            self.after_append(&path, appended);
+        }
+        Ok(decided)
+    }
+}
