@@ -23,10 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use stayfast::{
-    fs::FsyncPolicy,
-    transcripts::{Message, Record, TranscriptConfig, TranscriptStore},
-};
+use stayfast::transcripts::{Message, Record, TranscriptConfig, TranscriptStore};
 use support::TempDir;
 
 /// Set in a worker's environment: the transcript directory it appends to.
@@ -342,52 +339,6 @@ fn describe(seqs: &[u64]) -> String {
             seqs.len()
         ),
         None => "fine".into(),
-    }
-}
-
-/// Append latency of one process (the single-process fast path), per fsync policy:
-/// rounds of appends to one session, alternating the policies round by round so drift
-/// on a shared machine hits both alike; prints the median round's mean per append.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: run alone, with --release --ignored --nocapture"]
-async fn single_process_append_latency() {
-    let rounds = 7;
-    let per_round = |policy: FsyncPolicy| if policy == FsyncPolicy::Always { 100 } else { 1000 };
-    let scratch = TempDir::new("tx-latency");
-    let mut results: Vec<(FsyncPolicy, Vec<Duration>)> = vec![
-        (FsyncPolicy::Always, Vec::new()),
-        (FsyncPolicy::Never, Vec::new()),
-    ];
-    let mut stores = Vec::new();
-    for (i, (policy, _)) in results.iter().enumerate() {
-        let mut config = config(&scratch.0.join(format!("p{i}")));
-        config.fsync = *policy;
-        let store = TranscriptStore::builder(&config).open().await.unwrap();
-        // Warm: the session's state is loaded, the file exists.
-        store.append("s", Message::new("user", "warm")).await.unwrap();
-        stores.push(store);
-    }
-    for _ in 0..rounds {
-        for (i, (policy, times)) in results.iter_mut().enumerate() {
-            let n = per_round(*policy);
-            let start = Instant::now();
-            for _ in 0..n {
-                stores[i]
-                    .append("s", Message::new("user", "x".repeat(200)))
-                    .await
-                    .unwrap();
-            }
-            times.push(start.elapsed() / n);
-        }
-    }
-    for (policy, mut times) in results {
-        times.sort();
-        println!(
-            "append latency, fsync = {policy:?}: median of {rounds} rounds {:.1} µs/append (min {:.1}, max {:.1})",
-            times[rounds / 2].as_secs_f64() * 1e6,
-            times[0].as_secs_f64() * 1e6,
-            times[rounds - 1].as_secs_f64() * 1e6,
-        );
     }
 }
 

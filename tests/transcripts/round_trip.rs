@@ -141,7 +141,7 @@ async fn flush_with_fsync_never() {
 /// versions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_prefixes_keep_two_applications_apart_on_one_redis() {
-    let server = RedisServer::start().await.unwrap();
+    let server = TestRedis::start().await.unwrap();
     let (one, two) = (TempDir::new("tx-prefix-a"), TempDir::new("tx-prefix-b"));
     let (support, bg_a) = open(&one.tx(), Some(connect(&server).await), |c| {
         c.key_prefix = "support".into()
