@@ -179,6 +179,21 @@ fn route_settings(server: &RedisServer, dir: &TempDir) -> Settings {
     s
 }
 
+/// The value of the search route's `calls_total` sample for `outcome` on `/metrics`
+/// (the process's recorder: counts of earlier tests included).
+async fn route_calls(http: &HttpClient, base: &str, outcome: &str) -> f64 {
+    let (_, _, page, _) = get(http, &format!("{base}/metrics")).await;
+    let sample = format!(
+        r#"stayfast_calls_total{{operation="http.facts.search",target="http.facts.search",outcome="{outcome}"}} "#
+    );
+    page.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(sample.as_str()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A service on `server` with one fact stored, and a client.
 async fn start_with_a_fact(server: &RedisServer, dir: &TempDir) -> (Running, HttpClient) {
     let running = Running::start(&route_settings(server, dir), Duration::from_millis(100)).await;
@@ -224,6 +239,10 @@ async fn search_route_answers_504_at_its_deadline_while_redis_is_frozen() {
     assert!(
         error.contains("http.facts.search timed out after 1s"),
         "the route's deadline answered: {body}"
+    );
+    assert!(
+        route_calls(&http, &running.base, "timeout").await >= 1.0,
+        "/metrics counts the route's timeout"
     );
 
     // Thawed: the route serves again.
@@ -309,6 +328,11 @@ async fn search_route_sheds_past_its_bulkhead_while_admitted_searches_complete()
             .iter()
             .all(|t| *t >= HOLD.saturating_sub(Duration::from_millis(50))),
         "the admitted searches waited for Redis: {admitted:?}"
+    );
+    let counted = route_calls(&client(), &running.base, "shed").await;
+    assert!(
+        counted >= f64::from(EXTRA),
+        "/metrics counts {counted} shed searches"
     );
     let report = running.shutdown().await;
     assert_eq!(report.aborted, 0, "{report:?}");
