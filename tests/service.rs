@@ -1,6 +1,7 @@
 //! The reference service (`examples/service`) driven over HTTP with hyper's client,
 //! against a real redis-server: normal requests, Redis frozen with SIGSTOP and thawed,
-//! and a graceful shutdown under load.
+//! the search route's own policy (its deadline and its bulkhead), and a graceful
+//! shutdown under load.
 //!
 //! Wall-clock bounds get 250 ms of slack; the measured figures are printed
 //! (`cargo test --test service -- --nocapture`).
@@ -32,7 +33,10 @@ use stayfast::{
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use server::upstream::{SlowUpstream, UpstreamClient};
+use server::{
+    route_policy::{SEARCH_CONCURRENCY, SEARCH_DEADLINE, SEARCH_QUEUE_WAIT},
+    upstream::{SlowUpstream, UpstreamClient},
+};
 use support::TempDir;
 
 /// The Redis commands' deadline (`timeouts.redis.operations.default`).
@@ -160,6 +164,178 @@ fn settings(server: &RedisServer, dir: &TempDir) -> Settings {
     s.breaker.open_for = Duration::from_millis(300);
     s.breaker.max_open_for = Duration::from_secs(1);
     s
+}
+
+/// Settings for the search route's tests: Redis's own bounds at their defaults (2 s per
+/// command and per search), past the route's deadline, so that a 504 in time can only
+/// come from the route's policy.
+fn route_settings(server: &RedisServer, dir: &TempDir) -> Settings {
+    let s = support::settings(Some(server.url()), dir);
+    assert!(
+        s.timeouts.redis.operations.default >= SEARCH_DEADLINE * 2
+            && s.knowledge.search_timeout >= SEARCH_DEADLINE * 2,
+        "the store's bounds are not past the route's deadline"
+    );
+    s
+}
+
+/// The value of the search route's `calls_total` sample for `outcome` on `/metrics`
+/// (the process's recorder: counts of earlier tests included).
+async fn route_calls(http: &HttpClient, base: &str, outcome: &str) -> f64 {
+    let (_, _, page, _) = get(http, &format!("{base}/metrics")).await;
+    let sample = format!(
+        r#"stayfast_calls_total{{operation="http.facts.search",target="http.facts.search",outcome="{outcome}"}} "#
+    );
+    page.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(sample.as_str()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A service on `server` with one fact stored, and a client.
+async fn start_with_a_fact(server: &RedisServer, dir: &TempDir) -> (Running, HttpClient) {
+    let running = Running::start(&route_settings(server, dir), Duration::from_millis(100)).await;
+    let http = client();
+    let (status, stored) = post(
+        &http,
+        &format!("{}/facts", running.base),
+        json!({"content": "The shop opens at 9."}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    (running, http)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_route_answers_504_at_its_deadline_while_redis_is_frozen() {
+    let _serial = SERIAL.lock().await;
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let dir = TempDir::new("service-route-deadline");
+    let (running, http) = start_with_a_fact(&server, &dir).await;
+    let search = format!("{}/facts/search?q=shop", running.base);
+
+    let (status, _, found, took) = get(&http, &search).await;
+    eprintln!("GET /facts/search through the route's policy: {status} in {took:?}");
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["facts"][0]["content"], "The shop opens at 9.", "{found}");
+
+    // Redis frozen: the store would wait out its own 2 s; the route answers at its
+    // deadline.
+    server.pause().expect("SIGSTOP");
+    let (status, _, body, took) = get(&http, &search).await;
+    server.resume().expect("SIGCONT");
+    let bound = SEARCH_DEADLINE + SLACK;
+    eprintln!(
+        "GET /facts/search, Redis frozen: {status} in {took:?} (deadline {SEARCH_DEADLINE:?}, bound {bound:?}): {body}"
+    );
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(
+        took >= SEARCH_DEADLINE && took < bound,
+        "answered in {took:?}, not at the route's deadline"
+    );
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("http.facts.search timed out after 1s"),
+        "the route's deadline answered: {body}"
+    );
+    assert!(
+        route_calls(&http, &running.base, "timeout").await >= 1.0,
+        "/metrics counts the route's timeout"
+    );
+
+    // Thawed: the route serves again.
+    let started = Instant::now();
+    loop {
+        let (status, _, found, _) = get(&http, &search).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not served again after 10 s: {status} {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = running.shutdown().await;
+    assert_eq!(report.aborted, 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_route_sheds_past_its_bulkhead_while_admitted_searches_complete() {
+    /// Searches past the bulkhead's slots.
+    const EXTRA: u32 = 16;
+    /// How long Redis stays frozen, holding the admitted searches: well past the
+    /// bulkhead's queue wait, well within the route's deadline.
+    const HOLD: Duration = Duration::from_millis(500);
+    let _serial = SERIAL.lock().await;
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let dir = TempDir::new("service-route-bulkhead");
+    let (running, _) = start_with_a_fact(&server, &dir).await;
+    let search = format!("{}/facts/search?q=shop", running.base);
+
+    // Redis frozen, so that every admitted search holds its slot until SIGCONT.
+    server.pause().expect("SIGSTOP");
+    let started = Instant::now();
+    let calls: Vec<_> = (0..SEARCH_CONCURRENCY + EXTRA)
+        .map(|_| {
+            let (http, url) = (client(), search.clone());
+            tokio::spawn(async move { send(&http, Method::GET, &url, None).await })
+        })
+        .collect();
+    tokio::time::sleep(HOLD.saturating_sub(started.elapsed())).await;
+    server.resume().expect("SIGCONT");
+    let (mut admitted, mut shed, mut other) = (Vec::new(), Vec::new(), Vec::new());
+    for call in calls {
+        let (status, headers, body, took) =
+            call.await.expect("the call's task").expect("the service answers");
+        match status {
+            StatusCode::OK => {
+                assert_eq!(body["facts"][0]["content"], "The shop opens at 9.", "{body}");
+                admitted.push(took);
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(headers[RETRY_AFTER], "1", "a shed search says when to retry");
+                shed.push(took);
+            }
+            _ => other.push((status, body)),
+        }
+    }
+    let range = |t: &[Duration]| (t.iter().min().copied(), t.iter().max().copied());
+    eprintln!(
+        "{} searches, {SEARCH_CONCURRENCY} slots, Redis frozen for {HOLD:?}: {} answered 200 in {:?}, {} shed 503 in {:?}, others {other:?}",
+        SEARCH_CONCURRENCY + EXTRA,
+        admitted.len(),
+        range(&admitted),
+        shed.len(),
+        range(&shed),
+    );
+    assert!(other.is_empty(), "other answers: {other:?}");
+    assert_eq!(shed.len(), EXTRA as usize, "the searches past the slots are shed");
+    assert_eq!(
+        admitted.len(),
+        SEARCH_CONCURRENCY as usize,
+        "the admitted searches complete"
+    );
+    let shed_bound = SEARCH_QUEUE_WAIT + SLACK;
+    assert!(
+        shed.iter().all(|t| *t < shed_bound),
+        "a shed search waited past {shed_bound:?}: {shed:?}"
+    );
+    assert!(
+        admitted
+            .iter()
+            .all(|t| *t >= HOLD.saturating_sub(Duration::from_millis(50))),
+        "the admitted searches waited for Redis: {admitted:?}"
+    );
+    let counted = route_calls(&client(), &running.base, "shed").await;
+    assert!(
+        counted >= f64::from(EXTRA),
+        "/metrics counts {counted} shed searches"
+    );
+    let report = running.shutdown().await;
+    assert_eq!(report.aborted, 0, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! The reference service: chat history over `TranscriptStore`, facts over
 //! `KnowledgeStore`, a slow upstream called through a tower client stack with
-//! stayfast's `PolicyLayer` and cached through `Cache`, `/metrics`, `/health/live`,
-//! `/health/ready`, and a graceful shutdown on SIGTERM or Ctrl-C.
+//! stayfast's `PolicyLayer` and cached through `Cache`, a search route served through
+//! `PolicyLayer` on the server side (a deadline and a bulkhead), `/metrics`,
+//! `/health/live`, `/health/ready`, and a graceful shutdown on SIGTERM or Ctrl-C.
 //!
 //! Run: `cargo run --example service`, then try:
 //!

@@ -1,6 +1,7 @@
 //! `POST /facts` and `GET /facts/search?q=` over the `KnowledgeStore`. Facts live in
 //! Redis only: while it is down these answer 504 (a timeout) and then, once the breaker
-//! has opened, 503 with `Retry-After`, at once.
+//! has opened, 503 with `Retry-After`, at once. The search route also runs under a
+//! policy of its own, a deadline and a bulkhead (see `route_policy`).
 
 use std::sync::Arc;
 

@@ -6,6 +6,7 @@ mod chat;
 mod facts;
 mod failure;
 mod health;
+pub(crate) mod route_policy;
 pub(crate) mod upstream;
 
 use std::{
@@ -19,7 +20,7 @@ use axum::{
     Router,
     routing::{get, post},
 };
-use stayfast::{Settings, ShutdownReport, Stayfast};
+use stayfast::{Policy, Settings, ShutdownReport, Stayfast};
 
 use self::upstream::UpstreamClient;
 
@@ -32,12 +33,17 @@ pub(crate) struct Shared {
     pub(crate) background_cap: usize,
 }
 
-/// The routes, over `shared`.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+/// The routes, over `shared`; `GET /facts/search` runs under `search`, the policy
+/// [`route_policy::search_policy`] builds (a deadline and a bulkhead, applied as a tower
+/// layer on that route only).
+pub(crate) fn router(shared: Arc<Shared>, search: Policy) -> Router {
     Router::new()
         .route("/chat/{session}", post(chat::append).get(chat::history))
         .route("/facts", post(facts::store))
-        .route("/facts/search", get(facts::search))
+        .route(
+            "/facts/search",
+            get(facts::search).layer(route_policy::search_layers(search)),
+        )
         .route("/upstream/{key}", get(upstream::get))
         .route("/metrics", get(health::metrics))
         .route("/health/live", get(health::live))
@@ -57,6 +63,7 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> io::Result<ShutdownReport> {
+    let search = route_policy::search_policy(settings)?;
     let shared = Arc::new(Shared {
         app,
         upstream,
@@ -67,7 +74,7 @@ pub(crate) async fn serve(
         shutdown.await;
         let _ = signalled.send(());
     };
-    let serving = axum::serve(listener, router(Arc::clone(&shared)))
+    let serving = axum::serve(listener, router(Arc::clone(&shared), search))
         .with_graceful_shutdown(signal)
         .into_future();
     // A request that never ends (a client that stops reading) must not hold the
