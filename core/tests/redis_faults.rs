@@ -1491,3 +1491,81 @@ async fn a_scan_that_gives_up_stops_paging() {
         "kept paging after the drop: {at_end} -> {later}"
     );
 }
+
+/// Reads never wait behind writes the server holds (#16): during `CLIENT PAUSE WRITE`
+/// with 20 tasks writing (SET and EVAL, held by the server until the pause ends), GETs
+/// from 10 other tasks keep answering in milliseconds. Before reads had connections of
+/// their own, a GET queued behind the paused writes on a shared connection and waited
+/// out the pause (an acceptance run: `history` at a median 2,026 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_answer_while_the_server_holds_writes() {
+    let _serial = SERIAL.lock().await;
+    let server = RedisServer::start().await.unwrap();
+    let redis = Redis::connect(&config(&server.url(), 3000)).await.unwrap();
+    redis.set("read:k", "v", None).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<JoinHandle<()>> = (0..20)
+        .map(|i| {
+            let (redis, stop) = (redis.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("write:{i}");
+                    let _ = if i % 2 == 0 {
+                        redis.set(key.as_str(), "x", None).await
+                    } else {
+                        let script = "return redis.call('SET', KEYS[1], ARGV[1])";
+                        redis.eval::<()>(script, vec![key], vec!["x".into()]).await
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(ms(100)).await; // the writers are busy
+    let paused = server
+        .command(&["CLIENT", "PAUSE", "2000", "WRITE"])
+        .await
+        .unwrap();
+    assert_eq!(paused, Reply::Simple("OK".into()));
+    let pause_began = Instant::now();
+    tokio::time::sleep(ms(200)).await; // writes are held now
+    let readers: Vec<JoinHandle<Vec<Duration>>> = (0..10)
+        .map(|_| {
+            let redis = redis.clone();
+            tokio::spawn(async move {
+                let mut took = Vec::new();
+                for _ in 0..30 {
+                    let started = Instant::now();
+                    let v: Option<String> = redis.get("read:k").await.unwrap();
+                    took.push(started.elapsed());
+                    assert_eq!(v.as_deref(), Some("v"));
+                }
+                took
+            })
+        })
+        .collect();
+    let mut took = Vec::new();
+    for reader in readers {
+        took.extend(reader.await.unwrap());
+    }
+    let reads_done = pause_began.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    took.sort();
+    let (p50, p99, max) = (
+        took[took.len() / 2],
+        took[took.len() * 99 / 100],
+        took[took.len() - 1],
+    );
+    println!(
+        "{} GETs during CLIENT PAUSE WRITE with 20 writers held: p50 {p50:?}, p99 {p99:?}, max {max:?} \
+         (all done {reads_done:?} into the 2 s pause)",
+        took.len()
+    );
+    assert!(
+        reads_done < ms(2000),
+        "the reads outlasted the pause: {reads_done:?}"
+    );
+    assert!(p99 <= ms(5), "p99 {p99:?}");
+}

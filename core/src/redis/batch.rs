@@ -6,7 +6,7 @@ use fred::{
     types::{Key, Map, Value},
 };
 
-use super::{Redis, RedisError, RedisValue};
+use super::{Redis, RedisError, RedisValue, lanes::Lane};
 
 /// Commands to send in one round trip with [`Redis::batch`]: built once, replayed on
 /// every attempt. Each method queues one command and returns the batch, for chaining.
@@ -161,7 +161,13 @@ impl Redis {
     /// # Ok(()) }
     /// ```
     pub async fn batch(&self, batch: &Batch) -> Result<Vec<RedisValue>, RedisError> {
-        self.pipeline(|p| async move {
+        // A batch of reads goes to the read connections (see `lanes.rs`).
+        let reads_only = batch
+            .queued
+            .iter()
+            .all(|q| matches!(q, Queued::Hget(..) | Queued::Hgetall(..)));
+        let lane = if reads_only { Lane::Read } else { Lane::Write };
+        self.pipeline_in(lane, |p| async move {
             for queued in &batch.queued {
                 let () = match queued.clone() {
                     Queued::Sadd(key, member) => p.sadd(key, member).await?,

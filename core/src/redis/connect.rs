@@ -195,6 +195,7 @@ impl Redis {
         }
         Ok(Self {
             inner: Arc::new(Inner {
+                lanes: super::lanes::Lanes::new(pool.size()),
                 pool,
                 breaker,
                 policies,

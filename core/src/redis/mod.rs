@@ -37,6 +37,7 @@ mod connect;
 mod error;
 mod events;
 mod gauges;
+mod lanes;
 mod pipeline;
 mod run;
 mod scan;
@@ -125,6 +126,8 @@ pub struct Redis {
 
 struct Inner {
     pool: Pool,
+    /// Which connection each command goes to (`lanes.rs`).
+    lanes: lanes::Lanes,
     breaker: CircuitBreaker,
     policies: Vec<Policy>,
     /// Each command's call metrics (the series its policy writes), for the calls the

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use fred::{error::Error as FredError, interfaces::ClientLike, types::FromValue};
 
-use super::{Command, PipelineWithDeadline, Redis, RedisError, run::options};
+use super::{Command, PipelineWithDeadline, Redis, RedisError, lanes::Lane, run::options};
 
 impl Redis {
     /// Sends the commands `build` queues on the pipeline in one round trip and returns
@@ -31,13 +31,24 @@ impl Redis {
     ///     .await?; // one round trip, every reply
     /// # Ok(()) }
     /// ```
-    pub async fn pipeline<R, F, Fut>(&self, mut build: F) -> Result<R, RedisError>
+    pub async fn pipeline<R, F, Fut>(&self, build: F) -> Result<R, RedisError>
     where
         R: FromValue,
         F: FnMut(PipelineWithDeadline) -> Fut,
         Fut: Future<Output = Result<PipelineWithDeadline, FredError>>,
     {
-        let (pool, margin) = (&self.inner.pool, self.inner.margin);
+        self.pipeline_in(Lane::Write, build).await
+    }
+
+    /// [`pipeline`](Self::pipeline) on `lane`'s connection: [`Lane::Read`] only for
+    /// pipelines of reads ([`batch`](Self::batch) knows its commands).
+    pub(super) async fn pipeline_in<R, F, Fut>(&self, lane: Lane, mut build: F) -> Result<R, RedisError>
+    where
+        R: FromValue,
+        F: FnMut(PipelineWithDeadline) -> Fut,
+        Fut: Future<Output = Result<PipelineWithDeadline, FredError>>,
+    {
+        let (pool, lanes, margin) = (&self.inner.pool, self.inner.lanes, self.inner.margin);
         self.hold_probe_while_unconnected(Command::Pipeline)?;
         // One round trip: counted as one command in flight, however many it holds.
         let _counted = self.inner.in_flight.enter();
@@ -45,8 +56,8 @@ impl Redis {
             .call_borrowed(|attempt| {
                 // NOTE: `pipeline().with_options(..)`, not `with_options(..).pipeline()`:
                 // the latter derefs to the bare client and loses the deadline.
-                let pipeline = pool
-                    .next_connected()
+                let pipeline = lanes
+                    .choose(pool, lane)
                     .pipeline()
                     .with_options(&options(&attempt, margin));
                 let queued = build(pipeline);

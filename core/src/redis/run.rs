@@ -3,7 +3,7 @@
 
 use std::{future::Future, time::Duration};
 
-use fred::{clients::Pool, error::Error as FredError, interfaces::ClientLike, types::config::Options};
+use fred::{clients::Client, error::Error as FredError, interfaces::ClientLike, types::config::Options};
 
 use super::{Command, Redis, RedisError};
 use crate::{Attempt, Error, Outcome, Policy, breaker::State};
@@ -82,12 +82,15 @@ impl Redis {
         })
     }
 
-    /// Runs `op` under `command`'s policy, handing it a pool whose commands carry the
-    /// attempt's deadline. Use it for commands the handle does not wrap.
+    /// Runs `op` under `command`'s policy, handing it a connection whose commands carry
+    /// the attempt's deadline. Use it for commands the handle does not wrap. The
+    /// connection is the one this thread uses for `command`'s kind: reads (`Command::Get`,
+    /// `Command::Lrange`…) on the read connections, anything else on those Redis may hold
+    /// during `CLIENT PAUSE WRITE` — so name the command `op` really sends.
     ///
     /// Methods that ignore the options (`eval`, `pipeline()`, `scan`, transactions —
     /// fred's `WithOptions` falls through to the bare client for them) must not be called
-    /// on the handed pool: use [`eval`](Self::eval), [`pipeline`](Self::pipeline) and
+    /// on the handed connection: use [`eval`](Self::eval), [`pipeline`](Self::pipeline) and
     /// [`scan_keys`](Self::scan_keys).
     ///
     /// # Errors
@@ -109,10 +112,11 @@ impl Redis {
     /// ```
     pub async fn run<T, F, Fut>(&self, command: Command, mut op: F) -> Result<T, RedisError>
     where
-        F: FnMut(fred::clients::WithOptions<Pool>) -> Fut,
+        F: FnMut(fred::clients::WithOptions<Client>) -> Fut,
         Fut: Future<Output = Result<T, FredError>>,
     {
-        let (pool, margin) = (&self.inner.pool, self.inner.margin);
+        let (pool, lanes, margin) = (&self.inner.pool, self.inner.lanes, self.inner.margin);
+        let lane = command.lane();
         // NOTE: counted per call, around the policy, not per attempt inside it: wrapping
         // every attempt's future in one more async block cost 5–8 % of GET throughput
         // on the Redis benchmark; this guard is a local of this future and cost nothing
@@ -120,7 +124,7 @@ impl Redis {
         self.hold_probe_while_unconnected(command)?;
         let _counted = self.inner.in_flight.enter();
         self.policy(command)
-            .call_borrowed(|attempt| op(pool.with_options(&options(&attempt, margin))))
+            .call_borrowed(|attempt| op(lanes.choose(pool, lane).with_options(&options(&attempt, margin))))
             .await
             .map_err(|e| self.explain(e)) // issue #14: why Redis is unreachable (unreachable.rs)
     }

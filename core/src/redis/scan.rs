@@ -2,7 +2,7 @@
 //! cluster.
 
 use fred::{
-    clients::Pool,
+    clients::Client,
     error::{Error as FredError, ErrorKind},
     interfaces::{ClientLike, ClusterInterface, KeysInterface},
     types::{ClusterHash, Key, config::Server},
@@ -24,8 +24,7 @@ enum Target {
 /// The cursors a scan of `pattern` needs: one on a single server; on a cluster, one on
 /// the primary serving the pattern's slot if it fixes one, else one per primary of
 /// fred's routing table.
-fn targets(pool: &Pool, pattern: &str) -> Result<Vec<Target>, FredError> {
-    let client = pool.next();
+fn targets(client: &Client, pattern: &str) -> Result<Vec<Target>, FredError> {
     if !client.is_clustered() {
         return Ok(vec![Target::Server]);
     }
@@ -91,7 +90,7 @@ impl Redis {
         count: u32,
         limit: usize,
     ) -> Result<Vec<String>, RedisError> {
-        let (pool, margin) = (&self.inner.pool, self.inner.margin);
+        let (pool, lanes, margin) = (&self.inner.pool, self.inner.lanes, self.inner.margin);
         self.hold_probe_while_unconnected(Command::Scan)?;
         // One page outstanding at a time: the whole scan counts as one command.
         let _counted = self.inner.in_flight.enter();
@@ -101,7 +100,8 @@ impl Redis {
                 if limit == 0 {
                     return Ok(keys);
                 }
-                for target in targets(pool, pattern)? {
+                let connection = lanes.choose(pool, Command::Scan.lane());
+                for target in targets(connection, pattern)? {
                     let mut cursor = String::from("0");
                     loop {
                         // Each page gets the time left, so fred drops a page it could not
@@ -112,7 +112,7 @@ impl Redis {
                             Target::Slot(slot) => options.cluster_hash = Some(ClusterHash::Custom(*slot)),
                             Target::Node(server) => options.cluster_node = Some(server.clone()),
                         }
-                        let client = pool.with_options(&options);
+                        let client = connection.with_options(&options);
                         let (next, page): (String, Vec<Key>) =
                             client.scan_page(cursor, pattern, Some(count), None).await?;
                         keys.extend(page.into_iter().filter_map(Key::into_string));
