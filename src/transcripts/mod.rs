@@ -45,6 +45,7 @@ mod append;
 mod builder;
 mod config;
 mod maintenance;
+mod ordered;
 mod pushes;
 mod read;
 mod record;
@@ -65,8 +66,9 @@ use stayfast_core::{
 
 pub use self::{
     builder::TranscriptStoreBuilder,
-    config::TranscriptConfig,
-    record::{Degradation, History, HistorySource, Message, Receipt, Record},
+    config::{Order, TranscriptConfig},
+    ordered::{TRANSCRIPTS_PENDING_RECORDS, TRANSCRIPTS_REPLAYED_TOTAL, TRANSCRIPTS_REPLAY_FAILURES_TOTAL},
+    record::{Degradation, History, HistorySource, Message, Receipt, Record, SeqSource},
 };
 use self::{
     record::End,
@@ -153,6 +155,8 @@ struct Inner {
     appender: DurableAppend,
     reader: LogReader,
     sessions: Sessions,
+    /// `order = "redis"`: the script's Redis, the pending records, the replay's wake-up.
+    ordered: Option<Arc<ordered::RedisOrder>>,
     /// The transcript directory's breaker (`fs.transcripts`), kept for
     /// [`TranscriptStore::breaker`]: the appender and reader hold their own clones.
     breaker: CircuitBreaker,
