@@ -50,21 +50,36 @@ pub const TRANSCRIPTS_REPLAYED_TOTAL: &str = "transcripts_replayed_total";
 /// Counter: replay attempts that failed (Redis still unreachable); each is retried.
 pub const TRANSCRIPTS_REPLAY_FAILURES_TOTAL: &str = "transcripts_replay_failures_total";
 
-/// Assigns the next seq and stores the record, unless its message id is stored already.
+/// Assigns the next seq to each record and stores it, unless its message id is stored
+/// already — for a batch of records of one session, in their order.
 ///
-/// KEYS: the counter, the id → seq hash, the history list. ARGV[1] the message id,
-/// ARGV[2] the record's JSON without its seq (`{"id":…}`). Returns the new seq, or
-/// minus the stored one for a known id (so a replay or a retry stores nothing twice).
-/// The stored element is `{"seq":N,` followed by ARGV[2] without its `{`: the record's
-/// JSON exactly as the client encoded it, the seq first.
+/// KEYS: the counter, the id → seq hash, the history list. ARGV: pairs of a message id
+/// and the record's JSON without its seq (`{"id":…}`). Returns, per record, the new seq,
+/// or minus the stored one for a known id (so a replay or a retry stores nothing
+/// twice). The stored element is `{"seq":N,` followed by the JSON without its `{`: the
+/// record's JSON exactly as the client encoded it, the seq first.
 const ASSIGN: &str = r#"
-local stored = redis.call('HGET', KEYS[2], ARGV[1])
-if stored then return -tonumber(stored) end
-local seq = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], ARGV[1], seq)
-redis.call('RPUSH', KEYS[3], '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2))
-return seq
+local out = {}
+for i = 1, #ARGV, 2 do
+  local stored = redis.call('HGET', KEYS[2], ARGV[i])
+  if stored then
+    out[#out + 1] = -tonumber(stored)
+  else
+    local seq = redis.call('INCR', KEYS[1])
+    redis.call('HSET', KEYS[2], ARGV[i], seq)
+    redis.call('RPUSH', KEYS[3], '{"seq":' .. seq .. ',' .. string.sub(ARGV[i + 1], 2))
+    out[#out + 1] = seq
+  end
+end
+return out
 "#;
+
+/// Most records one replay call sends (one script run, one round trip).
+const REPLAY_BATCH: usize = 256;
+/// Most bytes of records one replay call sends (a batch holds one record at least).
+const REPLAY_BATCH_BYTES: usize = 1 << 20;
+/// Sessions replayed at once.
+const REPLAY_SESSIONS: usize = 16;
 
 /// Deletes a session's order keys.
 const DELETE: &str = "return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])";
@@ -77,7 +92,8 @@ const REPLAY_EVERY: Duration = Duration::from_millis(250);
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Entry {
     Message(Unsequenced),
-    Assigned { id: String, seq: u64 },
+    /// Seqs Redis assigned, by message id (one line per script call).
+    Assigned { seqs: Vec<(String, u64)> },
 }
 
 impl Entry {
@@ -186,15 +202,17 @@ impl RedisOrder {
         self.metrics.pending.increment(1.0);
     }
 
-    /// Runs the script for `record`: its seq (the stored one for a known id), and with
-    /// `wait_replicas`, how many replicas acknowledged it. The script and the `WAIT`
-    /// go in one pipeline, so on one connection: `WAIT` counts that connection's writes.
-    async fn assign(&self, key: &SessionKey, record: &Unsequenced) -> Result<(u64, Option<u32>), RedisError> {
+    /// Runs the script for `records` (one session's, in order): their seqs (the stored
+    /// ones for known ids), and with `wait_replicas`, how many replicas acknowledged
+    /// them. The script and the `WAIT` go in one pipeline, so on one connection: `WAIT`
+    /// counts that connection's writes.
+    async fn assign(&self, key: &SessionKey, records: &[Unsequenced]) -> Result<(Vec<u64>, Option<u32>), RedisError> {
         let keys = key.order_keys(&self.prefix);
-        let args = vec![record.id.clone(), record.json()];
+        let args: Vec<String> = records.iter().flat_map(|r| [r.id.clone(), r.json()]).collect();
+        let seqs = |codes: Vec<i64>| codes.into_iter().map(i64::unsigned_abs).collect::<Vec<_>>();
         if self.wait_replicas == 0 {
-            let code: i64 = self.redis.eval(ASSIGN, keys, args).await?;
-            return Ok((code.unsigned_abs(), None));
+            let codes: Vec<i64> = self.redis.eval(ASSIGN, keys, args).await?;
+            return Ok((seqs(codes), None));
         }
         let slot = key_slot(&keys[0]);
         let mut argv: Vec<Value> = vec![ASSIGN.into(), 3.into()];
@@ -204,7 +222,7 @@ impl RedisOrder {
             i64::from(self.wait_replicas).into(),
             i64::try_from(self.wait_timeout.as_millis()).unwrap_or(i64::MAX).into(),
         ];
-        let (code, replicas): (i64, i64) = self
+        let (codes, replicas): (Vec<i64>, i64) = self
             .redis
             .pipeline(|p| {
                 let (argv, wait) = (argv.clone(), wait.clone());
@@ -217,7 +235,7 @@ impl RedisOrder {
                 }
             })
             .await?;
-        Ok((code.unsigned_abs(), Some(u32::try_from(replicas).unwrap_or(0))))
+        Ok((seqs(codes), Some(u32::try_from(replicas).unwrap_or(0))))
     }
 
     /// The session's journal, read: its records in journal order (each message id once,
@@ -233,9 +251,7 @@ impl RedisOrder {
                         messages.push(m);
                     }
                 }
-                Entry::Assigned { id, seq } => {
-                    assigned.insert(id, seq);
-                }
+                Entry::Assigned { seqs } => assigned.extend(seqs),
             }
         }
         let records = messages
@@ -311,56 +327,93 @@ impl Inner {
         Ok(found)
     }
 
-    /// Writes `record`'s confirmation line (its seq from Redis); a failure only leaves
-    /// it looking pending to a later open, which then replays it harmlessly.
-    async fn confirm(&self, key: &SessionKey, id: &str, seq: u64) {
+    /// Writes the confirmation line of records given their seqs by Redis; a failure
+    /// only leaves them looking pending to a later open, which replays them harmlessly.
+    async fn confirm(&self, key: &SessionKey, seqs: Vec<(String, u64)>) {
         let Some(order) = &self.ordered else { return };
-        let line = Entry::Assigned { id: id.to_owned(), seq }.encode();
+        let line = Entry::Assigned { seqs }.encode();
         if let Err(e) = order.confirmer.append(key.file(&self.dir), line).await {
             tracing::warn!(target: "stayfast::transcripts", error = %ErrorChain(&e),
-                "could not journal an assigned seq (the record will be replayed at the next open)");
+                "could not journal assigned seqs (the records will be replayed at the next open)");
         }
     }
 
-    /// One pass of the replay: every session's pending records, oldest first, each
-    /// given its seq by the script; the first failure ends the pass (Redis is still
-    /// unreachable: the next pass retries). Returns the records replayed.
+    /// One pass of the replay: every session's pending records, oldest first, in
+    /// batches (one script call each), [`REPLAY_SESSIONS`] sessions at once; a failure
+    /// ends the pass (Redis is still unreachable: the next pass retries). Returns the
+    /// records replayed.
     pub(crate) async fn replay_pass(&self) -> usize {
+        use futures_util::StreamExt as _;
         let Some(order) = &self.ordered else { return 0 };
         let keys: Vec<SessionKey> = order.pending().keys().cloned().collect();
-        let mut replayed = 0;
-        for key in keys {
-            loop {
-                // NOTE: only this (single) replay task takes records off a session's
-                // queue, and an append queues behind a non-empty one instead of asking
-                // Redis: so the session's records reach Redis in journal order.
-                let front = order.pending().get(&key).and_then(|q| q.front().cloned());
-                let Some(record) = front else { break };
-                match order.assign(&key, &record).await {
-                    Ok((seq, _)) => {
-                        self.confirm(&key, &record.id, seq).await;
-                        let mut pending = order.pending();
-                        if let Some(queue) = pending.get_mut(&key) {
-                            queue.pop_front();
-                            if queue.is_empty() {
-                                pending.remove(&key);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let replayed = std::sync::atomic::AtomicUsize::new(0);
+        futures_util::stream::iter(keys)
+            .for_each_concurrent(REPLAY_SESSIONS, |key| {
+                let (failed, replayed) = (&failed, &replayed);
+                async move {
+                    while !failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        match self.replay_batch(order, &key).await {
+                            Ok(0) => return,
+                            Ok(n) => {
+                                replayed.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                             }
+                            Err(()) => failed.store(true, std::sync::atomic::Ordering::Relaxed),
                         }
-                        drop(pending);
-                        order.metrics.pending.decrement(1.0);
-                        order.metrics.replayed.increment(1);
-                        replayed += 1;
-                    }
-                    Err(e) => {
-                        order.metrics.failures.increment(1);
-                        tracing::debug!(target: "stayfast::transcripts", error = %ErrorChain(&e),
-                            "replay: Redis still unreachable");
-                        return replayed;
                     }
                 }
+            })
+            .await;
+        replayed.into_inner()
+    }
+
+    /// Replays the next batch of `key`'s pending records: how many (0: none left).
+    async fn replay_batch(&self, order: &RedisOrder, key: &SessionKey) -> Result<usize, ()> {
+        // NOTE: only this (single) replay task takes records off a session's queue, and
+        // an append queues behind a non-empty one instead of asking Redis: so the
+        // session's records reach Redis in journal order.
+        let batch: Vec<Unsequenced> = {
+            let pending = order.pending();
+            let Some(queue) = pending.get(key) else { return Ok(0) };
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            for record in queue.iter().take(REPLAY_BATCH) {
+                bytes += record.content.len() + record.id.len() + record.role.len() + 64;
+                // The first record goes whatever its size.
+                if !batch.is_empty() && bytes > REPLAY_BATCH_BYTES {
+                    break;
+                }
+                batch.push(record.clone());
+            }
+            batch
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match order.assign(key, &batch).await {
+            Ok((seqs, _)) => {
+                let n = batch.len();
+                let confirmed = batch.into_iter().map(|r| r.id).zip(seqs).collect();
+                self.confirm(key, confirmed).await;
+                let mut pending = order.pending();
+                if let Some(queue) = pending.get_mut(key) {
+                    queue.drain(..n.min(queue.len()));
+                    if queue.is_empty() {
+                        pending.remove(key);
+                    }
+                }
+                drop(pending);
+                order.metrics.pending.decrement(n as f64);
+                order.metrics.replayed.increment(n as u64);
+                Ok(n)
+            }
+            Err(e) => {
+                order.metrics.failures.increment(1);
+                tracing::debug!(target: "stayfast::transcripts", error = %ErrorChain(&e),
+                    "replay: Redis still unreachable");
+                Err(())
             }
         }
-        replayed
     }
 }
 
@@ -449,9 +502,10 @@ impl TranscriptStore {
             order.wake.notify_one();
             return Ok(pending_receipt(&record, durability));
         }
-        match order.assign(&key, &record).await {
-            Ok((seq, replicas)) => {
-                inner.confirm(&key, &record.id, seq).await;
+        match order.assign(&key, std::slice::from_ref(&record)).await {
+            Ok((seqs, replicas)) => {
+                let seq = seqs.first().copied().unwrap_or(0);
+                inner.confirm(&key, vec![(record.id.clone(), seq)]).await;
                 drop(writer);
                 if order.pending_count() > 0 {
                     order.wake.notify_one(); // Redis answers again: replay the rest

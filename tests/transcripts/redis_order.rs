@@ -100,7 +100,7 @@ async fn two_replicas_on_separate_directories_share_one_gap_free_order() {
     assert_eq!(a.pending() + b.pending(), 0);
     // Each replica's journal holds its own appends only, each confirmed.
     let journal = std::fs::read_to_string(file_of(&a_dir.tx(), "s")).unwrap();
-    assert!(journal.contains(r#""kind":"assigned","id":"m0","seq":1"#), "{journal}");
+    assert!(journal.contains(r#""kind":"assigned","seqs":[["m0",1]]"#), "{journal}");
     assert!(!journal.contains(r#""id":"m1""#), "{journal}");
     // The file order's keys are untouched.
     assert!(!exists_raw(&server, &key_of("s")).await);
