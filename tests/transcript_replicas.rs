@@ -167,7 +167,11 @@ impl Router {
             return;
         }
         let n = self.sent[session].fetch_add(1, Ordering::SeqCst);
-        self.send(session, format!("s{session}-m{n}"), (session + n as usize) % REPLICAS);
+        self.send(
+            session,
+            format!("s{session}-m{n}"),
+            (session + n as usize) % REPLICAS,
+        );
     }
 
     fn send(&self, session: usize, id: String, replica: usize) {
@@ -373,7 +377,12 @@ fn three_replicas_behind_a_round_robin_router_keep_one_order_through_redis_fault
     std::thread::sleep(fault);
     rt.block_on(server.restart()).unwrap();
     let back = Instant::now();
-    outages.push(("kill + restart", t, back, until_replayed(&router, Duration::from_secs(30))));
+    outages.push((
+        "kill + restart",
+        t,
+        back,
+        until_replayed(&router, Duration::from_secs(30)),
+    ));
 
     at(0.45);
     let t = Instant::now();
@@ -381,18 +390,29 @@ fn three_replicas_behind_a_round_robin_router_keep_one_order_through_redis_fault
     std::thread::sleep(fault);
     server.resume().unwrap(); // SIGCONT
     let back = Instant::now();
-    outages.push(("SIGSTOP", t, back, until_replayed(&router, Duration::from_secs(30))));
+    outages.push((
+        "SIGSTOP",
+        t,
+        back,
+        until_replayed(&router, Duration::from_secs(30)),
+    ));
 
     at(0.70);
     let t = Instant::now();
     let ms = fault.as_millis().to_string();
     assert_eq!(
-        rt.block_on(server.command(&["CLIENT", "PAUSE", &ms, "WRITE"])).unwrap(),
+        rt.block_on(server.command(&["CLIENT", "PAUSE", &ms, "WRITE"]))
+            .unwrap(),
         Reply::Simple("OK".into())
     );
     std::thread::sleep(fault);
     let back = Instant::now();
-    outages.push(("CLIENT PAUSE WRITE", t, back, until_replayed(&router, Duration::from_secs(30))));
+    outages.push((
+        "CLIENT PAUSE WRITE",
+        t,
+        back,
+        until_replayed(&router, Duration::from_secs(30)),
+    ));
 
     at(1.0);
     router.stop.store(true, Ordering::SeqCst);
@@ -409,7 +429,10 @@ fn three_replicas_behind_a_round_robin_router_keep_one_order_through_redis_fault
         if open == 0 {
             break;
         }
-        assert!(stopped.elapsed() < Duration::from_secs(30), "{open} appends never answered");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "{open} appends never answered"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let final_replay = until_replayed(&router, Duration::from_secs(30));
@@ -477,8 +500,15 @@ fn three_replicas_behind_a_round_robin_router_keep_one_order_through_redis_fault
     for e in errors.iter().take(5) {
         println!("  e.g. {e}");
     }
-    assert!(acked.len() > 1000, "too few appends to mean anything: {}", acked.len());
-    assert!(pending_acks > 0, "no append went pending: the faults did not bite");
+    assert!(
+        acked.len() > 1000,
+        "too few appends to mean anything: {}",
+        acked.len()
+    );
+    assert!(
+        pending_acks > 0,
+        "no append went pending: the faults did not bite"
+    );
     assert!(
         percentile(&out, 0.99) <= WRITE_TIMEOUT,
         "p99 append latency during the outages {:?} over the write timeout {WRITE_TIMEOUT:?}",
@@ -493,7 +523,10 @@ fn check(histories: &[Vec<Record>], requests: &[Request]) {
     for (session, history) in histories.iter().enumerate() {
         let seqs: Vec<u64> = history.iter().map(|r| r.seq).collect();
         if seqs != (1..=history.len() as u64).collect::<Vec<_>>() {
-            problems.push(format!("s{session}: seqs are not 1..={}: {seqs:?}", history.len()));
+            problems.push(format!(
+                "s{session}: seqs are not 1..={}: {seqs:?}",
+                history.len()
+            ));
         }
         let mut ids = HashSet::new();
         for r in history {
@@ -522,15 +555,23 @@ fn check(histories: &[Vec<Record>], requests: &[Request]) {
                 if let Some(told) = acked
                     && told != seq
                 {
-                    problems.push(format!("s{}: {} acknowledged at {told}, stored at {seq}", r.session, r.id));
+                    problems.push(format!(
+                        "s{}: {} acknowledged at {told}, stored at {seq}",
+                        r.session, r.id
+                    ));
                 }
-                per_replica.entry((r.session, r.replica)).or_default().push((seq, &r.id));
+                per_replica
+                    .entry((r.session, r.replica))
+                    .or_default()
+                    .push((seq, &r.id));
             }
         }
     }
     for ((session, replica), seqs) in &per_replica {
         if seqs.windows(2).any(|w| w[1].0 <= w[0].0) {
-            problems.push(format!("s{session}: replica {replica}'s appends out of order: {seqs:?}"));
+            problems.push(format!(
+                "s{session}: replica {replica}'s appends out of order: {seqs:?}"
+            ));
         }
     }
     assert!(

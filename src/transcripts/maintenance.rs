@@ -116,7 +116,10 @@ impl TranscriptStore {
         let session = inner.sessions.get(&key);
         let mut writer = inner.lock_writer(&session, "transcripts.repair").await?;
         let repaired = if inner.ordered.is_some() {
-            inner.reader.repair(key.file(&inner.dir), super::ordered::is_entry).await
+            inner
+                .reader
+                .repair(key.file(&inner.dir), super::ordered::is_entry)
+                .await
         } else {
             inner
                 .reader

@@ -43,11 +43,27 @@ use super::{
 };
 use crate::StoreError;
 
-/// Gauge: records journaled by this process and not yet given a seq by Redis.
+/// Gauge: records journaled by this process and not yet given a seq by Redis
+/// (`order = "redis"`), after the metric prefix.
+///
+/// ```
+/// use stayfast::transcripts::TRANSCRIPTS_PENDING_RECORDS;
+/// assert_eq!(format!("stayfast_{TRANSCRIPTS_PENDING_RECORDS}"), "stayfast_transcripts_pending_records");
+/// ```
 pub const TRANSCRIPTS_PENDING_RECORDS: &str = "transcripts_pending_records";
 /// Counter: pending records the replay gave a seq.
+///
+/// ```
+/// use stayfast::transcripts::TRANSCRIPTS_REPLAYED_TOTAL;
+/// assert_eq!(TRANSCRIPTS_REPLAYED_TOTAL, "transcripts_replayed_total");
+/// ```
 pub const TRANSCRIPTS_REPLAYED_TOTAL: &str = "transcripts_replayed_total";
-/// Counter: replay attempts that failed (Redis still unreachable); each is retried.
+/// Counter: replay calls that failed (Redis still unreachable); each is retried.
+///
+/// ```
+/// use stayfast::transcripts::TRANSCRIPTS_REPLAY_FAILURES_TOTAL;
+/// assert_eq!(TRANSCRIPTS_REPLAY_FAILURES_TOTAL, "transcripts_replay_failures_total");
+/// ```
 pub const TRANSCRIPTS_REPLAY_FAILURES_TOTAL: &str = "transcripts_replay_failures_total";
 
 /// Assigns the next seq to each record and stores it, unless its message id is stored
@@ -93,7 +109,9 @@ const REPLAY_EVERY: Duration = Duration::from_millis(250);
 enum Entry {
     Message(Unsequenced),
     /// Seqs Redis assigned, by message id (one line per script call).
-    Assigned { seqs: Vec<(String, u64)> },
+    Assigned {
+        seqs: Vec<(String, u64)>,
+    },
 }
 
 impl Entry {
@@ -206,7 +224,11 @@ impl RedisOrder {
     /// ones for known ids), and with `wait_replicas`, how many replicas acknowledged
     /// them. The script and the `WAIT` go in one pipeline, so on one connection: `WAIT`
     /// counts that connection's writes.
-    async fn assign(&self, key: &SessionKey, records: &[Unsequenced]) -> Result<(Vec<u64>, Option<u32>), RedisError> {
+    async fn assign(
+        &self,
+        key: &SessionKey,
+        records: &[Unsequenced],
+    ) -> Result<(Vec<u64>, Option<u32>), RedisError> {
         let keys = key.order_keys(&self.prefix);
         let args: Vec<String> = records.iter().flat_map(|r| [r.id.clone(), r.json()]).collect();
         let seqs = |codes: Vec<i64>| codes.into_iter().map(i64::unsigned_abs).collect::<Vec<_>>();
@@ -220,7 +242,9 @@ impl RedisOrder {
         argv.extend(args.into_iter().map(Value::from));
         let wait: Vec<Value> = vec![
             i64::from(self.wait_replicas).into(),
-            i64::try_from(self.wait_timeout.as_millis()).unwrap_or(i64::MAX).into(),
+            i64::try_from(self.wait_timeout.as_millis())
+                .unwrap_or(i64::MAX)
+                .into(),
         ];
         let (codes, replicas): (Vec<i64>, i64) = self
             .redis
@@ -374,7 +398,9 @@ impl Inner {
         // session's records reach Redis in journal order.
         let batch: Vec<Unsequenced> = {
             let pending = order.pending();
-            let Some(queue) = pending.get(key) else { return Ok(0) };
+            let Some(queue) = pending.get(key) else {
+                return Ok(0);
+            };
             let mut batch = Vec::new();
             let mut bytes = 0;
             for record in queue.iter().take(REPLAY_BATCH) {
@@ -461,7 +487,11 @@ impl TranscriptStore {
     }
 
     /// The append of `order = "redis"` (see [`append`](Self::append)).
-    pub(crate) async fn append_ordered(&self, key: SessionKey, message: Message) -> Result<Receipt, StoreError> {
+    pub(crate) async fn append_ordered(
+        &self,
+        key: SessionKey,
+        message: Message,
+    ) -> Result<Receipt, StoreError> {
         let inner = &*self.inner;
         let order = inner.order()?;
         let session = inner.sessions.get(&key);
@@ -576,7 +606,10 @@ impl TranscriptStore {
         }
         drop(writer);
         let existed = removed?;
-        let _: i64 = order.redis.eval(DELETE, key.order_keys(&order.prefix), Vec::new()).await?;
+        let _: i64 = order
+            .redis
+            .eval(DELETE, key.order_keys(&order.prefix), Vec::new())
+            .await?;
         Ok(existed)
     }
 }

@@ -56,9 +56,8 @@ impl SessionKey {
     /// The key of the session whose file is named `name` (`<hex>.jsonl`), if it is one.
     pub(crate) fn from_file_name(name: &str) -> Option<Self> {
         let hex = name.strip_suffix(".jsonl")?;
-        (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then(|| Self {
-            hex: hex.to_owned(),
-        })
+        (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| Self { hex: hex.to_owned() })
     }
 
     /// The keys of the session's Redis order (`order = "redis"`): its counter

@@ -71,7 +71,10 @@ async fn two_replicas_on_separate_directories_share_one_gap_free_order() {
     for i in 0..10 {
         let store = if i % 2 == 0 { &a } else { &b };
         let receipt = store
-            .append("s", Message::new("user", format!("m{i}")).with_id(format!("m{i}")))
+            .append(
+                "s",
+                Message::new("user", format!("m{i}")).with_id(format!("m{i}")),
+            )
             .await
             .unwrap();
         assigned.push(redis_seq(&receipt));
@@ -92,7 +95,10 @@ async fn two_replicas_on_separate_directories_share_one_gap_free_order() {
     }
     for store in [&a, &b] {
         let h = store.history("s", 100).await.unwrap();
-        assert_eq!((h.source, h.degraded, h.partial), (HistorySource::Redis, false, false));
+        assert_eq!(
+            (h.source, h.degraded, h.partial),
+            (HistorySource::Redis, false, false)
+        );
         assert_eq!(seqs(&h.records), (1..=11).collect::<Vec<_>>());
         assert_eq!(h.records[3].content, "m3", "the first append's record is kept");
         assert_eq!(seqs(&store.history("s", 3).await.unwrap().records), [9, 10, 11]);
@@ -100,7 +106,10 @@ async fn two_replicas_on_separate_directories_share_one_gap_free_order() {
     assert_eq!(a.pending() + b.pending(), 0);
     // Each replica's journal holds its own appends only, each confirmed.
     let journal = std::fs::read_to_string(file_of(&a_dir.tx(), "s")).unwrap();
-    assert!(journal.contains(r#""kind":"assigned","seqs":[["m0",1]]"#), "{journal}");
+    assert!(
+        journal.contains(r#""kind":"assigned","seqs":[["m0",1]]"#),
+        "{journal}"
+    );
     assert!(!journal.contains(r#""id":"m1""#), "{journal}");
     // The file order's keys are untouched.
     assert!(!exists_raw(&server, &key_of("s")).await);
@@ -122,7 +131,11 @@ async fn redis_killed_appends_are_pending_then_replayed_once_in_journal_order() 
     let a = open_ordered(&a_dir.tx(), &server).await;
     let b = open_ordered(&b_dir.tx(), &server).await;
     for i in 0..2 {
-        redis_seq(&a.append("s", Message::new("user", "before").with_id(format!("a{i}"))).await.unwrap());
+        redis_seq(
+            &a.append("s", Message::new("user", "before").with_id(format!("a{i}")))
+                .await
+                .unwrap(),
+        );
     }
 
     server.kill().unwrap();
@@ -130,7 +143,10 @@ async fn redis_killed_appends_are_pending_then_replayed_once_in_journal_order() 
     for i in 0..5 {
         let t = Instant::now();
         let receipt = a
-            .append("s", Message::new("user", format!("down {i}")).with_id(format!("p{i}")))
+            .append(
+                "s",
+                Message::new("user", format!("down {i}")).with_id(format!("p{i}")),
+            )
             .await
             .unwrap();
         latencies.push(t.elapsed());
@@ -139,7 +155,10 @@ async fn redis_killed_appends_are_pending_then_replayed_once_in_journal_order() 
         assert_eq!(receipt.durability, Durability::Synced);
     }
     // A retry of a pending record is not journaled again.
-    let retry = a.append("s", Message::new("user", "x").with_id("p1")).await.unwrap();
+    let retry = a
+        .append("s", Message::new("user", "x").with_id("p1"))
+        .await
+        .unwrap();
     assert!(retry.is_pending());
     assert_eq!(retry.record.content, "down 1");
     assert_eq!(a.pending(), 5);
@@ -148,7 +167,10 @@ async fn redis_killed_appends_are_pending_then_replayed_once_in_journal_order() 
     assert!(worst < REDIS_TIMEOUT + SLACK, "an append took {worst:?}");
 
     let h = a.history("s", 100).await.unwrap();
-    assert_eq!((h.source, h.degraded, h.partial), (HistorySource::File, true, true));
+    assert_eq!(
+        (h.source, h.degraded, h.partial),
+        (HistorySource::File, true, true)
+    );
     assert!(matches!(h.reason, Some(Degradation::Redis(_))), "{:?}", h.reason);
     assert_eq!(ids(&h.records), ["a0", "a1", "p0", "p1", "p2", "p3", "p4"]);
     assert_eq!(seqs(&h.records), [1, 2, 0, 0, 0, 0, 0]);
@@ -164,7 +186,10 @@ async fn redis_killed_appends_are_pending_then_replayed_once_in_journal_order() 
     assert_eq!(seqs(&h.records), (1..=8).collect::<Vec<_>>());
     assert_eq!(&ids(&h.records)[..7], ["a0", "a1", "p0", "p1", "p2", "p3", "p4"]);
     // Replayed again (a lost confirmation): nothing is stored twice.
-    let again = a.append("s", Message::new("user", "x").with_id("p2")).await.unwrap();
+    let again = a
+        .append("s", Message::new("user", "x").with_id("p2"))
+        .await
+        .unwrap();
     assert_eq!(redis_seq(&again), 5);
     assert_eq!(b.history("s", 100).await.unwrap().records.len(), 8);
 }
@@ -175,11 +200,19 @@ async fn a_store_reopened_on_pending_records_replays_them() {
     let dir = TempDir::new("tx-order-reopen");
     {
         let store = open_ordered(&dir.tx(), &server).await;
-        redis_seq(&store.append("s", Message::new("user", "first").with_id("f")).await.unwrap());
+        redis_seq(
+            &store
+                .append("s", Message::new("user", "first").with_id("f"))
+                .await
+                .unwrap(),
+        );
         server.kill().unwrap();
         for i in 0..3 {
             let r = store
-                .append(&format!("s{}", i % 2), Message::new("user", "down").with_id(format!("d{i}")))
+                .append(
+                    &format!("s{}", i % 2),
+                    Message::new("user", "down").with_id(format!("d{i}")),
+                )
                 .await
                 .unwrap();
             assert!(r.is_pending());
@@ -191,7 +224,10 @@ async fn a_store_reopened_on_pending_records_replays_them() {
     let replay = until_replayed(&store).await;
     eprintln!("reopened: 3 pending records replayed in {replay:?}");
     let s0 = store.history("s0", 10).await.unwrap();
-    assert_eq!((ids(&s0.records), seqs(&s0.records)), (vec!["d0", "d2"], vec![1, 2]));
+    assert_eq!(
+        (ids(&s0.records), seqs(&s0.records)),
+        (vec!["d0", "d2"], vec![1, 2])
+    );
     let s1 = store.history("s1", 10).await.unwrap();
     assert_eq!((ids(&s1.records), seqs(&s1.records)), (vec!["d1"], vec![1]));
     let s = store.history("s", 10).await.unwrap();
@@ -227,7 +263,10 @@ async fn redis_order_needs_redis_and_wait_needs_redis_order() {
     config.dir = dir.tx();
     config.order = Order::Redis;
     let err = TranscriptStore::builder(&config).open().await.unwrap_err();
-    assert!(matches!(&err, StoreError::Config(e) if e.field() == "transcripts.order"), "{err}");
+    assert!(
+        matches!(&err, StoreError::Config(e) if e.field() == "transcripts.order"),
+        "{err}"
+    );
     config.order = Order::File;
     config.wait_replicas = 1;
     assert_eq!(config.validate().unwrap_err().field(), "wait_replicas");
