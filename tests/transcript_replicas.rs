@@ -568,9 +568,10 @@ fn check(histories: &[Vec<Record>], requests: &[Request]) {
         }
     }
     for ((session, replica), seqs) in &per_replica {
-        if seqs.windows(2).any(|w| w[1].0 <= w[0].0) {
+        if let Some(w) = seqs.windows(2).find(|w| w[1].0 <= w[0].0) {
             problems.push(format!(
-                "s{session}: replica {replica}'s appends out of order: {seqs:?}"
+                "s{session}: replica {replica} acknowledged {} then {}, stored at {} then {}",
+                w[0].1, w[1].1, w[0].0, w[1].0
             ));
         }
     }
