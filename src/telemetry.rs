@@ -14,7 +14,12 @@ use std::{
     time::Duration,
 };
 
-use crate::cache::CACHE_REQUESTS_TOTAL;
+use crate::{
+    cache::CACHE_REQUESTS_TOTAL,
+    transcripts::{
+        TRANSCRIPTS_PENDING_RECORDS, TRANSCRIPTS_REPLAY_FAILURES_TOTAL, TRANSCRIPTS_REPLAYED_TOTAL,
+    },
+};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use stayfast_core::{
@@ -261,5 +266,20 @@ fn describe_store_metrics(prefix: &str) {
         metric_name(prefix, CACHE_REQUESTS_TOTAL),
         metrics::Unit::Count,
         "Cache lookups by result: hit, miss, error (a Redis failure or an undecodable entry)."
+    );
+    metrics::describe_gauge!(
+        metric_name(prefix, TRANSCRIPTS_PENDING_RECORDS),
+        metrics::Unit::Count,
+        "Transcript records journaled while Redis was unreachable (order = \"redis\"), awaiting their replay."
+    );
+    metrics::describe_counter!(
+        metric_name(prefix, TRANSCRIPTS_REPLAYED_TOTAL),
+        metrics::Unit::Count,
+        "Pending transcript records the replay gave a seq in Redis."
+    );
+    metrics::describe_counter!(
+        metric_name(prefix, TRANSCRIPTS_REPLAY_FAILURES_TOTAL),
+        metrics::Unit::Count,
+        "Replay calls that failed (Redis still unreachable); each is retried."
     );
 }

@@ -191,6 +191,32 @@ impl RedisServer {
         Self::start_with(Launch::default()).await
     }
 
+    /// Starts a server as [`start`](Self::start) does, with `args` added after the
+    /// defaults (a later one wins): e.g. persistence, so that data survives
+    /// [`kill`](Self::kill) and [`restart`](Self::restart) (the defaults keep none).
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start); a server that refuses an argument is
+    /// [`TestServerError::NotReady`], with its log.
+    ///
+    /// ```
+    /// # use stayfast_core::test_util::{RedisServer, Reply};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut server = RedisServer::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"]).await?;
+    /// server.command(&["SET", "k", "v"]).await?;
+    /// server.restart().await?; // killed, started again: the AOF brings the data back
+    /// assert_eq!(server.command(&["GET", "k"]).await?, Reply::Bulk(Some(b"v".to_vec())));
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_with_args(args: &[&str]) -> Result<Self, TestServerError> {
+        Self::start_with(Launch {
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..Launch::default()
+        })
+        .await
+    }
+
     /// Starts a server with the role-specific arguments of `launch`.
     pub(crate) async fn start_with(launch: Launch) -> Result<Self, TestServerError> {
         let binary = find_binary()?;

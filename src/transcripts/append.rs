@@ -156,6 +156,9 @@ impl TranscriptStore {
     pub async fn append(&self, session: &str, message: Message) -> Result<Receipt, StoreError> {
         self.check(&message)?;
         let key = SessionKey::new(session)?;
+        if self.inner.ordered.is_some() {
+            return self.append_ordered(key, message).await;
+        }
         let inner = &self.inner;
         let session = inner.sessions.get(&key);
         let path = key.file(&inner.dir);
@@ -283,7 +286,11 @@ impl TranscriptStore {
                 task_inner.drain_pushes(key, turn).await
             });
         }
-        Receipt { record, durability }
+        Receipt {
+            record,
+            durability,
+            seq_source: super::SeqSource::File,
+        }
     }
 
     fn check(&self, message: &Message) -> Result<(), StoreError> {
@@ -347,7 +354,11 @@ impl Inner {
         } else {
             Durability::Written
         };
-        Ok(Receipt { record, durability })
+        Ok(Receipt {
+            record,
+            durability,
+            seq_source: super::SeqSource::File,
+        })
     }
 
     /// Sends the session's queued pushes, in batches of all that waits; the first

@@ -4,13 +4,18 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use stayfast_core::{
     BackgroundConfig, CallMetrics, CircuitBreaker, Error, FireAndForget, Policy,
-    config::BreakerConfig,
-    fs::{DurableAppend, FsError, LogReader, Step},
+    config::{BreakerConfig, ConfigError},
+    fs::{DurableAppend, FsError, FsyncPolicy, LogReader, Step},
     redis::Redis,
     telemetry::DEFAULT_PREFIX,
 };
 
-use super::{Inner, TranscriptConfig, TranscriptStore, session::Sessions, window::Window};
+use super::{
+    Inner, Order, TranscriptConfig, TranscriptStore,
+    ordered::{RedisOrder, replay},
+    session::Sessions,
+    window::Window,
+};
 use crate::StoreError;
 
 /// Builds a [`TranscriptStore`]; see [`TranscriptStore::builder`].
@@ -166,7 +171,29 @@ impl TranscriptStoreBuilder {
         };
         let dir = config.directory().map_err(|e| e.prefixed("transcripts"))?;
         create_private_dir(&dir).await?;
-        let window = self.redis.map(|redis| Window {
+        let ordered = match (config.order, &self.redis) {
+            (Order::File, _) => None,
+            (Order::Redis, None) => {
+                return Err(StoreError::Config(ConfigError::new(
+                    "transcripts.order",
+                    "\"redis\" needs a Redis (TranscriptStoreBuilder::redis)",
+                )));
+            }
+            (Order::Redis, Some(redis)) => {
+                let confirmer = DurableAppend::new(policy("transcripts.confirm", self.write_timeout, false)?)
+                    .fsync(FsyncPolicy::Never);
+                Some(Arc::new(RedisOrder::new(
+                    redis.clone(),
+                    config.key_prefix.clone(),
+                    (config.wait_replicas, config.wait_timeout),
+                    confirmer,
+                    &self.metrics_prefix,
+                )))
+            }
+        };
+        // With Redis order, Redis holds the whole history: no window to cache.
+        let redis = self.redis.filter(|_| ordered.is_none());
+        let window = redis.map(|redis| Window {
             // `history` is a call of its own: Redis, or the file when Redis fails (a
             // fallback, counted against the Redis target).
             history_metrics: CallMetrics::with_prefix(
@@ -179,7 +206,7 @@ impl TranscriptStoreBuilder {
             ttl: config.cache_ttl,
             prefix: config.key_prefix.clone(),
         });
-        Ok(TranscriptStore {
+        let store = TranscriptStore {
             inner: Arc::new(Inner {
                 dir,
                 write_timeout: self.write_timeout,
@@ -190,9 +217,16 @@ impl TranscriptStoreBuilder {
                 appender,
                 reader,
                 sessions: Sessions::new(config.max_open_sessions),
+                ordered,
                 breaker,
             }),
-        })
+        };
+        if let Some(order) = &store.inner.ordered {
+            // Before any append: a session's old pending records go before its new ones.
+            store.inner.load_pending().await?;
+            tokio::spawn(replay(Arc::downgrade(&store.inner), Arc::clone(&order.wake)));
+        }
+        Ok(store)
     }
 }
 

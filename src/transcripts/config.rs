@@ -54,6 +54,67 @@ pub struct TranscriptConfig {
     /// assert_eq!(c.validate().unwrap_err().field(), "key_prefix");
     /// ```
     pub key_prefix: String,
+    /// Where each session's order (its `seq`) comes from: [`Order::File`] (the
+    /// default: one machine's directory) or [`Order::Redis`] (replicas on separate
+    /// disks sharing one Redis). See
+    /// [Running more than one copy](super::TranscriptStore#running-more-than-one-copy).
+    ///
+    /// ```
+    /// # use stayfast::transcripts::{Order, TranscriptConfig};
+    /// let c: TranscriptConfig = toml::from_str(r#"order = "redis""#).unwrap();
+    /// assert_eq!(c.order, Order::Redis);
+    /// ```
+    pub order: Order,
+    /// With `order = "redis"`: after each append's script, `WAIT` for this many Redis
+    /// replicas to acknowledge it (at most [`wait_timeout`](Self::wait_timeout)) before
+    /// the append returns; [`SeqSource::Redis`](super::SeqSource::Redis) says how many
+    /// did. 0, the default: no `WAIT`.
+    ///
+    /// ```
+    /// let mut c = stayfast::transcripts::TranscriptConfig::default();
+    /// c.wait_replicas = 1; // only meaningful with order = "redis"
+    /// assert_eq!(c.validate().unwrap_err().field(), "wait_replicas");
+    /// ```
+    pub wait_replicas: u32,
+    /// The `WAIT` bound (default 100ms; at least 1ms). Keep it well under the Redis
+    /// command timeout: the script and the `WAIT` share one round trip and its deadline.
+    #[serde(with = "duration")]
+    pub wait_timeout: Duration,
+}
+
+/// Where a session's order comes from ([`TranscriptConfig::order`]).
+///
+/// ```
+/// use stayfast::transcripts::Order;
+/// assert_eq!(Order::default(), Order::File);
+/// assert_eq!(Order::Redis.as_str(), "redis");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Order {
+    /// The session's file assigns the seq (under its lock); Redis caches a window. One
+    /// machine's processes may share the directory.
+    #[default]
+    File,
+    /// A Lua script in Redis assigns the seq and stores the record atomically; each
+    /// replica's file is its journal of what it acknowledged, replayed into Redis after
+    /// an outage. For replicas on separate disks sharing one Redis.
+    Redis,
+}
+
+impl Order {
+    /// `"file"` or `"redis"`.
+    ///
+    /// ```
+    /// assert_eq!(stayfast::transcripts::Order::File.as_str(), "file");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Order::File => "file",
+            Order::Redis => "redis",
+        }
+    }
 }
 
 impl Default for TranscriptConfig {
@@ -66,6 +127,9 @@ impl Default for TranscriptConfig {
             fsync: FsyncPolicy::Always,
             max_open_sessions: 10_000,
             key_prefix: "tx".to_owned(),
+            order: Order::File,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(100),
         }
     }
 }
@@ -101,9 +165,24 @@ impl TranscriptConfig {
         if self.max_open_sessions == 0 {
             return Err(ConfigError::new("max_open_sessions", "must be at least 1"));
         }
+        if self.wait_replicas > 0 && self.order != Order::Redis {
+            return Err(ConfigError::new(
+                "wait_replicas",
+                "needs order = \"redis\" (with file order, Redis holds only a cache)",
+            ));
+        }
+        if self.wait_timeout < Duration::from_millis(1) || self.wait_timeout > MAX_WAIT_TIMEOUT {
+            return Err(ConfigError::new(
+                "wait_timeout",
+                format!("must be 1ms to {}s", MAX_WAIT_TIMEOUT.as_secs()),
+            ));
+        }
         validate_key_prefix(&self.key_prefix)
     }
 }
+
+/// Longest `wait_timeout`: an append waits for it.
+const MAX_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Longest `key_prefix`, in bytes.
 const MAX_KEY_PREFIX_BYTES: usize = 64;

@@ -46,6 +46,9 @@ impl TranscriptStore {
     /// ```
     pub async fn delete_session(&self, session: &str) -> Result<bool, StoreError> {
         let key = SessionKey::new(session)?;
+        if self.inner.ordered.is_some() {
+            return self.delete_ordered(key).await;
+        }
         let inner = &self.inner;
         let session = inner.sessions.get(&key);
         let mut writer = inner.lock_writer(&session, "transcripts.delete").await?;
@@ -112,10 +115,17 @@ impl TranscriptStore {
         let inner = &self.inner;
         let session = inner.sessions.get(&key);
         let mut writer = inner.lock_writer(&session, "transcripts.repair").await?;
-        let repaired = inner
-            .reader
-            .repair(key.file(&inner.dir), |line| Record::decode(line).is_some())
-            .await;
+        let repaired = if inner.ordered.is_some() {
+            inner
+                .reader
+                .repair(key.file(&inner.dir), super::ordered::is_entry)
+                .await
+        } else {
+            inner
+                .reader
+                .repair(key.file(&inner.dir), |line| Record::decode(line).is_some())
+                .await
+        };
         // Whatever happened, the next writer re-reads the file; the window is rebuilt
         // from it by the next `history`.
         *writer = Writer::default();

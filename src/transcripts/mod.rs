@@ -16,7 +16,9 @@
 //!   `{<key_prefix>:<sha256(id)>}:log` ([`TranscriptConfig::key_prefix`], `tx` by
 //!   default).
 //! - Several processes may share the directory: see
-//!   [More than one process](TranscriptStore#more-than-one-process).
+//!   [More than one process](TranscriptStore#more-than-one-process); replicas on
+//!   separate disks share one order through Redis with `order = "redis"`: see
+//!   [Running more than one copy](TranscriptStore#running-more-than-one-copy).
 //!
 //! # Examples
 //!
@@ -45,6 +47,7 @@ mod append;
 mod builder;
 mod config;
 mod maintenance;
+mod ordered;
 mod pushes;
 mod read;
 mod record;
@@ -65,8 +68,9 @@ use stayfast_core::{
 
 pub use self::{
     builder::TranscriptStoreBuilder,
-    config::TranscriptConfig,
-    record::{Degradation, History, HistorySource, Message, Receipt, Record},
+    config::{Order, TranscriptConfig},
+    ordered::{TRANSCRIPTS_PENDING_RECORDS, TRANSCRIPTS_REPLAY_FAILURES_TOTAL, TRANSCRIPTS_REPLAYED_TOTAL},
+    record::{Degradation, History, HistorySource, Message, Receipt, Record, SeqSource},
 };
 use self::{
     record::End,
@@ -119,7 +123,65 @@ pub use stayfast_core::fs::Durability;
 /// trusts the window when it ends with the last record *this* process knows of, so it
 /// can miss records another process appended whose pushes have not reached Redis yet.
 /// Replicas on separate disks cannot share one order through their files at all: that
-/// needs the (future) Redis-ordered mode, where Redis assigns the seq.
+/// needs `order = "redis"` (next section).
+///
+/// # Running more than one copy
+///
+/// [`TranscriptConfig::order`] chooses where a session's order comes from:
+///
+/// - **`"file"`** (the default): the session's file assigns each seq under its lock.
+///   One machine's processes may share the directory (above); Redis only caches a
+///   window. Replicas on separate disks must not share sessions in this mode: each
+///   would number its own messages.
+/// - **`"redis"`**: for replicas on separate disks behind a load balancer without
+///   sticky sessions, sharing one Redis. One Lua script assigns the seq (`INCR` of the
+///   session's counter) and stores the record, atomically, by message id: an id already
+///   stored gets its stored seq back and nothing is added, so a retry, a replay or the
+///   same message sent to two replicas is stored once. Redis keeps each session's whole
+///   history — `{<key_prefix>:<hex>}:seq` (the counter), `…:ids` (a hash, message id →
+///   seq) and `…:history` (a list, record `seq` at index `seq - 1`) — with no TTL
+///   (Redis is the order's system of record; [`delete_session`](Self::delete_session)
+///   removes them); the file order's `…:log` and `…:deleted` keys are not used. Each
+///   replica's file is its **journal** of what it acknowledged: the record is written
+///   (and fsynced per [`TranscriptConfig::fsync`]) *before* Redis is asked, and the
+///   seq Redis gave is journaled after (a confirmation line, not fsynced on its own: a
+///   lost one only makes the record look pending, and its replay returns the stored
+///   seq).
+///
+/// While Redis is unreachable (down, slow past its deadline, its circuit open) an
+/// append still succeeds, journaled only: its [`Receipt`] says
+/// [`SeqSource::Pending`] ([`Receipt::seq`] is `None`, `record.seq` 0, never a real
+/// seq). A background replay sends the pending records to the script when Redis
+/// answers again — woken by an append that reached Redis, and every 250 ms while any
+/// is pending — in this replica's journal order per session, in batches, each record
+/// stored once whatever the retries; a store opened on a directory with pending records
+/// replays them (the open reads every journal in the directory once to find them). An
+/// append to a session with records still pending queues behind them (pending too), so
+/// one replica's records of a session keep their order in Redis. Records of different
+/// replicas journaled during one outage are ordered by when each replica replays them.
+/// [`pending`](Self::pending) counts them; `history` during the outage serves this
+/// replica's journal, with [`History::partial`] set (other replicas' records are
+/// missing, its own pending ones have seq 0).
+///
+/// What an acknowledged append survives, in redis order:
+///
+/// - its **replica's journal** holds it per the fsync policy (`always`: a power loss of
+///   that machine), whether Redis answered or not;
+/// - its **seq and its place in the shared history** are as durable as Redis makes the
+///   script's writes: with AOF `appendfsync always`, a Redis crash or restart; with
+///   `everysec` (Redis's default when AOF is on), up to about a second of writes can be
+///   lost — the seqs of those appends may then be handed out again to other records;
+///   without persistence, a Redis restart loses the whole order. The journal does not
+///   re-seed a Redis that lost its data: run Redis with AOF;
+/// - **replicas**: with [`wait_replicas`](TranscriptConfig::wait_replicas) = N, the
+///   append sends `WAIT N wait_timeout` after the script, on the same connection, and
+///   [`SeqSource::Redis`] says how many Redis replicas acknowledged the write; fewer
+///   than N (the timeout passed) is reported, not an error. A failover to a replica
+///   that had not received the write loses it (the Redis replication caveat `WAIT`
+///   narrows but does not close).
+///
+/// The cost, measured on the chaos test's machine: one Redis round trip per append
+/// (two commands with `WAIT`, one pipeline), plus the journal's write and fsync.
 ///
 /// # Examples
 ///
@@ -153,6 +215,8 @@ struct Inner {
     appender: DurableAppend,
     reader: LogReader,
     sessions: Sessions,
+    /// `order = "redis"`: the script's Redis, the pending records, the replay's wake-up.
+    ordered: Option<Arc<ordered::RedisOrder>>,
     /// The transcript directory's breaker (`fs.transcripts`), kept for
     /// [`TranscriptStore::breaker`]: the appender and reader hold their own clones.
     breaker: CircuitBreaker,

@@ -50,6 +50,9 @@ impl TranscriptStore {
     /// # Ok(()) }
     /// ```
     pub async fn history(&self, session: &str, limit: usize) -> Result<History, StoreError> {
+        if self.inner.ordered.is_some() {
+            return self.history_ordered(SessionKey::new(session)?, limit).await;
+        }
         let Some(window) = &self.inner.window else {
             // File-only: no Redis target to count the call against.
             return self.read_history(session, limit).await;

@@ -125,6 +125,75 @@ pub struct Receipt {
     pub record: Record,
     /// How durable the record was when `append` returned.
     pub durability: Durability,
+    /// Who assigned `record.seq`: the file, Redis, or nobody yet (pending). Use
+    /// [`seq`](Self::seq) rather than `record.seq` when the store may run with
+    /// `order = "redis"`.
+    pub seq_source: SeqSource,
+}
+
+impl Receipt {
+    /// The record's seq in its session's order, `None` while it is
+    /// [`SeqSource::Pending`] (journaled by this replica, not yet in Redis).
+    ///
+    /// ```
+    /// # use stayfast::transcripts::{Message, TranscriptConfig, TranscriptStore};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = TranscriptConfig::default();
+    /// # config.dir = std::env::temp_dir().join(format!("stayfast-doc-tx-seq-{}", std::process::id()));
+    /// let store = TranscriptStore::builder(&config).open().await?;
+    /// let receipt = store.append("s", Message::new("user", "hi")).await?;
+    /// assert_eq!(receipt.seq(), Some(1)); // file order: always assigned
+    /// # std::fs::remove_dir_all(&config.dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn seq(&self) -> Option<u64> {
+        match self.seq_source {
+            SeqSource::Pending => None,
+            _ => Some(self.record.seq),
+        }
+    }
+
+    /// Whether the record awaits its seq: Redis was unreachable, the record is in this
+    /// replica's journal only, and will be replayed into Redis (once, by message id).
+    ///
+    /// ```
+    /// # use stayfast::transcripts::{Message, TranscriptConfig, TranscriptStore};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut config = TranscriptConfig::default();
+    /// # config.dir = std::env::temp_dir().join(format!("stayfast-doc-tx-pending-{}", std::process::id()));
+    /// let store = TranscriptStore::builder(&config).open().await?;
+    /// assert!(!store.append("s", Message::new("user", "hi")).await?.is_pending());
+    /// # std::fs::remove_dir_all(&config.dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn is_pending(&self) -> bool {
+        self.seq_source == SeqSource::Pending
+    }
+}
+
+/// Who assigned a [`Receipt`]'s seq.
+///
+/// ```
+/// use stayfast::transcripts::SeqSource;
+/// let waited = SeqSource::Redis { replicas: Some(1) }; // WAIT: one replica confirmed
+/// assert_ne!(waited, SeqSource::Pending);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SeqSource {
+    /// `order = "file"`: the session's file, under its lock.
+    File,
+    /// `order = "redis"`: the append script, which stored the record in Redis with it.
+    Redis {
+        /// With `wait_replicas` > 0: how many Redis replicas acknowledged the write
+        /// within `wait_timeout` (`WAIT`'s reply; the claim holds when it is at least
+        /// `wait_replicas`); `None` when no `WAIT` was asked.
+        replicas: Option<u32>,
+    },
+    /// `order = "redis"`, Redis unreachable: journaled (and synced per the fsync
+    /// policy) by this replica only; `record.seq` is 0, which is never a seq (they
+    /// start at 1). The replay gives it its seq when Redis is back.
+    Pending,
 }
 
 impl Record {
@@ -246,6 +315,10 @@ pub struct History {
     pub degraded: bool,
     /// Why it is degraded; `None` when it is not.
     pub reason: Option<Degradation>,
+    /// With `order = "redis"`, Redis unreachable: served from this replica's journal,
+    /// which lacks what other replicas appended; its records this replica appended
+    /// during the outage have seq 0 (pending), in this replica's order.
+    pub partial: bool,
 }
 
 impl History {
@@ -255,6 +328,7 @@ impl History {
             source,
             degraded: reason.is_some(),
             reason,
+            partial: false,
         }
     }
 }

@@ -53,6 +53,24 @@ impl SessionKey {
         Ok(Self { hex })
     }
 
+    /// The key of the session whose file is named `name` (`<hex>.jsonl`), if it is one.
+    pub(crate) fn from_file_name(name: &str) -> Option<Self> {
+        let hex = name.strip_suffix(".jsonl")?;
+        (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| Self { hex: hex.to_owned() })
+    }
+
+    /// The keys of the session's Redis order (`order = "redis"`): its counter
+    /// `{<prefix>:<hex>}:seq`, its message ids `…:ids` (a hash id → seq) and its whole
+    /// history `…:history` (a list, element `seq - 1` holding record `seq`). One hash
+    /// tag, so one slot for the script; none of them is a file order key.
+    pub(crate) fn order_keys(&self, prefix: &str) -> Vec<String> {
+        ["seq", "ids", "history"]
+            .iter()
+            .map(|part| format!("{{{prefix}:{}}}:{part}", self.hex))
+            .collect()
+    }
+
     /// `<dir>/<hex>.jsonl`.
     pub(crate) fn file(&self, dir: &Path) -> PathBuf {
         dir.join(format!("{}.jsonl", self.hex))

@@ -27,6 +27,7 @@ mod idempotent;
 mod large_files;
 mod outage;
 mod pushes;
+mod redis_order;
 mod repopulation;
 mod round_trip;
 mod session_ids;
