@@ -33,8 +33,10 @@ use support::{TempDir, free_port, service_settings};
 
 use serde_json::Value;
 use stayfast::{
-    Cache, KnowledgeStore, Offload, OffloadConfig, Policy, Stayfast, TranscriptStore, redis::Redis,
-    test_util::RedisServer, transcripts::Message,
+    Cache, KnowledgeStore, Offload, OffloadConfig, Policy, Stayfast, TranscriptStore,
+    redis::Redis,
+    test_util::RedisServer,
+    transcripts::{Message, Order},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -246,6 +248,8 @@ fn dashboard_is_importable() {
         "stayfast_offload_abandoned_total",
         "stayfast:redis_pool_saturation:avg1m",
         "stayfast_runtime_lag_seconds_bucket",
+        "stayfast_transcripts_pending_records",
+        "stayfast_transcripts_replayed_total",
     ] {
         assert!(all.contains(needle), "no panel shows {needle}");
     }
@@ -426,6 +430,8 @@ async fn poll<T>(
 #[derive(Clone)]
 struct Stores {
     transcripts: TranscriptStore,
+    /// A replica's store in `order = "redis"`: its pending records and replays.
+    ordered: TranscriptStore,
     knowledge: KnowledgeStore,
     cache: Cache,
     redis: Redis,
@@ -448,6 +454,10 @@ async fn workload_round(s: &Stores, n: u64) {
         .append(&session, Message::new("user", format!("message {n}")))
         .await;
     let _ = s.transcripts.history(&session, 20).await;
+    let _ = s
+        .ordered
+        .append(&session, Message::new("user", format!("ordered {n}")))
+        .await;
     if n.is_multiple_of(25) {
         let _ = s
             .knowledge
@@ -542,8 +552,19 @@ async fn rules_and_dashboard_against_a_real_prometheus() {
     let settings = service_settings(&server, &dir, GET_TIMEOUT);
     let app = Stayfast::from_settings(&settings).await.unwrap();
     let metrics = settings.metrics.listen;
+    let ordered = {
+        let mut config = settings.transcripts.clone();
+        config.dir = dir.0.join("ordered");
+        config.order = Order::Redis;
+        TranscriptStore::builder(&config)
+            .redis(app.redis().unwrap().clone())
+            .open()
+            .await
+            .unwrap()
+    };
     let stores = Stores {
         transcripts: app.transcripts().clone(),
+        ordered,
         knowledge: app.knowledge().unwrap().clone(),
         cache: app.cache().unwrap().clone(),
         redis: app.redis().unwrap().clone(),
