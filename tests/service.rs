@@ -1,7 +1,8 @@
 //! The reference service (`examples/service`) driven over HTTP with hyper's client,
 //! against a real redis-server: normal requests, Redis frozen with SIGSTOP and thawed,
-//! the search route's own policy (its deadline and its bulkhead), and a graceful
-//! shutdown under load.
+//! the search route's own policy (its deadline and its bulkhead), the upstream's client
+//! stack (reqwest under `PolicyLayer`: each attempt's timeout, the retries, the breaker),
+//! and a graceful shutdown under load.
 //!
 //! Wall-clock bounds get 250 ms of slack; the measured figures are printed
 //! (`cargo test --test service -- --nocapture`).
@@ -29,13 +30,14 @@ use hyper_util::{
 };
 use serde_json::{Value, json};
 use stayfast::{
-    Settings, ShutdownReport, Stayfast, fs::FsyncPolicy, test_util::RedisServer, transcripts::TranscriptStore,
+    Settings, ShutdownReport, Stayfast, config::RetryConfig, fs::FsyncPolicy, test_util::RedisServer,
+    transcripts::TranscriptStore,
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use server::{
     route_policy::{SEARCH_CONCURRENCY, SEARCH_DEADLINE, SEARCH_QUEUE_WAIT},
-    upstream::{SlowUpstream, UpstreamClient},
+    upstream::{ATTEMPT_TIMEOUT, SlowUpstream, UpstreamClient},
 };
 use support::TempDir;
 
@@ -182,10 +184,15 @@ fn route_settings(server: &RedisServer, dir: &TempDir) -> Settings {
 /// The value of the search route's `calls_total` sample for `outcome` on `/metrics`
 /// (the process's recorder: counts of earlier tests included).
 async fn route_calls(http: &HttpClient, base: &str, outcome: &str) -> f64 {
+    calls(http, base, "http.facts.search", "http.facts.search", outcome).await
+}
+
+/// The value of the `calls_total` sample of `operation` on `target` for `outcome` on
+/// `/metrics` (the process's recorder: counts of earlier tests included).
+async fn calls(http: &HttpClient, base: &str, operation: &str, target: &str, outcome: &str) -> f64 {
     let (_, _, page, _) = get(http, &format!("{base}/metrics")).await;
-    let sample = format!(
-        r#"stayfast_calls_total{{operation="http.facts.search",target="http.facts.search",outcome="{outcome}"}} "#
-    );
+    let sample =
+        format!(r#"stayfast_calls_total{{operation="{operation}",target="{target}",outcome="{outcome}"}} "#);
     page.as_str()
         .unwrap_or_default()
         .lines()
@@ -334,6 +341,91 @@ async fn search_route_sheds_past_its_bulkhead_while_admitted_searches_complete()
         counted >= f64::from(EXTRA),
         "/metrics counts {counted} shed searches"
     );
+    let report = running.shutdown().await;
+    assert_eq!(report.aborted, 0, "{report:?}");
+}
+
+/// The outgoing call runs through the policy around the reqwest client: an upstream that
+/// hangs is cut at each attempt's timeout and retried, the call answers 504 at its last
+/// attempt's timeout, and the failed attempts open the upstream's breaker, which then
+/// answers 503 at once, with `Retry-After`, without calling the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_hanging_is_cut_at_each_attempt_retried_answered_504_and_opens_its_breaker() {
+    /// Far past every attempt's timeout.
+    const HANG: Duration = Duration::from_secs(10);
+    /// The default `RetryConfig`'s backoffs between three attempts: 50 ms, then 100 ms,
+    /// at most.
+    const BACKOFFS: Duration = Duration::from_millis(150);
+    let _serial = SERIAL.lock().await;
+    let server = RedisServer::start().await.expect("redis-server starts");
+    let dir = TempDir::new("service-upstream-hang");
+    let attempts = RetryConfig::default().max_attempts;
+    let mut settings = support::settings(Some(server.url()), &dir);
+    // The breaker opens on the call's last failed attempt: the call itself still ends
+    // in its own timeout.
+    settings.breaker.consecutive_failures = Some(attempts);
+    settings.breaker.open_for = Duration::from_secs(30);
+    let running = Running::start(&settings, HANG).await;
+    let (http, base) = (client(), running.base.clone());
+
+    let (status, _, body, took) = get(&http, &format!("{base}/upstream/hangs")).await;
+    let (from, bound) = (
+        ATTEMPT_TIMEOUT * attempts,
+        ATTEMPT_TIMEOUT * attempts + BACKOFFS + SLACK,
+    );
+    eprintln!(
+        "GET /upstream/hangs, {attempts} attempts of {ATTEMPT_TIMEOUT:?}: {status} in {took:?} (bound {bound:?}): {body}"
+    );
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(
+        took >= from && took < bound,
+        "answered in {took:?}, not at the last attempt's timeout"
+    );
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("upstream.get timed out after 1s"),
+        "the upstream policy's timeout answered: {body}"
+    );
+    assert_eq!(
+        running.upstream.calls(),
+        u64::from(attempts),
+        "each attempt called the upstream"
+    );
+    assert!(
+        calls(&http, &base, "upstream.get", "upstream", "timeout").await >= 1.0,
+        "/metrics counts the upstream call's timeout"
+    );
+
+    // The breaker is open: refused at once, the upstream not called.
+    let (status, headers, body, took) = get(&http, &format!("{base}/upstream/refused")).await;
+    eprintln!("GET /upstream/refused, the upstream's breaker open: {status} in {took:?}: {body}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        headers.contains_key(RETRY_AFTER),
+        "an open circuit says when to retry"
+    );
+    assert!(took < SLACK, "an open circuit answered in {took:?}");
+    assert_eq!(
+        running.upstream.calls(),
+        u64::from(attempts),
+        "the open circuit kept the call from the upstream"
+    );
+    // Shown on /health/ready, open, without taking the instance out of service.
+    let (status, _, ready, _) = get(&http, &format!("{base}/health/ready")).await;
+    let shown = ready["breakers"]
+        .as_array()
+        .and_then(|all| all.iter().find(|b| b["target"] == "upstream"));
+    assert_eq!(
+        shown,
+        Some(&json!({"target": "upstream", "state": "open", "gates_readiness": false})),
+        "{ready}"
+    );
+    assert_eq!(
+        (status, &ready["ready"]),
+        (StatusCode::OK, &json!(true)),
+        "{ready}"
+    );
+
     let report = running.shutdown().await;
     assert_eq!(report.aborted, 0, "{report:?}");
 }

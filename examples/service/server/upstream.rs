@@ -1,6 +1,7 @@
 //! `GET /upstream/{key}`: a slow upstream called through a tower client stack —
-//! hyper's client inside stayfast's `PolicyLayer` (deadline, retry, breaker, metrics) —
-//! its answers cached in Redis through `Cache`, so only a miss pays for the upstream.
+//! `reqwest::Client`, a `tower::Service<reqwest::Request>`, inside stayfast's
+//! `PolicyLayer` (deadline, retry, breaker, metrics) — its answers cached in Redis
+//! through `Cache`, so only a miss pays for the upstream.
 
 use std::{
     future::poll_fn,
@@ -16,15 +17,10 @@ use std::{
 use axum::{
     Json, Router,
     extract::{Path, State},
-    http::{Request, StatusCode},
+    http::StatusCode,
     routing::get as get_route,
 };
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::{
-    client::legacy::{Client, Error as ClientError, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use reqwest::{Client, Error as ClientError, Method, Request, Url};
 use serde_json::{Value, json};
 use stayfast::{
     CircuitBreaker, Error, ErrorChain, Policy, Settings, Verdict,
@@ -39,15 +35,14 @@ use tower_service::Service;
 use super::{Shared, failure::ApiError};
 
 /// Each attempt's bound: the slow upstream answers well within it.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a cached upstream answer is served before it is fetched again.
 const CACHE_TTL: Duration = Duration::from_secs(60);
 
-type UpstreamRequest = Request<Full<Bytes>>;
 /// Plain function pointers, so the stack's type can be written down.
 type Classify = fn(&ClientError) -> Verdict;
-type Replay = fn(&UpstreamRequest) -> UpstreamRequest;
-type Stack = PolicyService<Client<HttpConnector, Full<Bytes>>, Classify, Replay>;
+type Replay = fn(&Request) -> Request;
+type Stack = PolicyService<Client, Classify, Replay>;
 
 /// A refused connection never reached the upstream: retry it. Anything later may have
 /// been processed; a GET may be sent again anyway (the policy is idempotent).
@@ -59,17 +54,20 @@ fn classify(e: &ClientError) -> Verdict {
     }
 }
 
-/// `http::Request` is not `Clone`; a retry rebuilds it from its parts (the body is
-/// `Full<Bytes>`, which is).
-fn replay(r: &UpstreamRequest) -> UpstreamRequest {
-    let mut copy = Request::new(r.body().clone());
-    *copy.method_mut() = r.method().clone();
-    *copy.uri_mut() = r.uri().clone();
-    *copy.headers_mut() = r.headers().clone();
-    copy
+/// `reqwest::Request` is not `Clone`: `try_clone` copies it, unless its body is a
+/// stream. These GETs have no body at all, so the copy never fails; were it to, the
+/// request is rebuilt from its method, URL, headers, version and timeout.
+fn replay(r: &Request) -> Request {
+    r.try_clone().unwrap_or_else(|| {
+        let mut copy = Request::new(r.method().clone(), r.url().clone());
+        *copy.headers_mut() = r.headers().clone();
+        *copy.version_mut() = r.version();
+        *copy.timeout_mut() = r.timeout().copied();
+        copy
+    })
 }
 
-/// The outgoing side: hyper's client under stayfast's `PolicyLayer`.
+/// The outgoing side: reqwest's client under stayfast's `PolicyLayer`.
 #[derive(Debug)]
 pub(crate) struct UpstreamClient {
     base: String,
@@ -95,7 +93,16 @@ impl UpstreamClient {
             .metrics_prefix(prefix)
             .classify(classify as Classify)
             .build()?;
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        // The policy bounds and retries every attempt: the client sets no timeout and
+        // retries nothing of its own. A redirect is answered as the upstream's status, as
+        // any other non-2xx, rather than followed outside the policy's view. The upstream
+        // is on loopback: no proxy from the environment gets in between.
+        let client = Client::builder()
+            .retry(reqwest::retry::never())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| ConfigError::new("upstream.client", ErrorChain(&e).to_string()))?;
         let stack = PolicyLayer::new(policy)
             .replay_with(replay as Replay)
             .layer(client);
@@ -109,10 +116,8 @@ impl UpstreamClient {
     }
 
     async fn fetch(&self, key: &str) -> Result<String, UpstreamError> {
-        let mut request = Request::new(Full::new(Bytes::new()));
-        *request.uri_mut() = format!("{}/slow/{key}", self.base)
-            .parse()
-            .map_err(|_| UpstreamError::BadKey)?;
+        let url = Url::parse(&format!("{}/slow/{key}", self.base)).map_err(|_| UpstreamError::BadKey)?;
+        let request = Request::new(Method::GET, url);
         // tower's contract: a clone of its own, driven ready, then called.
         let mut service = self.stack.clone();
         poll_fn(|cx| service.poll_ready(cx)).await?;
@@ -121,25 +126,25 @@ impl UpstreamClient {
             return Err(UpstreamError::Status(response.status()));
         }
         // The policy bounds the wait for the headers; the body gets its own bound.
-        let body = tokio::time::timeout(ATTEMPT_TIMEOUT, response.into_body().collect())
+        let body = tokio::time::timeout(ATTEMPT_TIMEOUT, response.bytes())
             .await
             .map_err(|_| UpstreamError::BodyTimeout)?
             .map_err(UpstreamError::Body)?;
-        Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 }
 
 /// Why the upstream's answer could not be had.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
-    #[error("the key does not make a valid URI")]
+    #[error("the key does not make a valid URL")]
     BadKey,
     #[error(transparent)]
     Call(#[from] Error<ClientError>),
     #[error("the upstream answered {0}")]
     Status(StatusCode),
     #[error("the upstream's body could not be read")]
-    Body(#[source] hyper::Error),
+    Body(#[source] ClientError),
     #[error("the upstream's body did not arrive in time")]
     BodyTimeout,
     /// A concurrent call for the same key loaded it, and that load failed.
