@@ -74,9 +74,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    // The directory the store uses: the configured one, or the program's state directory.
+    let transcripts = settings.transcripts.directory()?;
     println!(
         "serving on http://{listen} (transcripts in {})",
-        settings.transcripts.dir.display()
+        transcripts.display()
     );
     println!("  try: curl -s localhost:{}/health/ready", listen.port());
 
