@@ -312,3 +312,56 @@ async fn each_order_costs_what_it_says() {
     }
     eprintln!("{}", lines.join("\n"));
 }
+
+/// `wait_replicas`: each append `WAIT`s for that many Redis replicas, and the receipt
+/// says how many confirmed — 1 with a replica following, 0 (after `wait_timeout`) while
+/// it is frozen; the append is acknowledged either way (journaled, and in the primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_replicas_reports_the_replicas_that_confirmed() {
+    let primary = RedisServer::start().await.unwrap();
+    let port = primary.port().to_string();
+    let replica = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &port])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while !replica
+        .command(&["INFO", "replication"])
+        .await
+        .unwrap()
+        .as_text()
+        .unwrap_or_default()
+        .contains("master_link_status:up")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the replica never synced"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    let dir = TempDir::new("tx-order-wait");
+    let (store, _bg) = open(&dir.tx(), Some(connect_to(&primary).await), |c| {
+        c.order = Order::Redis;
+        c.wait_replicas = 1;
+        c.wait_timeout = Duration::from_millis(100);
+    })
+    .await;
+    let confirmed = store.append("s", Message::new("user", "one")).await.unwrap();
+    assert_eq!(confirmed.seq_source, SeqSource::Redis { replicas: Some(1) });
+
+    replica.pause().unwrap();
+    let t = Instant::now();
+    let unconfirmed = store.append("s", Message::new("user", "two")).await;
+    let took = t.elapsed();
+    replica.resume().unwrap();
+    let unconfirmed = unconfirmed.unwrap();
+    println!(
+        "WAIT 1 with the replica frozen: {:?} after {took:?}",
+        unconfirmed.seq_source
+    );
+    assert_eq!(unconfirmed.seq_source, SeqSource::Redis { replicas: Some(0) });
+    assert_eq!(unconfirmed.seq(), Some(2));
+    assert!(
+        took >= Duration::from_millis(100) && took < REDIS_TIMEOUT,
+        "{took:?}"
+    );
+}
