@@ -59,16 +59,7 @@ pub(crate) fn open_locked<'a>(
     loop {
         let Some(file) = open()? else { return Ok(None) };
         wait_for(ops, path, &file, give_up)?;
-        let meta = ops
-            .stat(&file, path)
-            .map_err(|e| FsError::new(path, Step::Inspect, e))?;
-        let locked = Locked {
-            ops,
-            path,
-            file,
-            meta,
-        };
-        if is_at(ops, &locked.meta, path)? {
+        if let Some(locked) = still_at(ops, path, file)? {
             return Ok(Some(locked));
         }
         // Replaced (a repair) or removed while this process waited: its lock guards
@@ -88,6 +79,12 @@ pub(crate) fn try_locked<'a>(
     {
         return Ok(None);
     }
+    still_at(ops, path, file)
+}
+
+/// `file`, whose lock this process now holds, as [`Locked`] if it is still the file at
+/// `path`; `None` (the lock released) when it was replaced or removed meanwhile.
+fn still_at<'a>(ops: &'a dyn FileOps, path: &'a Path, file: File) -> Result<Option<Locked<'a>>, FsError> {
     let meta = ops
         .stat(&file, path)
         .map_err(|e| FsError::new(path, Step::Inspect, e))?;
