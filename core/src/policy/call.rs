@@ -2,7 +2,7 @@
 //! [`Retry`](crate::retry::Retry), each attempt with its bulkhead, breaker and
 //! per-attempt timeout.
 
-use std::{future::Future, ops::Deref, pin::pin, time::Duration};
+use std::{future::Future, pin::pin, time::Duration};
 
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tracing::Span;
@@ -19,23 +19,17 @@ use crate::{
 };
 
 /// One logical call, metered: its duration and final outcome (`cancelled` if dropped).
-///
-/// NOTE: it takes the policy (shared or borrowed), the thread bound and the operation
-/// by value so that `Policy::call` returns this future itself, not one more `async`
-/// block around it that owns them: that layer cost every call its own drop glue.
 #[inline]
-pub(super) async fn metered<C, I, Op, Fut, T, E>(
-    inner: I,
-    threads: Option<Bulkhead>,
-    mut op: Op,
+pub(super) async fn metered<C, Op, Fut, T, E>(
+    inner: &Inner<C>,
+    threads: Option<&Bulkhead>,
+    op: &mut Op,
 ) -> Result<T, Error<E>>
 where
     C: Classifier<E>,
-    I: Deref<Target = Inner<C>>,
     Op: FnMut(Attempt, Option<OwnedSemaphorePermit>) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let (inner, threads, op) = (&*inner, threads.as_ref(), &mut op);
     // Not `metered_then` with an identity `then`: that costs this, the hottest path,
     // another state in its future.
     let started = Instant::now();

@@ -232,14 +232,15 @@ impl<C> Policy<C> {
     pub(crate) fn call_on_threads<Op, Fut, T, E>(
         &self,
         threads: Option<Bulkhead>,
-        op: Op,
+        mut op: Op,
     ) -> impl Future<Output = Result<T, Error<E>>> + use<C, Op, Fut, T, E>
     where
         C: Classifier<E>,
         Op: FnMut(Attempt, Option<OwnedSemaphorePermit>) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        call::metered(Arc::clone(&self.inner), threads, op)
+        let inner = Arc::clone(&self.inner);
+        async move { call::metered(&inner, threads.as_ref(), &mut op).await }
     }
 
     /// [`call_with`](Self::call_with), borrowing the policy for the call instead of
@@ -252,7 +253,7 @@ impl<C> Policy<C> {
         Op: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        call::metered(&*self.inner, None, |attempt, _| op(attempt)).await
+        call::metered(&self.inner, None, &mut |attempt, _| op(attempt)).await
     }
 
     /// Runs `op` under the policy and, when it fails for any reason (its error, a
