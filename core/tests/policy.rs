@@ -316,6 +316,67 @@ async fn outcomes_attempts_and_retries_are_counted() {
     }
 }
 
+/// A call's duration runs from its start to its end, whatever the breaker reads on the
+/// way: with a slow-call rule (whose attempt-end reading the call's end reuses), a
+/// call that fails, backs off and is then rejected counts the backoff, and a fallback
+/// counts in the duration of the call it serves.
+#[tokio::test(start_paused = true)]
+async fn call_duration_spans_backoffs_and_fallbacks_under_a_slow_call_rule() {
+    let recorder = DebuggingRecorder::new();
+    let s = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let breaker = CircuitBreaker::new("fake.main", &{
+        let mut c = BreakerConfig::default();
+        c.consecutive_failures = Some(1);
+        c.failure_rate = None;
+        c.slow_call_duration = Some(Duration::from_secs(1));
+        c
+    })
+    .unwrap();
+    let policy = Policy::builder("fake.op")
+        .timeout(Duration::from_secs(1))
+        .retry(&fixed_retry(2, 10))
+        .breaker(breaker.clone())
+        .build()
+        .unwrap();
+    let after = |ms, result: Result<(), Fake>| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        result
+    };
+    policy.call(|| after(30, Ok(()))).await.unwrap();
+    // Fails after 20 ms and opens the circuit; the retry 10 ms later is rejected.
+    let err = policy.call(|| after(20, Err(Fake::Busy))).await.unwrap_err();
+    assert!(err.is_circuit_open(), "{err}");
+    breaker.reset();
+    // Fails after 20 ms, not retried; the fallback takes 40 ms more.
+    let served = policy
+        .call_with_fallback(
+            |_| after(20, Err(Fake::WrongType)),
+            |_| async {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(served.source, Source::Fallback(FallbackReason::Failure));
+
+    let s = s.snapshot().into_vec();
+    let labels = [("operation", "fake.op"), ("target", "fake.main")];
+    match value(
+        &s,
+        MetricKind::Histogram,
+        "stayfast_call_duration_seconds",
+        &labels,
+    ) {
+        Some(DebugValue::Histogram(samples)) => {
+            let ms: Vec<u64> = samples.iter().map(|v| (v.0 * 1e3).round() as u64).collect();
+            assert_eq!(ms, [30, 30, 60]);
+        }
+        other => panic!("no duration histogram: {other:?}"),
+    }
+}
+
 /// B3: a storm of callers with tiny timeouts and random aborts over inner behaviours
 /// {Ok, Err, Slow, Never}: no slot or probe permit leaks.
 #[tokio::test(start_paused = true)]

@@ -171,7 +171,9 @@ impl Shared {
     /// Which rate rule, if any, the window's counts break.
     #[inline]
     fn rate_rule(&self, c: window::Counts) -> Option<TransitionReason> {
-        if c.calls < self.minimum_calls {
+        // NOTE: both rates are validated to be above zero, so a window with no failure
+        // and no slow call breaks neither: the healthy path skips the arithmetic.
+        if c.calls < self.minimum_calls || (c.failures == 0 && c.slow == 0) {
             return None;
         }
         let calls = c.calls as f64;

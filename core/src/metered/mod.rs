@@ -287,11 +287,13 @@ impl<'a> InFlight<'a> {
         self.record(outcome);
     }
 
+    /// Records the call with one clock read, which gives both its duration and the
+    /// instant a batch ages its records by.
     #[inline]
     fn record(&self, outcome: Outcome) {
-        let elapsed = self.started.elapsed();
-        self.metrics
-            .finish(outcome, elapsed, self.attempts, self.started + elapsed);
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.started);
+        self.metrics.finish(outcome, elapsed, self.attempts, now);
     }
 }
 
