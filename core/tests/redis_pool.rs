@@ -283,10 +283,11 @@ async fn timed_out_calls_leave_nothing_in_flight() {
 
 /// Buffered: a 32 MiB SET to a stopped server fills the socket's buffers (a few MiB on
 /// loopback: `tcp_wmem` max 4 MiB, and the stopped server's receive buffer stops
-/// growing), so fred's writer blocks on it and the GETs sent after it wait in fred's queue, unwritten:
-/// buffered = the GETs, in flight = the GETs and the SET. When their callers time out,
-/// nothing is in flight, yet the GETs stay buffered until fred dequeues them — and then
-/// skips them: after SIGCONT the server never runs one, and buffered returns to 0.
+/// growing), so fred's writer blocks on it and the writes sent after it wait in fred's queue, unwritten:
+/// buffered = the writes, in flight = the writes and the SET. When their callers time out,
+/// nothing is in flight, yet the writes stay buffered until fred dequeues them — and then
+/// skips them (their deadline is in fred): after SIGCONT the server never runs one (no
+/// ghost write), and buffered returns to 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_behind_a_blocked_write_are_buffered() {
     const M: usize = 10;
@@ -295,7 +296,7 @@ async fn commands_behind_a_blocked_write_are_buffered() {
     let target = "redis.pool_buffer";
     let redis = connect(&config(&server.url(), 1, Duration::from_secs(2)), target).await;
     redis.set("k", "v", None).await.unwrap();
-    let gets_before = server.executions("get").await.unwrap();
+    let sets_before = server.executions("set").await.unwrap();
     expect_sampled(BUFFERED, target, 0).await;
 
     server.pause().unwrap();
@@ -306,12 +307,12 @@ async fn commands_behind_a_blocked_write_are_buffered() {
     calls.spawn(async move { r.set("big", big, None).await });
     until_in_flight(&redis, 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // the writer is stuck in the SET
-    for _ in 0..M {
+    for i in 0..M {
         let redis = redis.clone();
-        calls.spawn(async move { redis.get::<Option<String>>("k").await.map(drop) });
+        calls.spawn(async move { redis.set(format!("queued:{i}"), "1", None).await });
     }
     until_in_flight(&redis, M + 1).await;
-    until("buffered: the GETs wait behind the SET", M, || {
+    until("buffered: the writes wait behind the SET", M, || {
         redis.commands_buffered()
     })
     .await;
@@ -340,14 +341,14 @@ async fn commands_behind_a_blocked_write_are_buffered() {
         .unwrap();
     assert_eq!(len, 32 << 20, "the SET written before the stop was applied");
     assert_eq!(
-        server.executions("get").await.unwrap(),
-        gets_before,
-        "a timed-out command still in fred's queue is skipped, never sent"
+        server.executions("set").await.unwrap(),
+        sets_before + 1,
+        "a timed-out write still in fred's queue is skipped, never sent"
     );
     eprintln!(
-        "buffered: {M} GETs behind a 32 MiB SET → buffered {M} sampled after {buffered_after:?}; \
+        "buffered: {M} SETs behind a 32 MiB SET → buffered {M} sampled after {buffered_after:?}; \
          callers timed out after {timed_out:?} (buffered still {M}); \
-         buffered 0 sampled {:?} after SIGCONT ({drained:?} polling); GETs executed: 0",
+         buffered 0 sampled {:?} after SIGCONT ({drained:?} polling); queued SETs executed: 0",
         resumed.elapsed()
     );
 }

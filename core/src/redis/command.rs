@@ -137,11 +137,14 @@ impl Command {
         )
     }
 
-    /// Whether every attempt of the command hands its deadline to fred, which then ends
-    /// it in time by itself: stayfast's own bound is only a safety net, kept by the
-    /// handle's [`Backstop`](crate::backstop::Backstop) instead of a timer per attempt. Not for SCAN (many pages,
-    /// each handed the time left, the whole bounded by stayfast's timer), pipelines (the caller's build step runs
-    /// outside fred) and [`Redis::run`](super::Redis::run)'s other commands.
+    /// Whether the command's own client ends it in time, so stayfast's bound is only a
+    /// safety net, kept by the handle's [`Backstop`](crate::backstop::Backstop) instead
+    /// of a timer per attempt: a write hands its deadline to fred; a read hands none
+    /// (sent late, it changes nothing: see `run::options_in`) and the backstop is its
+    /// bound, ending it at most one `deadline_margin` after its deadline. Not for SCAN
+    /// (many pages, each handed the time left, the whole bounded by stayfast's timer),
+    /// pipelines (the caller's build step runs outside fred) and
+    /// [`Redis::run`](super::Redis::run)'s other commands.
     pub(super) const fn deadline_in_fred(self) -> bool {
         !matches!(self, Command::Scan | Command::Pipeline | Command::Other)
     }

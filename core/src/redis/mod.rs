@@ -2,10 +2,14 @@
 //!
 //! Every command runs through its own [`Policy`] — named `redis.<command>`, bounded,
 //! metered, retried only when idempotent — and every policy shares one
-//! [`CircuitBreaker`] for the Redis target. Each attempt's deadline is handed *into*
-//! fred (`Options { timeout, fail_fast, max_attempts: 1 }`), slightly before stayfast's
-//! own timer, so a command fred has not written yet when time runs out is dropped,
-//! never sent after the caller gave up.
+//! [`CircuitBreaker`] for the Redis target. Each write attempt's deadline is handed
+//! *into* fred (`Options { timeout, fail_fast, max_attempts: 1 }`), slightly before
+//! stayfast's own bound, so a write fred has not sent yet when time runs out is dropped,
+//! never sent after the caller gave up. A read carries no deadline into fred — sent
+//! late, it changes nothing, and fred's timer per command cost as much as the rest of
+//! the handle — and ends by stayfast's bound, at most one `deadline_margin` after its
+//! deadline. Every command of a kind goes down one connection, pipelined with the
+//! other callers' (reads on their own, so a server holding writes still answers them).
 //!
 //! The breaker's half-open probe waits for a connection: while the circuit is open and
 //! no connection of the pool is up (fred still reconnecting), a call after the break is

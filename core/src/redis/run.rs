@@ -5,7 +5,7 @@ use std::{future::Future, time::Duration};
 
 use fred::{clients::Client, error::Error as FredError, interfaces::ClientLike, types::config::Options};
 
-use super::{Command, Redis, RedisError};
+use super::{Command, Redis, RedisError, lanes::Lane};
 use crate::{Attempt, Error, Outcome, Policy, breaker::State};
 
 /// The fred options for one attempt: its deadline, a little early; fail fast while
@@ -16,7 +16,29 @@ pub(super) fn options(attempt: &Attempt, margin: Duration) -> Options {
     options_within(attempt.allotted(), margin)
 }
 
-/// The fred options for a command that must end within `left` (none: unbounded).
+/// The fred options for one attempt of a command of `lane`: a write's carry its
+/// deadline ([`options`]), a read's none.
+///
+/// A write carries its deadline into fred so that, if fred has not written it when time
+/// runs out, fred drops it rather than sending it after the caller gave up (a ghost
+/// write). A read needs no such guard — sent late, it changes nothing — and fred's
+/// deadline is a tokio timer per command, set and cancelled on every call: about 1,400
+/// instructions, as much as the rest of the handle's cost (callgrind, 50 callers). So a
+/// read's deadline is zero (no timer in fred) and the handle's backstop ends it if it
+/// runs past its deadline.
+#[inline]
+fn options_in(lane: Lane, attempt: &Attempt, margin: Duration) -> Options {
+    match lane {
+        Lane::Read => Options {
+            timeout: Some(Duration::ZERO), // fred: no deadline (`None` is its default one)
+            ..options_within(None, margin)
+        },
+        Lane::Write => options(attempt, margin),
+    }
+}
+
+/// The fred options for a command that must end within `left` (none: fred's default
+/// command timeout, `RedisConfig::command_timeout`).
 pub(super) fn options_within(left: Option<Duration>, margin: Duration) -> Options {
     let timeout = left.map(|left| {
         left.checked_sub(margin)
@@ -83,10 +105,11 @@ impl Redis {
     }
 
     /// Runs `op` under `command`'s policy, handing it a connection whose commands carry
-    /// the attempt's deadline. Use it for commands the handle does not wrap. The
-    /// connection is the one this thread uses for `command`'s kind: reads (`Command::Get`,
-    /// `Command::Lrange`…) on the read connections, anything else on those Redis may hold
-    /// during `CLIENT PAUSE WRITE` — so name the command `op` really sends.
+    /// the attempt's deadline (for a read command, none: the policy's bound ends it).
+    /// Use it for commands the handle does not wrap. The connection is the one every
+    /// caller uses for `command`'s kind: reads (`Command::Get`, `Command::Lrange`…) on
+    /// the read connection, anything else on the one Redis may hold during
+    /// `CLIENT PAUSE WRITE` — so name the command `op` really sends.
     ///
     /// Methods that ignore the options (`eval`, `pipeline()`, `scan`, transactions —
     /// fred's `WithOptions` falls through to the bare client for them) must not be called
@@ -124,7 +147,11 @@ impl Redis {
         self.hold_probe_while_unconnected(command)?;
         let _counted = self.inner.in_flight.enter();
         self.policy(command)
-            .call_borrowed(|attempt| op(lanes.choose(pool, lane).with_options(&options(&attempt, margin))))
+            .call_borrowed(|attempt| {
+                op(lanes
+                    .choose(pool, lane)
+                    .with_options(&options_in(lane, &attempt, margin)))
+            })
             .await
             .map_err(|e| self.explain(e)) // issue #14: why Redis is unreachable (unreachable.rs)
     }
