@@ -62,6 +62,32 @@ async fn commands_round_trip() {
         .await
         .unwrap();
     assert_eq!(n, 3);
+    // No replica: the script's reply, and 0 acknowledgements once WAIT's 10 ms are up.
+    let (n, replicas): (i64, u32) = redis
+        .eval_then_wait(
+            "return #KEYS",
+            vec!["k".into()],
+            vec![],
+            1,
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!((n, replicas), (1, 0));
+    let refused = redis
+        .eval_then_wait::<i64>(
+            "return 1",
+            vec!["a".into(), "b".into()],
+            vec![],
+            0,
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused.attempts() == Some(0) && refused.is_inner(),
+        "keys of two slots, unsent: {refused}"
+    );
     let (a, b): (Option<String>, HashMap<String, String>) = redis
         .pipeline(|p| async move {
             let () = p.get("k").await?;

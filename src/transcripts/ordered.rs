@@ -24,14 +24,7 @@ use serde::{Deserialize, Serialize};
 use stayfast_core::{
     ErrorChain, FallbackReason,
     fs::DurableAppend,
-    redis::{
-        Redis, RedisError,
-        fred::{
-            interfaces::ClientLike,
-            types::{ClusterHash, CustomCommand, Value},
-        },
-        key_slot,
-    },
+    redis::{Redis, RedisError},
     telemetry::metric_name,
 };
 use tokio::sync::Notify;
@@ -222,8 +215,7 @@ impl RedisOrder {
 
     /// Runs the script for `records` (one session's, in order): their seqs (the stored
     /// ones for known ids), and with `wait_replicas`, how many replicas acknowledged
-    /// them. The script and the `WAIT` go in one pipeline, so on one connection: `WAIT`
-    /// counts that connection's writes.
+    /// them (`Redis::eval_then_wait`: the script and the `WAIT` on one connection).
     async fn assign(
         &self,
         key: &SessionKey,
@@ -236,30 +228,11 @@ impl RedisOrder {
             let codes: Vec<i64> = self.redis.eval(ASSIGN, keys, args).await?;
             return Ok((seqs(codes), None));
         }
-        let slot = key_slot(&keys[0]);
-        let mut argv: Vec<Value> = vec![ASSIGN.into(), 3.into()];
-        argv.extend(keys.into_iter().map(Value::from));
-        argv.extend(args.into_iter().map(Value::from));
-        let wait: Vec<Value> = vec![
-            i64::from(self.wait_replicas).into(),
-            i64::try_from(self.wait_timeout.as_millis())
-                .unwrap_or(i64::MAX)
-                .into(),
-        ];
-        let (codes, replicas): (Vec<i64>, i64) = self
+        let (codes, replicas): (Vec<i64>, u32) = self
             .redis
-            .pipeline(|p| {
-                let (argv, wait) = (argv.clone(), wait.clone());
-                async move {
-                    let eval = CustomCommand::new_static("EVAL", ClusterHash::Custom(slot), false);
-                    let () = p.custom(eval, argv).await?;
-                    let wait_cmd = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
-                    let () = p.custom(wait_cmd, wait).await?;
-                    Ok(p)
-                }
-            })
+            .eval_then_wait(ASSIGN, keys, args, self.wait_replicas, self.wait_timeout)
             .await?;
-        Ok((seqs(codes), Some(u32::try_from(replicas).unwrap_or(0))))
+        Ok((seqs(codes), Some(replicas)))
     }
 
     /// The session's journal, read: its records in journal order (each message id once,

@@ -335,17 +335,7 @@ impl Redis {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<R, RedisError> {
-        // Routed to the primary serving the keys' slot: `ClusterHash::Random` drew a MOVED
-        // redirection (and a resync of fred's routing table) on most calls of a cluster.
-        let hash = match slots::common_slot(Command::Eval, &keys)? {
-            Some(slot) => ClusterHash::Custom(slot),
-            None => ClusterHash::Random, // no key: any node may run it
-        };
-        let mut argv: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
-        argv.push(script.into());
-        argv.push((keys.len() as i64).into());
-        argv.extend(keys.into_iter().map(Value::from));
-        argv.extend(args.into_iter().map(Value::from));
+        let (hash, argv) = eval_argv(script, keys, args)?;
         self.run(Command::Eval, |c| {
             let (argv, hash) = (argv.clone(), hash.clone());
             async move {
@@ -354,6 +344,61 @@ impl Redis {
             }
         })
         .await
+    }
+
+    /// [`eval`](Self::eval), then `WAIT replicas timeout` on the same connection, in one
+    /// pipeline: the script's reply and how many replicas acknowledged its writes (and
+    /// every earlier write of that connection) within `timeout`. Not idempotent.
+    ///
+    /// Redis counts the acknowledgements of the writes of the connection `WAIT` is sent
+    /// on, so the two must share one: sent as two calls they might not. The pipeline's
+    /// bound (`timeouts.redis.operations.pipeline`) must leave room for `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`eval`](Self::eval) (keys of several slots are refused, unsent); a `WAIT`
+    /// that Redis refuses fails the call.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use stayfast_core::redis::{Redis, RedisConfig};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let redis = Redis::connect(&RedisConfig::default()).await?;
+    /// let script = "return redis.call('INCR', KEYS[1])";
+    /// let (orders, replicas): (i64, u32) = redis
+    ///     .eval_then_wait(script, vec!["orders".into()], vec![], 1, Duration::from_millis(100))
+    ///     .await?;
+    /// if replicas == 0 { /* the write is on the primary only, for now */ }
+    /// # Ok(()) }
+    /// ```
+    pub async fn eval_then_wait<R: FromValue>(
+        &self,
+        script: &str,
+        keys: Vec<String>,
+        args: Vec<String>,
+        replicas: u32,
+        timeout: std::time::Duration,
+    ) -> Result<(R, u32), RedisError> {
+        let (hash, argv) = eval_argv(script, keys, args)?;
+        let wait: Vec<Value> = vec![
+            i64::from(replicas).into(),
+            i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).into(),
+        ];
+        let (reply, acknowledged): (R, i64) = self
+            .pipeline(|p| {
+                let (argv, wait, hash) = (argv.clone(), wait.clone(), hash.clone());
+                async move {
+                    let () = p
+                        .custom(CustomCommand::new_static("EVAL", hash.clone(), false), argv)
+                        .await?;
+                    let () = p
+                        .custom(CustomCommand::new_static("WAIT", hash, false), wait)
+                        .await?;
+                    Ok(p)
+                }
+            })
+            .await?;
+        Ok((reply, u32::try_from(acknowledged).unwrap_or(0)))
     }
 
     /// `INCR key`; the new value. Not idempotent: an attempt that timed out is
@@ -453,4 +498,25 @@ impl Redis {
             .await
             .map(drop)
     }
+}
+
+/// `EVAL`'s routing and arguments: the primary serving the keys' slot, and
+/// `script numkeys keys… args…`.
+fn eval_argv(
+    script: &str,
+    keys: Vec<String>,
+    args: Vec<String>,
+) -> Result<(ClusterHash, Vec<Value>), RedisError> {
+    // Routed to the primary serving the keys' slot: `ClusterHash::Random` drew a MOVED
+    // redirection (and a resync of fred's routing table) on most calls of a cluster.
+    let hash = match slots::common_slot(Command::Eval, &keys)? {
+        Some(slot) => ClusterHash::Custom(slot),
+        None => ClusterHash::Random, // no key: any node may run it
+    };
+    let mut argv: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+    argv.push(script.into());
+    argv.push((keys.len() as i64).into());
+    argv.extend(keys.into_iter().map(Value::from));
+    argv.extend(args.into_iter().map(Value::from));
+    Ok((hash, argv))
 }
