@@ -25,7 +25,7 @@ use stayfast::{
         },
     },
     test_util::{RedisServer, Reply},
-    transcripts::{Message, TranscriptConfig, TranscriptStore},
+    transcripts::{HistorySource, Message, Order, SeqSource, TranscriptConfig, TranscriptStore},
 };
 use support::{
     TempDir,
@@ -175,6 +175,28 @@ async fn each_store_works_with_exactly_its_documented_rights() {
     );
     assert!(transcripts.delete_session("s1").await.unwrap());
 
+    // The transcript store in redis order, as stayfast-tx-ordered: the order script, a
+    // WAIT (no replica: 0 confirmed), the history, the delete.
+    let ordered_redis = connect_as(&server, "stayfast-tx-ordered").await;
+    let mut config = TranscriptConfig::default();
+    config.dir = dir.0.join("tx-ordered");
+    config.order = Order::Redis;
+    config.wait_replicas = 1;
+    config.wait_timeout = Duration::from_millis(10);
+    let ordered = TranscriptStore::builder(&config)
+        .redis(ordered_redis.clone())
+        .background(background.clone())
+        .open()
+        .await
+        .unwrap();
+    for text in ["in", "order"] {
+        let receipt = ordered.append("s2", Message::new("user", text)).await.unwrap();
+        assert_eq!(receipt.seq_source, SeqSource::Redis { replicas: Some(0) });
+    }
+    let history = ordered.history("s2", 10).await.unwrap();
+    assert_eq!((history.source, history.records.len()), (HistorySource::Redis, 2));
+    assert!(ordered.delete_session("s2").await.unwrap());
+
     // The cache, as stayfast-cache.
     let cache_redis = connect_as(&server, "stayfast-cache").await;
     let cache = Cache::new(cache_redis.clone(), "greetings", &CacheConfig::default()).unwrap();
@@ -190,7 +212,7 @@ async fn each_store_works_with_exactly_its_documented_rights() {
         denied.is_empty(),
         "no right missing, fred's connection setup included: {denied:?}"
     );
-    for redis in [&kb, &tx, &cache_redis] {
+    for redis in [&kb, &tx, &ordered_redis, &cache_redis] {
         assert_eq!(redis.breaker().state(), State::Closed);
     }
 

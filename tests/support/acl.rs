@@ -23,7 +23,7 @@ pub(crate) fn documented_acl_lines() -> Vec<Vec<String>> {
                 .collect()
         })
         .collect();
-    assert_eq!(lines.len(), 4, "three users and `default off`: {lines:?}");
+    assert_eq!(lines.len(), 5, "four users and `default off`: {lines:?}");
     lines
 }
 
