@@ -131,10 +131,6 @@ async fn two_replicas_on_separate_directories_share_one_gap_free_order() {
     assert_eq!(redis_seq(&fresh), 1);
 }
 
-async fn exists_raw(server: &RedisServer, key: &str) -> bool {
-    server.command(&["EXISTS", key]).await.unwrap().as_integer() == Some(1)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_appends_are_pending_then_replayed_once_in_journal_order() {
     let mut server = persistent_server().await;
