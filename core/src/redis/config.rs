@@ -58,7 +58,12 @@ pub struct RedisConfig {
     /// TLS: the CA to trust, a client certificate, the name to verify (feature `tls`).
     /// Present, it turns TLS on for a `redis://` URL too.
     pub tls: Option<RedisTls>,
-    /// Connections in the pool.
+    /// Connections in the pool. Reads go down the first, everything else down the one in
+    /// the middle (`pool_size / 2`), each shared by every caller so their commands
+    /// pipeline; the others stand by, connected, and take over at once when one drops.
+    /// With 1, reads and writes share the connection, and reads wait behind writes a
+    /// server holds (`CLIENT PAUSE WRITE`); 2 keeps them apart, 4 (the default) also
+    /// gives each a stand-by.
     pub pool_size: u32,
     /// Bound on establishing a connection (TCP, TLS, AUTH).
     #[serde(with = "duration")]
