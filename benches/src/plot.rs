@@ -7,7 +7,13 @@
 
 use std::path::Path;
 
-use plotters::prelude::*;
+use plotters::{
+    coord::{
+        combinators::BindKeyPoints,
+        ranged1d::{AsRangedCoord, ValueFormatter},
+    },
+    prelude::*,
+};
 
 use crate::stats::Summary;
 
@@ -50,6 +56,10 @@ pub struct LineChart {
     pub categories: Vec<String>,
     /// The lines.
     pub lines: Vec<Line>,
+    /// A logarithmic y axis (for latencies, whose tail is orders above the median).
+    pub log_y: bool,
+    /// Where the legend goes: a corner the lines leave free.
+    pub legend: SeriesLabelPosition,
 }
 
 const WIDTH: u32 = 800;
@@ -77,6 +87,22 @@ fn category_label(categories: &[String], v: f64) -> String {
     categories.get(i as usize).cloned().unwrap_or_default()
 }
 
+/// 1, 2 and 5 times the powers of ten between `lo` and `hi`: a log axis' labels.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut ticks = Vec::new();
+    let mut decade = 10f64.powf(lo.max(f64::MIN_POSITIVE).log10().floor());
+    while decade <= hi {
+        ticks.extend(
+            [1.0, 2.0, 5.0]
+                .map(|m| m * decade)
+                .into_iter()
+                .filter(|t| (lo..=hi).contains(t)),
+        );
+        decade *= 10.0;
+    }
+    ticks
+}
+
 /// A y range from 0 (or the lowest figure, when `from_zero` is false) to 10 % over the
 /// highest figure.
 fn y_range(values: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
@@ -99,19 +125,44 @@ impl LineChart {
     pub fn write(&self, path: &Path) -> Result<(), PlotError> {
         let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let n = self.categories.len().max(1) as f64;
-        let (y_lo, y_hi) = y_range(
-            self.lines
+        let highest = self
+            .lines
+            .iter()
+            .flat_map(|l| l.points.iter().flatten().map(|s| s.q3.max(s.median)));
+        if self.log_y {
+            let lowest = self
+                .lines
                 .iter()
-                .flat_map(|l| l.points.iter().flatten().map(|s| s.q3.max(s.median))),
-            true,
-        );
-        let mut chart = ChartBuilder::on(&root)
+                .flat_map(|l| l.points.iter().flatten().map(|s| s.q1.min(s.median)))
+                .filter(|v| *v > 0.0)
+                .fold(f64::INFINITY, f64::min);
+            let (_, hi) = y_range(highest, true);
+            let lo = if lowest.is_finite() { lowest * 0.8 } else { 1.0 };
+            let hi = hi.max(lo * 2.0);
+            self.draw(&root, (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)))?;
+        } else {
+            let (lo, hi) = y_range(highest, true);
+            self.draw(&root, lo..hi)?;
+        }
+        root.present().map_err(err)
+    }
+
+    fn draw<Y>(
+        &self,
+        root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+        y: Y,
+    ) -> Result<(), PlotError>
+    where
+        Y: AsRangedCoord<Value = f64>,
+        Y::CoordDescType: ValueFormatter<f64>,
+    {
+        let n = self.categories.len().max(1) as f64;
+        let mut chart = ChartBuilder::on(root)
             .caption(&self.title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(72)
-            .build_cartesian_2d(-0.3f64..(n - 0.7), y_lo..y_hi)
+            .build_cartesian_2d(-0.3f64..(n - 0.7), y)
             .map_err(err)?;
         let categories = self.categories.clone();
         let x_format = move |v: &f64| category_label(&categories, *v);
@@ -159,13 +210,12 @@ impl LineChart {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(self.legend.clone())
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(180, 180, 180))
             .label_font(("sans-serif", 13))
             .draw()
-            .map_err(err)?;
-        root.present().map_err(err)
+            .map_err(err)
     }
 }
 
@@ -303,6 +353,8 @@ mod tests {
                     points: vec![Some(s(9_000.0)), None, Some(s(58_000.0))],
                 },
             ],
+            log_y: false,
+            legend: SeriesLabelPosition::LowerRight,
         }
         .write(&path)
         .expect("an svg");
@@ -321,6 +373,28 @@ mod tests {
     }
 
     #[test]
+    fn log_scale_line_chart_writes_an_svg() {
+        let path = temp("log.svg");
+        LineChart {
+            title: "latency".into(),
+            x_desc: "percentile".into(),
+            y_desc: "µs".into(),
+            categories: ["p50", "p99.9"].map(String::from).to_vec(),
+            lines: vec![Line {
+                label: "stayfast".into(),
+                points: vec![Some(s(20.0)), Some(s(4_000.0))],
+            }],
+            log_y: true,
+            legend: SeriesLabelPosition::UpperLeft,
+        }
+        .write(&path)
+        .expect("an svg");
+        let svg = std::fs::read_to_string(&path).expect("the svg written");
+        let _ = std::fs::remove_file(&path);
+        assert!(svg.contains("p99.9") && svg.contains("stayfast"));
+    }
+
+    #[test]
     fn bar_chart_writes_an_svg_with_its_labels() {
         let path = temp("bar.svg");
         BarChart {
@@ -336,6 +410,11 @@ mod tests {
         for text in ["bare", "policy_full", "ns per call", ">120<"] {
             assert!(svg.contains(text), "no {text:?} in the svg");
         }
+    }
+
+    #[test]
+    fn log_ticks_are_one_two_five() {
+        assert_eq!(log_ticks(15.0, 600.0), [20.0, 50.0, 100.0, 200.0, 500.0]);
     }
 
     #[test]

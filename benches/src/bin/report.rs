@@ -26,6 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use plotters::chart::SeriesLabelPosition;
 use stayfast_benches::{
     install_recorder,
     machine::{self, Machine},
@@ -611,7 +612,7 @@ fn render(
             let chart = LineChart {
                 title: format!("{} sequential latency, {} runtime", m.op.name(), m.flavor.label()),
                 x_desc: "percentile".into(),
-                y_desc: "µs per call".into(),
+                y_desc: "µs per call (log scale)".into(),
                 categories: ["p50", "p90", "p99", "p99.9"].map(String::from).to_vec(),
                 lines: Client::ALL
                     .iter()
@@ -630,6 +631,8 @@ fn render(
                             .collect(),
                     })
                     .collect(),
+                log_y: true,
+                legend: SeriesLabelPosition::UpperLeft,
             };
             write_plot(chart.write(&out.join(&name)), &mut plots, &name);
             let _ = writeln!(md, "![{}]({name})", chart.title);
@@ -711,6 +714,8 @@ fn render(
                         points: s.points.iter().map(|(_, r)| summary(r.ops(*c))).collect(),
                     })
                     .collect(),
+                log_y: false,
+                legend: SeriesLabelPosition::LowerRight,
             };
             write_plot(chart.write(&out.join(&name)), &mut plots, &name);
             let _ = writeln!(md, "![{}]({name})", chart.title);
