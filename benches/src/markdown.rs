@@ -100,7 +100,7 @@ mod tests {
         t.row(["raw", "120000"]).row(["a|b", "9"]);
         assert_eq!(
             t.render(),
-            "| client | ops/s  |\n\
+            "| client |  ops/s |\n\
              | ------ | -----: |\n\
              | raw    | 120000 |\n\
              | a\\|b   |      9 |\n"

@@ -383,13 +383,18 @@ pub fn offload(calls: usize, rounds: usize) -> Group {
 /// The bytes each file variant writes.
 pub const PAYLOAD: usize = 4096;
 
-fn temp_name(dir: &Path) -> PathBuf {
+/// A fresh temporary file name in `dir`.
+pub fn temp_name(dir: &Path) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     dir.join(format!(".bench-{:016x}.tmp", N.fetch_add(1, Ordering::Relaxed)))
 }
 
 /// The durable sequence, hand-written, for one `spawn_blocking`.
-fn one_hop(dir: &Path, target: &Path, data: &[u8]) -> io::Result<()> {
+///
+/// # Errors
+///
+/// The first failing step's.
+pub fn one_hop(dir: &Path, target: &Path, data: &[u8]) -> io::Result<()> {
     let temp = temp_name(dir);
     let mut file = OpenOptions::new()
         .write(true)
@@ -405,7 +410,11 @@ fn one_hop(dir: &Path, target: &Path, data: &[u8]) -> io::Result<()> {
 
 /// The one-hop sequence with the checks `AtomicFileWrite` makes: the directory's
 /// identity (`stat`), the target's mode and type (`lstat`), the exact mode (`fchmod`).
-fn one_hop_same_guarantees(dir: &Path, target: &Path, data: &[u8]) -> io::Result<()> {
+///
+/// # Errors
+///
+/// The first failing step's.
+pub fn one_hop_same_guarantees(dir: &Path, target: &Path, data: &[u8]) -> io::Result<()> {
     let _identity = std::fs::metadata(dir)?;
     let mode = match std::fs::symlink_metadata(target) {
         Ok(m) if m.file_type().is_file() => m.permissions().mode() & 0o7777,
@@ -426,7 +435,11 @@ fn one_hop_same_guarantees(dir: &Path, target: &Path, data: &[u8]) -> io::Result
 }
 
 /// The same sequence as six `tokio::fs` calls: six blocking-pool hops.
-async fn six_calls(dir: &Path, target: &Path, data: &[u8]) -> io::Result<()> {
+///
+/// # Errors
+///
+/// The first failing step's.
+pub async fn six_calls(dir: &Path, target: &Path, data: &[u8]) -> io::Result<()> {
     let temp = temp_name(dir);
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
