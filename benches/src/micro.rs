@@ -90,6 +90,20 @@ pub fn rotating_rounds(
     out
 }
 
+/// [`rotating_rounds`] after one discarded call of `measure` per variant: the first
+/// timing of a variant pays for its caches, its lazily built state and its metrics'
+/// first registration.
+pub fn warm_rotating_rounds(
+    rounds: usize,
+    variants: usize,
+    mut measure: impl FnMut(usize) -> f64,
+) -> Vec<Vec<f64>> {
+    for i in 0..variants {
+        let _ = measure(i);
+    }
+    rotating_rounds(rounds, variants, measure)
+}
+
 /// Times `$calls` awaits of `$call` (an expression evaluated afresh each call) in one
 /// `block_on` of `$rt`; seconds per call.
 macro_rules! per_call {
@@ -277,7 +291,7 @@ pub fn overhead(calls: usize, rounds: usize) -> Group {
         result.is_ok()
     };
 
-    let series = rotating_rounds(rounds, OVERHEAD_VARIANTS.len(), |i| match i {
+    let series = warm_rotating_rounds(rounds, OVERHEAD_VARIANTS.len(), |i| match i {
         0 => per_call!(rt, calls, ready()),
         1 => per_call!(rt, calls, tokio::time::timeout(Duration::from_secs(1), ready())),
         2 => per_call!(rt, calls, ready().timeout(Duration::from_secs(1))),
@@ -358,7 +372,7 @@ pub fn offload(calls: usize, rounds: usize) -> Group {
         .build()
         .expect("build a policy");
     let full = full_policy("bench.offload_full", None, true);
-    let series = rotating_rounds(rounds, OFFLOAD_VARIANTS.len(), |i| match i {
+    let series = warm_rotating_rounds(rounds, OFFLOAD_VARIANTS.len(), |i| match i {
         0 => per_call!(
             rt,
             calls,
@@ -513,7 +527,7 @@ pub fn files(dir: &Path, calls: usize, rounds: usize) -> io::Result<Group> {
             failure.get_or_insert(e);
         }
     };
-    let series = rotating_rounds(rounds, FILE_VARIANTS.len(), |i| {
+    let series = warm_rotating_rounds(rounds, FILE_VARIANTS.len(), |i| {
         let started = Instant::now();
         rt.block_on(async {
             for _ in 0..calls {
@@ -568,7 +582,7 @@ mod tests {
     #[test]
     fn rounds_rotate_their_order() {
         let mut order = Vec::new();
-        let series = rotating_rounds(3, 3, |i| {
+        let series = warm_rotating_rounds(3, 3, |i| {
             order.push(i);
             i as f64
         });

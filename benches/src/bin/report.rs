@@ -162,29 +162,29 @@ impl Plan {
                 main: Load {
                     tasks: 50,
                     window: Duration::from_millis(100),
-                    rounds: 21,
+                    rounds: 31,
                 },
-                sequential_calls: 10_000,
+                sequential_calls: 15_000,
                 sequential_rounds: 3,
                 callers: vec![1, 2, 5, 10, 20, 50, 100, 200],
                 curve: Load {
                     tasks: 0,
                     window: Duration::from_millis(100),
-                    rounds: 11,
+                    rounds: 15,
                 },
                 pools: vec![1, 2, 4, 8],
                 pool: Load {
                     tasks: 50,
                     window: Duration::from_millis(100),
-                    rounds: 11,
+                    rounds: 21,
                 },
-                overhead_calls: 50_000,
-                overhead_rounds: 31,
-                offload_calls: 1_000,
-                offload_rounds: 31,
-                files_tmpfs_calls: 300,
-                files_disk_calls: 15,
-                files_rounds: 15,
+                overhead_calls: 100_000,
+                overhead_rounds: 41,
+                offload_calls: 2_000,
+                offload_rounds: 41,
+                files_tmpfs_calls: 500,
+                files_disk_calls: 20,
+                files_rounds: 21,
             }
         }
     }
@@ -457,29 +457,26 @@ fn render(
 
     // The key ratios first.
     let _ = writeln!(md, "## Key ratios\n");
+    if !results.main.is_empty() {
+        let _ = writeln!(
+            md,
+            "Redis, {} tasks, default pool ({DEFAULT_POOL}), against one local redis-server; throughput and CPU \
+             ratios from {} paired rounds, p50 differences from {} paired rounds of {} sequential calls \
+             (reproduce: `{}`):\n",
+            plan.main.tasks,
+            plan.main.rounds,
+            plan.sequential_rounds,
+            plan.sequential_calls,
+            plan.command("redis")
+        );
+        md.push_str(&redis_ratios(results));
+        let _ = writeln!(md, "The rest:\n");
+    }
     let mut key = Table::new([
         ("figure", Align::Left),
         ("median (quartiles)", Align::Right),
         ("reproduce", Align::Left),
     ]);
-    for m in &results.main {
-        let what = format!(
-            "{} throughput, {} tasks, {}, pool {DEFAULT_POOL}: stayfast ÷",
-            m.op.name(),
-            plan.main.tasks,
-            m.flavor.label()
-        );
-        key.row([
-            format!("{what} raw fred"),
-            ratio_cell(&m.rounds.ratio(Client::Stayfast, Client::Raw)),
-            format!("`{}`", plan.command("redis")),
-        ]);
-        key.row([
-            format!("{what} raw fred + `tokio::time::timeout`"),
-            ratio_cell(&m.rounds.ratio(Client::Stayfast, Client::RawTimeout)),
-            format!("`{}`", plan.command("redis")),
-        ]);
-    }
     if let Some(g) = &results.overhead {
         for (what, a, b) in [
             (
@@ -551,31 +548,7 @@ fn render(
             plan.main.window.as_millis(),
             plan.main.tasks
         );
-        let mut ratios = Table::new([
-            ("command", Align::Left),
-            ("runtime", Align::Left),
-            ("throughput ÷ raw", Align::Right),
-            ("÷ raw + timeout", Align::Right),
-            ("÷ raw, stayfast's settings", Align::Right),
-            ("p50 − raw (µs)", Align::Right),
-            ("p50 − raw, stayfast's settings (µs)", Align::Right),
-            ("CPU per call ÷ raw", Align::Right),
-        ]);
-        let stayfast = client_index(Client::Stayfast);
-        for m in &results.main {
-            ratios.row([
-                m.op.name().to_owned(),
-                m.flavor.label().to_owned(),
-                ratio_cell(&m.rounds.ratio(Client::Stayfast, Client::Raw)),
-                ratio_cell(&m.rounds.ratio(Client::Stayfast, Client::RawTimeout)),
-                ratio_cell(&m.rounds.ratio(Client::Stayfast, Client::RawTuned)),
-                figure_cell(&p50_gaps(m, stayfast, client_index(Client::Raw)), 1.0, 1),
-                figure_cell(&p50_gaps(m, stayfast, client_index(Client::RawTuned)), 1.0, 1),
-                ratio_cell(&m.rounds.cpu_ratio(Client::Stayfast, Client::Raw)),
-            ]);
-        }
-        md.push_str(&ratios.render());
-        md.push('\n');
+        md.push_str("Ratios: under Key ratios above.\n\n");
         let mut t = Table::new([
             ("command", Align::Left),
             ("runtime", Align::Left),
@@ -835,6 +808,37 @@ fn render(
     t.row(["whole run".to_owned(), format!("{:.0} s", took.as_secs_f64())]);
     md.push_str(&t.render());
     let _ = writeln!(md, "\nPlots written: {}.", plots.join(", "));
+    md
+}
+
+/// The Redis key ratios: per command and runtime, stayfast against each raw client.
+fn redis_ratios(results: &Results) -> String {
+    let mut md = String::new();
+    let mut ratios = Table::new([
+        ("command", Align::Left),
+        ("runtime", Align::Left),
+        ("stayfast ÷ raw, calls/s", Align::Right),
+        ("÷ raw + timeout, calls/s", Align::Right),
+        ("÷ raw, stayfast's settings, calls/s", Align::Right),
+        ("p50 − raw (µs)", Align::Right),
+        ("p50 − raw, stayfast's settings (µs)", Align::Right),
+        ("CPU per call ÷ raw", Align::Right),
+    ]);
+    let stayfast = client_index(Client::Stayfast);
+    for m in &results.main {
+        ratios.row([
+            m.op.name().to_owned(),
+            m.flavor.label().to_owned(),
+            ratio_cell(&m.rounds.ratio(Client::Stayfast, Client::Raw)),
+            ratio_cell(&m.rounds.ratio(Client::Stayfast, Client::RawTimeout)),
+            ratio_cell(&m.rounds.ratio(Client::Stayfast, Client::RawTuned)),
+            figure_cell(&p50_gaps(m, stayfast, client_index(Client::Raw)), 1.0, 1),
+            figure_cell(&p50_gaps(m, stayfast, client_index(Client::RawTuned)), 1.0, 1),
+            ratio_cell(&m.rounds.cpu_ratio(Client::Stayfast, Client::Raw)),
+        ]);
+    }
+    md.push_str(&ratios.render());
+    md.push('\n');
     md
 }
 
