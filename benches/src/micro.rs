@@ -582,7 +582,7 @@ mod tests {
     #[test]
     fn rounds_rotate_their_order() {
         let mut order = Vec::new();
-        let series = warm_rotating_rounds(3, 3, |i| {
+        let series = rotating_rounds(3, 3, |i| {
             order.push(i);
             i as f64
         });
