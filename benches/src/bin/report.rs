@@ -634,7 +634,9 @@ fn render(
         let _ = writeln!(
             md,
             "## Redis: {heading}\n\nReproduce: `{}`. {} paired rounds of {} ms per client at each point; {}. \
-             Points are medians, bars the quartiles.\n",
+             Points are medians, bars the quartiles. The points are measured one after another, so the \
+             absolute calls/s also move with the machine's load from point to point; the ratios, paired \
+             within each point, are the figures to read.\n",
             plan.command(section),
             load.rounds,
             load.window.as_millis(),
@@ -689,6 +691,40 @@ fn render(
                     .collect(),
                 log_y: false,
                 legend: SeriesLabelPosition::LowerRight,
+            };
+            write_plot(chart.write(&out.join(&name)), &mut plots, &name);
+            let _ = writeln!(md, "![{}]({name})", chart.title);
+            let name = format!(
+                "{section}-ratio-{}-{}.svg",
+                s.flavor.slug(),
+                s.op.name().to_lowercase()
+            );
+            let chart = LineChart {
+                title: format!(
+                    "{} stayfast ÷ raw throughput, {} runtime",
+                    s.op.name(),
+                    s.flavor.label()
+                ),
+                x_desc: x_desc.into(),
+                y_desc: "ratio of calls per second (paired rounds)".into(),
+                categories: s.points.iter().map(|(x, _)| x.to_string()).collect(),
+                lines: [Client::Raw, Client::RawTimeout]
+                    .iter()
+                    .map(|c| Line {
+                        label: format!("stayfast ÷ {}", c.label()),
+                        points: s
+                            .points
+                            .iter()
+                            .map(|(_, r)| summary(&r.ratio(Client::Stayfast, *c)))
+                            .collect(),
+                    })
+                    .chain([Line {
+                        label: "parity".into(),
+                        points: s.points.iter().map(|_| Summary::of(&[1.0])).collect(),
+                    }])
+                    .collect(),
+                log_y: false,
+                legend: SeriesLabelPosition::LowerLeft,
             };
             write_plot(chart.write(&out.join(&name)), &mut plots, &name);
             let _ = writeln!(md, "![{}]({name})", chart.title);
