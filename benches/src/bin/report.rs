@@ -541,7 +541,8 @@ fn render(
             md,
             "\nSequential latency: {} rounds of {} calls per client; throughput: {} paired rounds of {} ms per \
              client, {} tasks calling back to back; client CPU per call from `/proc/self/task/*/schedstat` (all \
-             of this process's threads, redis-server excluded).\n",
+             of this process's threads, redis-server excluded). Sequential calls are made from the runtime's \
+             `block_on` thread and the 50 tasks are spawned onto the runtime, as in the `redis` bench.\n",
             plan.sequential_rounds,
             plan.sequential_calls,
             plan.main.rounds,
