@@ -3,82 +3,20 @@
 //! against a non-durable `tokio::fs::write` — on tmpfs (`/dev/shm`, where fsync is
 //! free, so the cost is the machinery) and on the work disk (where fsync dominates).
 //!
+//! The sequences are `stayfast_benches::micro`'s, which the report times in paired
+//! rounds.
+//!
 //! Run: `cargo bench -p stayfast-benches --bench files`.
 
 use std::{
-    fs::OpenOptions,
     hint::black_box,
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
 use criterion::Criterion;
+use stayfast_benches::micro::{PAYLOAD, one_hop, one_hop_same_guarantees, six_calls};
 use stayfast_core::{Policy, fs::AtomicFileWrite};
-
-const PAYLOAD: usize = 4096;
-
-fn temp_name(dir: &Path) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    dir.join(format!(".bench-{:016x}.tmp", N.fetch_add(1, Ordering::Relaxed)))
-}
-
-/// The durable sequence, hand-written, run inside one `spawn_blocking`.
-fn one_hop(dir: &Path, target: &Path, data: &[u8]) -> std::io::Result<()> {
-    let temp = temp_name(dir);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)?;
-    file.write_all(data)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temp, target)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// The one-hop sequence with the checks `AtomicFileWrite` must make: the directory's
-/// identity (`stat`), the target's mode and type (`lstat`), and the exact mode
-/// (`fchmod`), so the comparison isolates the machinery from the guarantees.
-fn one_hop_same_guarantees(dir: &Path, target: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let _identity = std::fs::metadata(dir)?;
-    let mode = match std::fs::symlink_metadata(target) {
-        Ok(m) if m.file_type().is_file() => m.permissions().mode() & 0o7777,
-        _ => 0o600,
-    };
-    let temp = temp_name(dir);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temp)?;
-    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    file.write_all(data)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temp, target)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// The same sequence as six `tokio::fs` calls: six blocking-pool hops.
-async fn six_calls(dir: &Path, target: &Path, data: &[u8]) -> std::io::Result<()> {
-    let temp = temp_name(dir);
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .await?;
-    tokio::io::AsyncWriteExt::write_all(&mut file, data).await?;
-    file.sync_all().await?;
-    drop(file);
-    tokio::fs::rename(&temp, target).await?;
-    tokio::fs::File::open(dir).await?.sync_all().await
-}
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -21,46 +21,31 @@
 //! - `peer_stack`: backon retry → failsafe breaker → tokio timeout → `metrics` macros
 //!   with labels evaluated per call.
 //!
+//! The report (`scripts/bench-report`) times the same variants in paired rounds
+//! (`stayfast_benches::micro::overhead`).
+//!
 //! Run with `cargo bench -p stayfast-benches --bench overhead`.
 
 mod support;
 
-use std::{hint::black_box, io, time::Duration};
+use std::{io, time::Duration};
 use support::install_recorder;
 
 use backon::{ExponentialBuilder, Retryable};
 use criterion::Criterion;
 use failsafe::futures::CircuitBreaker as _;
+use stayfast_benches::micro::{full_policy, ready};
 use stayfast_core::{
-    Bulkhead, CallMetrics, CircuitBreaker, Health, Metered, Policy, TimeoutExt,
-    config::{BreakerConfig, BulkheadConfig, RetryConfig},
+    Bulkhead, CallMetrics, CircuitBreaker, Health, Metered, TimeoutExt,
+    config::{BreakerConfig, BulkheadConfig},
 };
 use tokio::{runtime::Runtime, time::Instant};
-
-/// The operation every variant wraps: ready on its first poll.
-async fn ready() -> Result<u64, io::Error> {
-    Ok(black_box(1))
-}
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("build a current-thread runtime")
-}
-
-fn full_policy(operation: &str, bulkhead: Option<Bulkhead>) -> Policy {
-    let breaker = CircuitBreaker::new("bench", &BreakerConfig::default()).expect("build a breaker");
-    let mut builder = Policy::builder(operation.to_owned())
-        .timeout(Duration::from_secs(1))
-        .deadline(Duration::from_secs(5))
-        .retry(&RetryConfig::default())
-        .idempotent(true)
-        .breaker(breaker);
-    if let Some(bulkhead) = bulkhead {
-        builder = builder.bulkhead(bulkhead);
-    }
-    builder.build().expect("build a policy")
 }
 
 fn overhead(c: &mut Criterion) {
@@ -71,10 +56,11 @@ fn overhead(c: &mut Criterion) {
     let metrics = CallMetrics::new("bench.metered", "bench");
     let breaker = CircuitBreaker::new("bench", &BreakerConfig::default()).expect("build a breaker");
     let bulkhead = Bulkhead::new("bench", &BulkheadConfig::default()).expect("build a bulkhead");
-    let policy = full_policy("bench.policy", None);
+    let policy = full_policy("bench.policy", None, true);
     let policy_bulkhead = full_policy(
         "bench.policy_bulkhead",
         Some(Bulkhead::new("bench", &BulkheadConfig::default()).expect("build a bulkhead")),
+        true,
     );
     let floor_duration =
         metrics::histogram!("floor_call_duration_seconds", "operation" => "bench", "target" => "bench");

@@ -17,14 +17,11 @@
 
 mod support;
 
-use std::{future::Ready, hint::black_box, io, time::Duration};
+use std::{hint::black_box, io, time::Duration};
 
 use criterion::Criterion;
-use stayfast_core::{
-    CircuitBreaker, Policy,
-    config::{BreakerConfig, RetryConfig},
-    tower::PolicyLayer,
-};
+use stayfast_benches::micro::{Attempts, full_policy};
+use stayfast_core::tower::PolicyLayer;
 use support::install_recorder;
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
@@ -33,38 +30,6 @@ use tower_resilience::circuitbreaker::CircuitBreakerLayer;
 /// The service every variant wraps: answers at once.
 async fn answer(request: u64) -> Result<u64, io::Error> {
     Ok(black_box(request))
-}
-
-/// Retries an error up to 3 attempts in all, like the stayfast policy's default.
-#[derive(Clone)]
-struct Attempts(u32);
-
-impl<E> tower::retry::Policy<u64, u64, E> for Attempts {
-    type Future = Ready<()>;
-
-    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
-        if result.is_ok() || self.0 >= 3 {
-            return None;
-        }
-        self.0 += 1;
-        Some(std::future::ready(()))
-    }
-
-    fn clone_request(&mut self, request: &u64) -> Option<u64> {
-        Some(*request)
-    }
-}
-
-fn full_policy() -> Policy {
-    let breaker = CircuitBreaker::new("bench", &BreakerConfig::default()).expect("build a breaker");
-    Policy::builder("bench.tower")
-        .timeout(Duration::from_secs(1))
-        .deadline(Duration::from_secs(5))
-        .retry(&RetryConfig::default())
-        .idempotent(true)
-        .breaker(breaker)
-        .build()
-        .expect("build a policy")
 }
 
 /// One call through `service` as a tower stack makes it: ready, then call.
@@ -79,9 +44,9 @@ fn tower_overhead(c: &mut Criterion) {
         .build()
         .expect("build a current-thread runtime");
     // Everything below is built after the recorder is installed.
-    let policy = full_policy();
+    let policy = full_policy("bench.tower", None, true);
     let mut bare = service_fn(answer);
-    let mut layered = PolicyLayer::new(full_policy()).layer(service_fn(answer));
+    let mut layered = PolicyLayer::new(full_policy("bench.tower", None, true)).layer(service_fn(answer));
     let mut tower_stack = ServiceBuilder::new()
         .concurrency_limit(1024)
         .retry(Attempts(1))
