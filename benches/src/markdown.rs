@@ -90,6 +90,49 @@ impl Table {
     }
 }
 
+/// The line that opens the README's generated block (anything may follow it on the line).
+pub const BLOCK_START: &str = "<!-- bench-report:start";
+/// The line that closes it.
+pub const BLOCK_END: &str = "<!-- bench-report:end -->";
+
+/// `document` with the text between its `BLOCK_START` and `BLOCK_END` lines (kept)
+/// replaced by `block`; an error naming what is missing when the markers are not there
+/// once each, in order.
+///
+/// ```
+/// use stayfast_benches::markdown::replace_block;
+/// let readme = "# x\n<!-- bench-report:start -->\nold\n<!-- bench-report:end -->\ntail\n";
+/// assert_eq!(
+///     replace_block(readme, "new\n").unwrap(),
+///     "# x\n<!-- bench-report:start -->\nnew\n<!-- bench-report:end -->\ntail\n"
+/// );
+/// assert!(replace_block("# no markers", "new").is_err());
+/// ```
+pub fn replace_block(document: &str, block: &str) -> Result<String, String> {
+    let start = document
+        .match_indices(BLOCK_START)
+        .map(|(i, _)| i)
+        .collect::<Vec<_>>();
+    let end = document
+        .match_indices(BLOCK_END)
+        .map(|(i, _)| i)
+        .collect::<Vec<_>>();
+    let (&[start], &[end]) = (start.as_slice(), end.as_slice()) else {
+        return Err(format!(
+            "expected one `{BLOCK_START} …` line and one `{BLOCK_END}` line, found {} and {}",
+            start.len(),
+            end.len()
+        ));
+    };
+    let Some(opened) = document[start..].find('\n').map(|n| start + n + 1) else {
+        return Err(format!("nothing after the `{BLOCK_START}` line"));
+    };
+    if opened > end {
+        return Err(format!("`{BLOCK_END}` comes before `{BLOCK_START}`"));
+    }
+    Ok(format!("{}{block}{}", &document[..opened], &document[end..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,9 @@ const DEFAULT_POOL: usize = 4;
 #[derive(Clone, Debug)]
 struct Plan {
     quick: bool,
+    /// The README whose Performance section a full run into `docs/bench/` rewrites
+    /// (between the `bench-report` markers); `None` for quick, partial or elsewhere runs.
+    readme: Option<PathBuf>,
     sections: Vec<&'static str>,
     out: PathBuf,
     ops: Vec<Op>,
@@ -109,6 +112,7 @@ impl Plan {
         }
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let partial = quick || only.is_some();
+        let readme = (!partial && out.is_none()).then(|| workspace.join("README.md"));
         let out = out.unwrap_or_else(|| {
             if partial {
                 workspace.join("target/bench-report")
@@ -121,6 +125,7 @@ impl Plan {
         if quick {
             Self {
                 quick,
+                readme,
                 sections,
                 out,
                 curve_ops: ops.iter().copied().filter(|op| *op == Op::Get).collect(),
@@ -155,6 +160,7 @@ impl Plan {
         } else {
             Self {
                 quick,
+                readme,
                 sections,
                 out,
                 curve_ops: ops.clone(),
@@ -405,58 +411,10 @@ fn write_plot(result: Result<(), stayfast_benches::plot::PlotError>, written: &m
     }
 }
 
-#[allow(clippy::too_many_lines)] // one report, top to bottom
-fn render(
-    plan: &Plan,
-    machine: &Machine,
-    deployment: &str,
-    results: &Results,
-    load_end: &str,
-    took: Duration,
-) -> String {
+/// The key ratios: the Redis comparison under 50 tasks, then the wrappers' — the part of
+/// the report the README carries.
+fn key_ratios(plan: &Plan, results: &Results) -> String {
     let mut md = String::new();
-    let mut plots = Vec::new();
-    let out = &plan.out;
-    let _ = writeln!(md, "# stayfast bench report\n");
-    let _ = writeln!(
-        md,
-        "Generated {} by `scripts/bench-report{}` in {:.1} min{}.\n",
-        machine::now_utc(),
-        if plan.quick { " --quick" } else { "" },
-        took.as_secs_f64() / 60.0,
-        if plan.quick {
-            " — **a quick smoke run: too few rounds to judge anything by**"
-        } else {
-            ""
-        }
-    );
-    let mut t = Table::new([("machine", Align::Left), ("", Align::Left)]);
-    t.row(["CPU", machine.cpu.as_str()])
-        .row(["cores", &machine.cores.to_string()])
-        .row(["memory", &format!("{:.1} GiB", machine.memory_gib)])
-        .row(["kernel", &format!("Linux {}", machine.kernel)])
-        .row(["rustc", machine.rustc.as_str()])
-        .row([
-            "redis-server",
-            &format!("{} ({deployment}, loopback)", machine.redis),
-        ])
-        .row([
-            "load average (1, 5, 15 min)",
-            &format!("{} at the start, {load_end} at the end", machine.load),
-        ]);
-    md.push_str(&t.render());
-    md.push_str(
-        "\nHow to read it: every comparison is measured in **paired rotating rounds** — each round times every \
-         variant back to back, in an order that rotates round by round, so a burst of load from elsewhere on \
-         the machine lands on one round of each rather than on one variant's whole measurement. A ratio is the \
-         **median of the per-round ratios**, with the first and third quartiles in brackets; `≈` marks a ratio \
-         whose quartiles straddle 1.00, i.e. no difference within this run's noise. Throughput ratios above 1 \
-         favour stayfast; time and CPU ratios below 1 do. The Prometheus recorder is installed throughout, as \
-         in a service.\n\n",
-    );
-
-    // The key ratios first.
-    let _ = writeln!(md, "## Key ratios\n");
     if !results.main.is_empty() {
         let _ = writeln!(
             md,
@@ -525,6 +483,88 @@ fn render(
     }
     md.push_str(&key.render());
     md.push('\n');
+    md
+}
+
+/// The README's generated block: where the figures come from, the key ratios, two plots.
+fn readme_block(minutes: f64, machine: &Machine, load_end: &str, plan: &Plan, results: &Results) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\nGenerated {} by `scripts/bench-report` ({minutes:.1} min) on {} cores of an {} ({:.1} GiB, Linux {}, \
+         {}, {}); load average {} at the start, {load_end} at the end. Every ratio is the median of per-round \
+         ratios from paired rotating rounds, with the quartiles; `≈` marks no difference within this run's noise. \
+         Every absolute figure, the curves and the plots: [docs/bench/REPORT.md](docs/bench/REPORT.md).\n",
+        machine::now_utc(),
+        machine.cores,
+        machine.cpu,
+        machine.memory_gib,
+        machine.kernel,
+        machine.rustc,
+        machine.redis.split(" sha=").next().unwrap_or(&machine.redis),
+        machine.load,
+    );
+    md.push_str(&key_ratios(plan, results));
+    md.push_str(
+        "\n![stayfast ÷ raw fred, calls per second, by concurrent callers (GET, 2 workers)](docs/bench/curve-ratio-2-workers-get.svg)\n\n\
+         ![time per call of each wrapper on a ready future](docs/bench/overhead.svg)\n\n",
+    );
+    md
+}
+
+#[allow(clippy::too_many_lines)] // one report, top to bottom
+fn render(
+    plan: &Plan,
+    machine: &Machine,
+    deployment: &str,
+    results: &Results,
+    load_end: &str,
+    took: Duration,
+) -> String {
+    let mut md = String::new();
+    let mut plots = Vec::new();
+    let out = &plan.out;
+    let _ = writeln!(md, "# stayfast bench report\n");
+    let _ = writeln!(
+        md,
+        "Generated {} by `scripts/bench-report{}` in {:.1} min{}.\n",
+        machine::now_utc(),
+        if plan.quick { " --quick" } else { "" },
+        took.as_secs_f64() / 60.0,
+        if plan.quick {
+            " — **a quick smoke run: too few rounds to judge anything by**"
+        } else {
+            ""
+        }
+    );
+    let mut t = Table::new([("machine", Align::Left), ("", Align::Left)]);
+    t.row(["CPU", machine.cpu.as_str()])
+        .row(["cores", &machine.cores.to_string()])
+        .row(["memory", &format!("{:.1} GiB", machine.memory_gib)])
+        .row(["kernel", &format!("Linux {}", machine.kernel)])
+        .row(["rustc", machine.rustc.as_str()])
+        .row([
+            "redis-server",
+            &format!("{} ({deployment}, loopback)", machine.redis),
+        ])
+        .row([
+            "load average (1, 5, 15 min)",
+            &format!("{} at the start, {load_end} at the end", machine.load),
+        ]);
+    md.push_str(&t.render());
+    md.push_str(
+        "\nHow to read it: every comparison is measured in **paired rotating rounds** — each round times every \
+         variant back to back, in an order that rotates round by round, so a burst of load from elsewhere on \
+         the machine lands on one round of each rather than on one variant's whole measurement. A ratio is the \
+         **median of the per-round ratios**, with the first and third quartiles in brackets; `≈` marks a ratio \
+         whose quartiles straddle 1.00, i.e. no difference within this run's noise. Throughput ratios above 1 \
+         favour stayfast; time and CPU ratios below 1 do. The Prometheus recorder is installed throughout, as \
+         in a service.\n\n",
+    );
+
+    // The key ratios first.
+    let _ = writeln!(md, "## Key ratios\n");
+    md.push_str(&key_ratios(plan, results));
 
     // Redis, 50 tasks.
     if !results.main.is_empty() {
@@ -976,6 +1016,26 @@ fn main() {
     );
     let path = plan.out.join("REPORT.md");
     std::fs::write(&path, &report).expect("write REPORT.md");
+    if let Some(readme) = &plan.readme {
+        let block = readme_block(
+            took.as_secs_f64() / 60.0,
+            &machine,
+            &machine::load_average(),
+            &plan,
+            &results,
+        );
+        let text = std::fs::read_to_string(readme).expect("read README.md");
+        match stayfast_benches::markdown::replace_block(&text, &block) {
+            Ok(updated) => {
+                std::fs::write(readme, updated).expect("write README.md");
+                note(&format!(
+                    "rewrote the Performance figures in {}",
+                    readme.display()
+                ));
+            }
+            Err(why) => eprintln!("README.md left as it is: {why}"),
+        }
+    }
     note(&format!(
         "wrote {} in {:.1} min",
         path.display(),
