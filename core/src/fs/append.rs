@@ -476,13 +476,18 @@ impl Inner {
         let (dir, name) = split(path)?;
         // NOTE: the process-wide lock first, then the cross-process one (see `flock`).
         let _serialised = locks::lock_file(ops, dir, name, deadline)?;
+        // A caller with a mark appended to the file before: whether this open creates it
+        // is then told after the lock, from the mark, rather than by an `lstat` first.
+        let marked = known.mark();
         let mut created = false;
         let open = || {
-            created = match ops.symlink_metadata(path) {
-                Ok(_) => false,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-                Err(e) => return Err(FsError::new(path, Step::Inspect, e)),
-            };
+            if marked.is_none() {
+                created = match ops.symlink_metadata(path) {
+                    Ok(_) => false,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                    Err(e) => return Err(FsError::new(path, Step::Inspect, e)),
+                };
+            }
             ops.open_append(path, self.new_file_mode)
                 .map(Some)
                 .map_err(|e| FsError::new(path, Step::Open, e))
@@ -490,19 +495,35 @@ impl Inner {
         let locked = flock::open_locked(ops, path, deadline, open)?
             .ok_or_else(|| FsError::new(path, Step::Open, io::Error::other("the opened file vanished")))?;
         let file = &locked.file;
+        if let Some(mark) = marked
+            && !mark.is_file(&locked.meta)
+        {
+            // Not the marked file (removed and created again since, by this open or by
+            // another process): an empty one may be this open's creation, so it is
+            // treated as new — its exact mode set, its directory entry made durable;
+            // both are harmless for a file another process created (with the same mode).
+            created = locked.meta.len() == 0;
+        }
         if created {
             ops.set_mode(file, path, self.new_file_mode)
                 .map_err(|e| FsError::new(path, Step::SetMode, e))?;
             sync_dir(ops, dir)?;
         }
-        let len = ops
-            .len(file, path)
-            .map_err(|e| FsError::new(path, Step::Inspect, e))?;
+        // The `fstat` taken once the lock was held: the length now, as no writer of this
+        // process or another can change it while both locks are held.
+        let len = locked.meta.len();
         // Under the file's locks, so no append of ours or of another process is in
         // progress: bytes after the last newline are a record a crash tore. Writing after
         // them would glue this record to the fragment, and a reader would then refuse
-        // every record after it.
-        let before = tail::complete_len(ops, file, path, len)?;
+        // every record after it. A file still exactly as the caller's mark left it ends
+        // where a complete line ended (a mark is only ever taken there), so its last byte
+        // is a newline without reading it: the file is only ever appended to or cut back
+        // to a line's end under these locks, and a rewrite (a repair) is another file.
+        let before = if known.unchanged(&locked.meta, len) {
+            len
+        } else {
+            tail::complete_len(ops, file, path, len)?
+        };
         if before < len {
             let torn = tail::cut(ops, path, dir, name, before)?;
             tracing::warn!(target: "stayfast::fs", path = %path.display(), offset = torn.offset,
@@ -550,7 +571,10 @@ impl Inner {
                 return Err(FsError::new(path, Step::SyncFile, e));
             }
             self.synced(path);
-            self.pending.remove(path);
+            if self.fsync != FsyncPolicy::Always {
+                // Under `Always` no record is ever left pending: skip the set's lock.
+                self.pending.remove(path);
+            }
             Durability::Synced
         } else {
             Durability::Written

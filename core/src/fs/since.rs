@@ -58,7 +58,7 @@ impl LogMark {
     }
 
     /// Whether `meta` is the marked file.
-    fn is_file(&self, meta: &Metadata) -> bool {
+    pub(super) fn is_file(&self, meta: &Metadata) -> bool {
         self.dev == meta.dev() && self.ino == meta.ino() && self.born == meta.created().ok()
     }
 }
@@ -175,6 +175,22 @@ pub(super) enum Known {
     Ignored,
     /// The lines after this mark (all of them for `None`).
     Mark(Option<LogMark>),
+}
+
+impl Known {
+    /// Whether the file (`meta`, `len` bytes long) is exactly as the caller's mark left
+    /// it: the same file, the same length.
+    pub(super) fn unchanged(&self, meta: &Metadata, len: u64) -> bool {
+        self.mark().is_some_and(|m| m.is_file(meta) && m.len == len)
+    }
+
+    /// The caller's mark, if it gave one.
+    pub(super) fn mark(&self) -> Option<&LogMark> {
+        match self {
+            Known::Mark(Some(m)) => Some(m),
+            _ => None,
+        }
+    }
 }
 
 /// Reads what the file (`meta`, complete up to `end`) holds beyond `known` into `buf`.
