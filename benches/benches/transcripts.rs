@@ -205,7 +205,9 @@ fn main() {
             }
         }
         println!();
-        println!("| configuration | appends/s (median) | process CPU per append | redis-server CPU per append |");
+        println!(
+            "| configuration | appends/s (median) | process CPU per append | redis-server CPU per append |"
+        );
         println!("|---|---|---|---|");
         for (subject, rates) in subjects.iter().zip(&rates) {
             let ops: Vec<f64> = rates.iter().map(|r| r.appends_per_sec).collect();

@@ -313,3 +313,79 @@ impl DurableAppend {
         Ok(decided)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::{io::Write, os::unix::fs::PermissionsExt};
+
+    use super::*;
+    use crate::Policy;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("stayfast-since-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn log() -> DurableAppend {
+        DurableAppend::new(Policy::builder("fs.append").build().unwrap())
+    }
+
+    /// Counts the records `since` shows, and appends `record`.
+    fn add(record: &'static str) -> impl Fn(Since<'_>) -> Decision<usize> + Send + Sync + 'static {
+        move |since| Decision::append(record, since.lines().count())
+    }
+
+    /// The tail check is skipped only for a file exactly as the mark left it: a torn
+    /// fragment left since (another process's crash) changes the length, and is cut.
+    #[tokio::test]
+    async fn a_torn_tail_after_the_mark_is_cut_before_appending() {
+        let dir = dir("torn");
+        let path = dir.join("t.log");
+        let log = log();
+        let first = log.append_since(&path, None, add("one")).await.unwrap();
+        let same = log
+            .append_since(&path, Some(first.mark), add("two"))
+            .await
+            .unwrap();
+        assert_eq!(same.value, 0, "unchanged since the mark: nothing to show");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"thr")
+            .unwrap();
+        let after = log
+            .append_since(&path, Some(same.mark), add("three"))
+            .await
+            .unwrap();
+        assert_eq!(after.appended.unwrap().torn_cut, 3);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\nthree\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// With a mark, the file's creation is not checked before the open: a file removed
+    /// since and created again by this append still gets its exact mode (not the umask's
+    /// cut of it) and a durable directory entry.
+    #[tokio::test]
+    async fn a_file_created_again_after_the_mark_gets_its_exact_mode() {
+        let dir = dir("mode");
+        let path = dir.join("t.log");
+        // Group- and world-writable: a umask of 022 (the usual) would take bits off it.
+        let log = log().new_file_mode(0o666);
+        let first = log.append_since(&path, None, add("one")).await.unwrap();
+        let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(), 0o666);
+        std::fs::remove_file(&path).unwrap();
+        let again = log
+            .append_since(&path, Some(first.mark), add("two"))
+            .await
+            .unwrap();
+        assert_eq!(again.value, 0, "a new file: nothing before its record");
+        assert_eq!(mode(), 0o666, "the new file's mode was set exactly");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
