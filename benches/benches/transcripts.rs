@@ -87,7 +87,8 @@ async fn load(subject: &Subject, window: Duration) -> Rate {
                 let session = format!("bench-session-{i}");
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let message = Message::new(if n % 2 == 0 { "user" } else { "assistant" }, CONTENT);
+                    let message =
+                        Message::new(if n.is_multiple_of(2) { "user" } else { "assistant" }, CONTENT);
                     let receipt = store.append(&session, message).await.expect("an append");
                     assert_eq!(receipt.durability, Durability::Synced, "fsync = always");
                     done.fetch_add(1, Ordering::Relaxed);
