@@ -100,6 +100,13 @@ pub struct Appended {
 /// Runs in one blocking task per append, through a [`Policy`] (deadline, breaker,
 /// metrics); build it *not* idempotent — a timed-out append is `OutcomeUnknown`.
 ///
+/// After a complete append the file's handle is kept open for its next append (up to
+/// 256 files per process; past that a file is opened per append), which then checks,
+/// under the locks, that it is still the file at the path — one replaced (a repair) or
+/// removed since is opened afresh. A failed append closes it; [`remove`](Self::remove)
+/// and a repair close it too. A kept handle also reports a writeback error of the file
+/// at its next fsync, as any handle open before the error does.
+///
 /// # Examples
 ///
 /// ```
@@ -436,7 +443,9 @@ impl DurableAppend {
                 let ops = Arc::clone(&inner.ops);
                 run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
                     let (dir, name) = split(path)?;
-                    let _serialised = locks::lock_file(ops, dir, name, deadline)?;
+                    let serialised = locks::lock_file(ops, dir, name, deadline)?;
+                    // The removed file's kept append handle is closed with it.
+                    drop(serialised.take_handle());
                     // Under the file's cross-process lock, so no append of another process
                     // is half done (it would go on into the removed file).
                     let open = || match ops.open_read(path) {
@@ -475,12 +484,18 @@ impl Inner {
     ) -> Result<Decided<T>, FsError> {
         let (dir, name) = split(path)?;
         // NOTE: the process-wide lock first, then the cross-process one (see `flock`).
-        let _serialised = locks::lock_file(ops, dir, name, deadline)?;
+        let serialised = locks::lock_file(ops, dir, name, deadline)?;
+        // The handle the file's last append kept: checked after the lock like a new one
+        // (`still_at`), so a file replaced or removed since is opened again.
+        let mut kept = serialised.take_handle();
         // A caller with a mark appended to the file before: whether this open creates it
         // is then told after the lock, from the mark, rather than by an `lstat` first.
         let marked = known.mark();
         let mut created = false;
         let open = || {
+            if let Some(file) = kept.take() {
+                return Ok(Some(file));
+            }
             if marked.is_none() {
                 created = match ops.symlink_metadata(path) {
                     Ok(_) => false,
@@ -489,7 +504,7 @@ impl Inner {
                 };
             }
             ops.open_append(path, self.new_file_mode)
-                .map(Some)
+                .map(|file| Some(Arc::new(file)))
                 .map_err(|e| FsError::new(path, Step::Open, e))
         };
         let locked = flock::open_locked(ops, path, deadline, open)?
@@ -536,6 +551,7 @@ impl Inner {
         let mark = |len| LogMark::of(&locked.meta, len);
         let line = match line {
             None => {
+                serialised.keep_handle(Arc::clone(&locked.file));
                 return Ok(Decided {
                     value,
                     appended: None,
@@ -579,6 +595,9 @@ impl Inner {
         } else {
             Durability::Written
         };
+        // Only after a complete append: after a failure the handle is closed, and the
+        // next append opens the file afresh.
+        serialised.keep_handle(Arc::clone(&locked.file));
         Ok(Decided {
             value,
             appended: Some(Appended {

@@ -22,11 +22,15 @@
 use std::{
     collections::HashMap,
     ffi::OsString,
+    fs::File,
     hash::Hash,
     io,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard},
+    sync::{
+        Arc, Condvar, LazyLock, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Instant,
 };
 
@@ -237,7 +241,28 @@ pub(crate) fn spawn_in_order<T: Send + 'static>(
 struct FileLock {
     state: Mutex<Holding>,
     released: Condvar,
+    /// The append handle the file's last append left open for its next one (see
+    /// [`FileGuard::keep_handle`]); only ever used by the lock's holder.
+    handle: Mutex<Option<Arc<File>>>,
 }
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // Swept idle: its kept handle is closed.
+        if self.handle.get_mut().is_ok_and(|h| h.is_some()) {
+            KEPT_HANDLES.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Append handles kept open between appends, across the process: at most
+/// [`MAX_KEPT_HANDLES`], so idle files cannot use up the descriptors.
+static KEPT_HANDLES: AtomicUsize = AtomicUsize::new(0);
+
+/// The most append handles kept open at once. Past it a file is opened per append, as
+/// when none is kept; kept ones are closed as their files' locks are swept idle, or
+/// taken back by an append that finds its file replaced or removed.
+const MAX_KEPT_HANDLES: usize = 256;
 
 #[derive(Default)]
 struct Holding {
@@ -250,6 +275,30 @@ struct Holding {
 /// Holds a file's write lock; releases it on drop.
 pub(crate) struct FileGuard {
     lock: Arc<FileLock>,
+}
+
+impl FileGuard {
+    /// The handle an earlier append of this file kept open, if any, now the caller's:
+    /// it must check it is still the file at the path (a repair replaces the file, a
+    /// removal or another process may have removed it).
+    pub(crate) fn take_handle(&self) -> Option<Arc<File>> {
+        let handle = relock(&self.lock.handle).take();
+        if handle.is_some() {
+            KEPT_HANDLES.fetch_sub(1, Ordering::Relaxed);
+        }
+        handle
+    }
+
+    /// Keeps `file`, the file's append handle, open for its next append (saving that
+    /// append an `open`, an `fstat` and a `close`), unless too many are kept already.
+    pub(crate) fn keep_handle(&self, file: Arc<File>) {
+        let mut slot = relock(&self.lock.handle);
+        if slot.is_none() && KEPT_HANDLES.fetch_add(1, Ordering::Relaxed) >= MAX_KEPT_HANDLES {
+            KEPT_HANDLES.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        *slot = Some(file);
+    }
 }
 
 impl Drop for FileGuard {

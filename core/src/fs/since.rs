@@ -366,6 +366,33 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The append handle kept open between appends is checked like a new one: a file
+    /// replaced since (a repair, another process) gets the record, not the old inode.
+    #[tokio::test]
+    async fn a_file_replaced_under_a_kept_handle_gets_the_next_record() {
+        let dir = dir("replaced");
+        let path = dir.join("t.log");
+        let log = log();
+        let first = log.append_since(&path, None, add("one")).await.unwrap();
+        let other = dir.join("t.log.new");
+        std::fs::write(&other, b"x\n").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let next = log
+            .append_since(&path, Some(first.mark), add("two"))
+            .await
+            .unwrap();
+        assert_eq!(next.value, 1, "shown the whole new file");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "x\ntwo\n");
+        std::fs::remove_file(&path).unwrap();
+        let plain = log.append(&path, b"three".to_vec()).await.unwrap();
+        assert_eq!(
+            plain.offset, 0,
+            "a removed file is created again, not the old one written"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// With a mark, the file's creation is not checked before the open: a file removed
     /// since and created again by this append still gets its exact mode (not the umask's
     /// cut of it) and a durable directory entry.
