@@ -22,8 +22,13 @@ const ROUNDS: usize = 3;
 
 /// What an append decided under the file's locks.
 enum Choice {
-    /// Appended `record`, after the records `seen` (appended since the mark).
-    Appended { record: Record, seen: Seen },
+    /// Appended `record` (`line`, its JSON), after the records `seen` (appended since
+    /// the mark).
+    Appended {
+        record: Record,
+        line: String,
+        seen: Seen,
+    },
     /// The message id is stored already: its record, when among those seen (else it is
     /// in the part of the file this process knew).
     Repeated { record: Option<Record>, seen: Seen },
@@ -74,7 +79,11 @@ fn decide(
         at: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
     };
     let seen = Seen { records, whole };
-    Decision::append(record.encode(), Choice::Appended { record, seen })
+    // Serialised once: the file gets a copy of the bytes, the Redis push the string.
+    let line = record.to_json();
+    let mut bytes = Vec::with_capacity(line.len() + 1); // and the newline the file adds
+    bytes.extend_from_slice(line.as_bytes());
+    Decision::append(bytes, Choice::Appended { record, line, seen })
 }
 
 /// A failed append as the caller sees it: waiting out another process's lock is a
@@ -228,12 +237,12 @@ impl TranscriptStore {
                     };
                     return inner.repeated(&path, record).await;
                 }
-                Choice::Appended { record, seen } => {
+                Choice::Appended { record, line, seen } => {
                     writer.observe(seen, mark);
                     let Some(appended) = appended else {
                         return Err(damaged(&path));
                     };
-                    return Ok(self.appended(&key, &session, writer, record, appended.durability));
+                    return Ok(self.appended(&key, &session, writer, (record, line), appended.durability));
                 }
             }
         }
@@ -256,7 +265,7 @@ impl TranscriptStore {
         key: &SessionKey,
         session: &Arc<Session>,
         mut writer: tokio::sync::MutexGuard<'_, Writer>,
-        record: Record,
+        (record, line): (Record, String),
         durability: Durability,
     ) -> Receipt {
         let inner = &self.inner;
@@ -271,6 +280,7 @@ impl TranscriptStore {
         let turn = inner.window.as_ref().and_then(|window| {
             let push = Push {
                 record: record.clone(),
+                line,
                 previous,
                 first: writer.first.clone(),
             };
@@ -282,9 +292,10 @@ impl TranscriptStore {
             let key = key.clone();
             // Shed when the spawner is full: the turn is dropped with the task, the
             // window is then behind the file, which `history` notices and repairs.
-            let _ = inner.background.spawn("transcripts.cache_push", async move {
-                task_inner.drain_pushes(key, turn).await
-            });
+            // Boxed: the drainer's future (a Redis call's whole state machine) is many
+            // kilobytes, which the spawn would otherwise copy several times per append.
+            let drain = Box::pin(async move { task_inner.drain_pushes(key, turn).await });
+            let _ = inner.background.spawn("transcripts.cache_push", drain);
         }
         Receipt {
             record,

@@ -297,6 +297,10 @@ impl Inner {
         session: &'a Session,
         operation: &'static str,
     ) -> Result<tokio::sync::MutexGuard<'a, Writer>, StoreError> {
+        // Free (the common case: one append of a session at a time): no timer to arm.
+        if let Ok(writer) = session.writer.try_lock() {
+            return Ok(writer);
+        }
         tokio::time::timeout(self.write_timeout, session.writer.lock())
             .await
             .map_err(|_| {

@@ -23,8 +23,25 @@ use super::record::{End, Record};
 #[derive(Debug)]
 pub(crate) struct Push {
     pub(crate) record: Record,
+    /// The record's JSON, as the append wrote it to the file: pushed as is, not
+    /// serialised a second time.
+    pub(crate) line: String,
     pub(crate) previous: End,
     pub(crate) first: End,
+}
+
+impl Push {
+    /// The push of `record`, its JSON encoded here.
+    #[cfg(test)]
+    pub(crate) fn new(record: Record, previous: End, first: End) -> Self {
+        let line = String::from_utf8_lossy(&record.encode()).into_owned();
+        Self {
+            record,
+            line,
+            previous,
+            first,
+        }
+    }
 }
 
 /// The pushes of one session not yet acknowledged by Redis.
@@ -163,11 +180,7 @@ mod tests {
 
     fn push(seq: u64) -> Push {
         let previous = (seq > 1).then(|| record(seq - 1));
-        Push {
-            record: record(seq),
-            previous: End::of(previous.as_ref()),
-            first: End::of(Some(&record(1))),
-        }
+        Push::new(record(seq), End::of(previous.as_ref()), End::of(Some(&record(1))))
     }
 
     fn seqs_of(records: &[Record]) -> Vec<u64> {

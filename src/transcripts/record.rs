@@ -200,8 +200,20 @@ impl Record {
     /// One line of JSON, no newline (JSON escapes every control character, so the
     /// content's own newlines cannot split a record).
     pub(crate) fn encode(&self) -> Vec<u8> {
-        // A struct of strings and an integer always serializes.
-        serde_json::to_vec(self).unwrap_or_default()
+        self.to_json().into_bytes()
+    }
+
+    /// The record's JSON line (without its newline).
+    pub(crate) fn to_json(&self) -> String {
+        // Room for the JSON of the fields and the newline the file adds: one allocation,
+        // not a growing buffer's several.
+        let size = 64 + self.id.len() + self.role.len() + self.content.len() + self.at.len();
+        let mut line = Vec::with_capacity(size + self.content.len() / 8);
+        // A struct of strings and an integer always serializes, to UTF-8.
+        match serde_json::to_writer(&mut line, self) {
+            Ok(()) => String::from_utf8(line).unwrap_or_default(),
+            Err(_) => String::new(),
+        }
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {

@@ -2,7 +2,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    fmt::Write as _,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, PoisonError,
@@ -46,9 +45,13 @@ impl SessionKey {
             });
         }
         let digest = Sha256::digest(session.as_bytes());
+        // Every append computes it: a table lookup per nibble, not a formatter call per
+        // byte (which cost more than the hash itself).
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut hex = String::with_capacity(64);
         for byte in digest {
-            let _ = write!(hex, "{byte:02x}");
+            hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            hex.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
         }
         Ok(Self { hex })
     }

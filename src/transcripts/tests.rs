@@ -84,11 +84,7 @@ async fn late_writes_of_a_deleted_session_are_refused() {
     let inner = &store.inner;
     inner.replace(&key, &old).await.unwrap();
     let first = End::of(old.first());
-    let push = Arc::new(Push {
-        record: old[0].clone(),
-        previous: End::default(),
-        first: first.clone(),
-    });
+    let push = Arc::new(Push::new(old[0].clone(), End::default(), first.clone()));
     let window = inner.window.as_ref().unwrap();
     assert_eq!(
         window.push(&key, &[push]).await.unwrap(),

@@ -134,7 +134,7 @@ impl Window {
             // A batch is queued under one writer lock, cleared by a delete: one incarnation.
             first.first.incarnation(),
         ]);
-        args.extend(batch.iter().map(|p| encode(&p.record)));
+        args.extend(batch.iter().map(|p| p.line.clone()));
         let code: i64 = self.redis.eval(PUSH, self.keys(key), args).await?;
         Ok(match code {
             1 => Pushed::Extended,

@@ -100,6 +100,13 @@ pub struct Appended {
 /// Runs in one blocking task per append, through a [`Policy`] (deadline, breaker,
 /// metrics); build it *not* idempotent — a timed-out append is `OutcomeUnknown`.
 ///
+/// After a complete append the file's handle is kept open for its next append (up to
+/// 256 files per process; past that a file is opened per append), which then checks,
+/// under the locks, that it is still the file at the path — one replaced (a repair) or
+/// removed since is opened afresh. A failed append closes it; [`remove`](Self::remove)
+/// and a repair close it too. A kept handle also reports a writeback error of the file
+/// at its next fsync, as any handle open before the error does.
+///
 /// # Examples
 ///
 /// ```
@@ -436,7 +443,9 @@ impl DurableAppend {
                 let ops = Arc::clone(&inner.ops);
                 run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
                     let (dir, name) = split(path)?;
-                    let _serialised = locks::lock_file(ops, dir, name, deadline)?;
+                    let serialised = locks::lock_file(ops, dir, name, deadline)?;
+                    // The removed file's kept append handle is closed with it.
+                    drop(serialised.take_handle());
                     // Under the file's cross-process lock, so no append of another process
                     // is half done (it would go on into the removed file).
                     let open = || match ops.open_read(path) {
@@ -475,34 +484,61 @@ impl Inner {
     ) -> Result<Decided<T>, FsError> {
         let (dir, name) = split(path)?;
         // NOTE: the process-wide lock first, then the cross-process one (see `flock`).
-        let _serialised = locks::lock_file(ops, dir, name, deadline)?;
+        let serialised = locks::lock_file(ops, dir, name, deadline)?;
+        // The handle the file's last append kept: checked after the lock like a new one
+        // (`still_at`), so a file replaced or removed since is opened again.
+        let mut kept = serialised.take_handle();
+        // A caller with a mark appended to the file before: whether this open creates it
+        // is then told after the lock, from the mark, rather than by an `lstat` first.
+        let marked = known.mark();
         let mut created = false;
         let open = || {
-            created = match ops.symlink_metadata(path) {
-                Ok(_) => false,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-                Err(e) => return Err(FsError::new(path, Step::Inspect, e)),
-            };
+            if let Some(file) = kept.take() {
+                return Ok(Some(file));
+            }
+            if marked.is_none() {
+                created = match ops.symlink_metadata(path) {
+                    Ok(_) => false,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                    Err(e) => return Err(FsError::new(path, Step::Inspect, e)),
+                };
+            }
             ops.open_append(path, self.new_file_mode)
-                .map(Some)
+                .map(|file| Some(Arc::new(file)))
                 .map_err(|e| FsError::new(path, Step::Open, e))
         };
         let locked = flock::open_locked(ops, path, deadline, open)?
             .ok_or_else(|| FsError::new(path, Step::Open, io::Error::other("the opened file vanished")))?;
         let file = &locked.file;
+        if let Some(mark) = marked
+            && !mark.is_file(&locked.meta)
+        {
+            // Not the marked file (removed and created again since, by this open or by
+            // another process): an empty one may be this open's creation, so it is
+            // treated as new — its exact mode set, its directory entry made durable;
+            // both are harmless for a file another process created (with the same mode).
+            created = locked.meta.len() == 0;
+        }
         if created {
             ops.set_mode(file, path, self.new_file_mode)
                 .map_err(|e| FsError::new(path, Step::SetMode, e))?;
             sync_dir(ops, dir)?;
         }
-        let len = ops
-            .len(file, path)
-            .map_err(|e| FsError::new(path, Step::Inspect, e))?;
+        // The `fstat` taken once the lock was held: the length now, as no writer of this
+        // process or another can change it while both locks are held.
+        let len = locked.meta.len();
         // Under the file's locks, so no append of ours or of another process is in
         // progress: bytes after the last newline are a record a crash tore. Writing after
         // them would glue this record to the fragment, and a reader would then refuse
-        // every record after it.
-        let before = tail::complete_len(ops, file, path, len)?;
+        // every record after it. A file still exactly as the caller's mark left it ends
+        // where a complete line ended (a mark is only ever taken there), so its last byte
+        // is a newline without reading it: the file is only ever appended to or cut back
+        // to a line's end under these locks, and a rewrite (a repair) is another file.
+        let before = if known.unchanged(&locked.meta, len) {
+            len
+        } else {
+            tail::complete_len(ops, file, path, len)?
+        };
         if before < len {
             let torn = tail::cut(ops, path, dir, name, before)?;
             tracing::warn!(target: "stayfast::fs", path = %path.display(), offset = torn.offset,
@@ -515,6 +551,7 @@ impl Inner {
         let mark = |len| LogMark::of(&locked.meta, len);
         let line = match line {
             None => {
+                serialised.keep_handle(Arc::clone(&locked.file));
                 return Ok(Decided {
                     value,
                     appended: None,
@@ -550,11 +587,17 @@ impl Inner {
                 return Err(FsError::new(path, Step::SyncFile, e));
             }
             self.synced(path);
-            self.pending.remove(path);
+            if self.fsync != FsyncPolicy::Always {
+                // Under `Always` no record is ever left pending: skip the set's lock.
+                self.pending.remove(path);
+            }
             Durability::Synced
         } else {
             Durability::Written
         };
+        // Only after a complete append: after a failure the handle is closed, and the
+        // next append opens the file afresh.
+        serialised.keep_handle(Arc::clone(&locked.file));
         Ok(Decided {
             value,
             appended: Some(Appended {

@@ -15,6 +15,7 @@ use std::{
     io,
     os::unix::fs::MetadataExt,
     path::Path,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -24,7 +25,9 @@ use super::{FileOps, FsError, Step};
 pub(crate) struct Locked<'a> {
     ops: &'a dyn FileOps,
     path: &'a Path,
-    pub(crate) file: File,
+    /// Shared so an appender can keep the handle for the file's next append (see
+    /// [`FileGuard::keep_handle`](super::locks::FileGuard::keep_handle)).
+    pub(crate) file: Arc<File>,
     /// The file's metadata, read once the lock was held.
     pub(crate) meta: Metadata,
 }
@@ -39,17 +42,18 @@ impl Drop for Locked<'_> {
 /// Longest pause between two attempts at a held lock.
 const MAX_PAUSE: Duration = Duration::from_millis(4);
 
-/// Opens the file at `path` with `open` (`None`: nothing there) and takes its lock,
+/// Opens the file at `path` with `open` (`None`: nothing there; it may hand out a
+/// handle kept from an earlier operation, checked like a new one) and takes its lock,
 /// waiting for another process to release it no later than shortly before `deadline`
 /// (so the caller's own timer does not fire first: a wait that gives up is reported as
 /// such, at [`Step::Lock`], and nothing was done). The file may be replaced or removed
 /// by the process that held the lock: once held, the lock is checked to be the one of
 /// the file now at `path`, and taken again on that file if not.
-pub(crate) fn open_locked<'a>(
+pub(crate) fn open_locked<'a, F: Into<Arc<File>>>(
     ops: &'a dyn FileOps,
     path: &'a Path,
     deadline: Option<Instant>,
-    mut open: impl FnMut() -> Result<Option<File>, FsError>,
+    mut open: impl FnMut() -> Result<Option<F>, FsError>,
 ) -> Result<Option<Locked<'a>>, FsError> {
     let give_up = deadline.map(|d| {
         let left = d.saturating_duration_since(Instant::now());
@@ -58,6 +62,7 @@ pub(crate) fn open_locked<'a>(
     });
     loop {
         let Some(file) = open()? else { return Ok(None) };
+        let file = file.into();
         wait_for(ops, path, &file, give_up)?;
         if let Some(locked) = still_at(ops, path, file)? {
             return Ok(Some(locked));
@@ -79,12 +84,16 @@ pub(crate) fn try_locked<'a>(
     {
         return Ok(None);
     }
-    still_at(ops, path, file)
+    still_at(ops, path, Arc::new(file))
 }
 
 /// `file`, whose lock this process now holds, as [`Locked`] if it is still the file at
 /// `path`; `None` (the lock released) when it was replaced or removed meanwhile.
-fn still_at<'a>(ops: &'a dyn FileOps, path: &'a Path, file: File) -> Result<Option<Locked<'a>>, FsError> {
+fn still_at<'a>(
+    ops: &'a dyn FileOps,
+    path: &'a Path,
+    file: Arc<File>,
+) -> Result<Option<Locked<'a>>, FsError> {
     let meta = ops
         .stat(&file, path)
         .map_err(|e| FsError::new(path, Step::Inspect, e))?;

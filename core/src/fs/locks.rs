@@ -22,11 +22,15 @@
 use std::{
     collections::HashMap,
     ffi::OsString,
+    fs::File,
     hash::Hash,
     io,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard},
+    sync::{
+        Arc, Condvar, LazyLock, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Instant,
 };
 
@@ -69,11 +73,33 @@ impl<K: Hash + Eq, V: Default> Registry<K, V> {
     /// sweep never removes an entry being taken).
     fn get(&self, key: K) -> Arc<V> {
         let mut map = relock(&self.map);
-        if map.entries.len() >= map.sweep_at {
-            map.entries.retain(|_, v| Arc::strong_count(v) > 1);
-            map.sweep_at = (map.entries.len() * 2).max(MIN_SWEEP);
-        }
+        map.sweep();
         Arc::clone(map.entries.entry(key).or_default())
+    }
+
+    /// As [`get`](Self::get), looked up by a borrowed key: the owned one is made only
+    /// when the entry is new (the common case, a file in use, allocates nothing).
+    fn get_or_insert_with<Q>(&self, key: &Q, owned: impl FnOnce(&Q) -> K) -> Arc<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut map = relock(&self.map);
+        if let Some(entry) = map.entries.get(key) {
+            return Arc::clone(entry);
+        }
+        map.sweep();
+        Arc::clone(map.entries.entry(owned(key)).or_default())
+    }
+}
+
+impl<K: Hash + Eq, V> Entries<K, V> {
+    /// Drops the idle entries once the map reached its sweep size.
+    fn sweep(&mut self) {
+        if self.entries.len() >= self.sweep_at {
+            self.entries.retain(|_, v| Arc::strong_count(v) > 1);
+            self.sweep_at = (self.entries.len() * 2).max(MIN_SWEEP);
+        }
     }
 }
 
@@ -92,6 +118,10 @@ struct Serving {
     now: u64,
     /// Tickets dropped before their turn came (given up, or never run at shutdown).
     abandoned: Vec<u64>,
+    /// Operations blocked in [`Turn::wait`]: a finished turn wakes them only when there
+    /// are any (a condvar notify is a system call even with nobody to wake, and the
+    /// common case, one operation on a file at a time, has nobody).
+    waiting: usize,
 }
 
 static TURNS: LazyLock<Registry<PathBuf, Turns>> = LazyLock::new(Registry::new);
@@ -111,9 +141,12 @@ impl Turn {
     /// runs, and its turn passes on).
     pub(crate) fn wait(&self, ops: &dyn FileOps, path: &Path) -> Result<(), FsError> {
         let mut serving = relock(&self.turns.state);
-        if serving.now != self.ticket {
-            ops.will_wait(path);
+        if serving.now == self.ticket {
+            return Ok(());
         }
+        ops.will_wait(path);
+        serving.waiting += 1;
+        let mut result = Ok(());
         while serving.now != self.ticket {
             serving = match self.deadline {
                 None => self
@@ -123,7 +156,8 @@ impl Turn {
                     .unwrap_or_else(|p| p.into_inner()),
                 Some(deadline) => {
                     let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                        return Err(gave_up(path, "its turn behind earlier operations on the file"));
+                        result = Err(gave_up(path, "its turn behind earlier operations on the file"));
+                        break;
                     };
                     self.turns
                         .turn_changed
@@ -133,7 +167,8 @@ impl Turn {
                 }
             };
         }
-        Ok(())
+        serving.waiting -= 1;
+        result
     }
 
     /// When this operation stops waiting.
@@ -155,8 +190,13 @@ impl Drop for Turn {
             serving.abandoned.swap_remove(i);
             serving.now += 1;
         }
+        // Counted under the same lock a waiter holds from its check to its wait: one
+        // about to wait is counted already, so none misses this wake-up.
+        let wake = serving.waiting > 0;
         drop(serving);
-        self.turns.turn_changed.notify_all();
+        if wake {
+            self.turns.turn_changed.notify_all();
+        }
     }
 }
 
@@ -183,7 +223,7 @@ pub(crate) fn spawn_in_order<T: Send + 'static>(
     // The entry is taken under the registry's lock, the issue lock after it is
     // released: `Turn::drop` (which may run right inside `spawn_blocking` when the
     // runtime is shutting down) never takes the registry's lock, so no cycle.
-    let turns = TURNS.get(path.to_path_buf());
+    let turns = TURNS.get_or_insert_with(path, Path::to_path_buf);
     let mut next = relock(&turns.issue);
     let turn = Turn {
         turns: Arc::clone(&turns),
@@ -199,8 +239,37 @@ pub(crate) fn spawn_in_order<T: Send + 'static>(
 /// A file's write lock.
 #[derive(Default)]
 struct FileLock {
-    held: Mutex<bool>,
+    state: Mutex<Holding>,
     released: Condvar,
+    /// The append handle the file's last append left open for its next one (see
+    /// [`FileGuard::keep_handle`]); only ever used by the lock's holder.
+    handle: Mutex<Option<Arc<File>>>,
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // Swept idle: its kept handle is closed.
+        if self.handle.get_mut().is_ok_and(|h| h.is_some()) {
+            KEPT_HANDLES.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Append handles kept open between appends, across the process: at most
+/// [`MAX_KEPT_HANDLES`], so idle files cannot use up the descriptors.
+static KEPT_HANDLES: AtomicUsize = AtomicUsize::new(0);
+
+/// The most append handles kept open at once. Past it a file is opened per append, as
+/// when none is kept; kept ones are closed as their files' locks are swept idle, or
+/// taken back by an append that finds its file replaced or removed.
+const MAX_KEPT_HANDLES: usize = 256;
+
+#[derive(Default)]
+struct Holding {
+    held: bool,
+    /// Threads blocked waiting for it: a release wakes one only when there are any (a
+    /// condvar notify is a system call even with nobody to wake).
+    waiting: usize,
 }
 
 /// Holds a file's write lock; releases it on drop.
@@ -208,10 +277,40 @@ pub(crate) struct FileGuard {
     lock: Arc<FileLock>,
 }
 
+impl FileGuard {
+    /// The handle an earlier append of this file kept open, if any, now the caller's:
+    /// it must check it is still the file at the path (a repair replaces the file, a
+    /// removal or another process may have removed it).
+    pub(crate) fn take_handle(&self) -> Option<Arc<File>> {
+        let handle = relock(&self.lock.handle).take();
+        if handle.is_some() {
+            KEPT_HANDLES.fetch_sub(1, Ordering::Relaxed);
+        }
+        handle
+    }
+
+    /// Keeps `file`, the file's append handle, open for its next append (saving that
+    /// append an `open`, an `fstat` and a `close`), unless too many are kept already.
+    pub(crate) fn keep_handle(&self, file: Arc<File>) {
+        let mut slot = relock(&self.lock.handle);
+        if slot.is_none() && KEPT_HANDLES.fetch_add(1, Ordering::Relaxed) >= MAX_KEPT_HANDLES {
+            KEPT_HANDLES.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        *slot = Some(file);
+    }
+}
+
 impl Drop for FileGuard {
     fn drop(&mut self) {
-        *relock(&self.lock.held) = false;
-        self.lock.released.notify_one();
+        let mut state = relock(&self.lock.state);
+        state.held = false;
+        // Counted under this lock by a waiter before it waits: none misses the wake-up.
+        let wake = state.waiting > 0;
+        drop(state);
+        if wake {
+            self.lock.released.notify_one();
+        }
     }
 }
 
@@ -235,26 +334,29 @@ pub(crate) fn lock_file(
         .map_err(|e| FsError::new(dir, Step::Inspect, e))?;
     let key = (meta.dev(), meta.ino(), name.to_os_string());
     let lock = FILE_LOCKS.get(key);
-    let path = dir.join(name);
-    let mut held = relock(&lock.held);
-    if *held {
+    let mut state = relock(&lock.state);
+    if state.held {
+        let path = dir.join(name);
         ops.will_wait(&path);
+        state.waiting += 1;
+        while state.held {
+            state = match deadline {
+                None => lock.released.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        state.waiting -= 1;
+                        return Err(gave_up(&path, "the file's lock"));
+                    };
+                    lock.released
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        state.waiting -= 1;
     }
-    while *held {
-        held = match deadline {
-            None => lock.released.wait(held).unwrap_or_else(|p| p.into_inner()),
-            Some(deadline) => {
-                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                    return Err(gave_up(&path, "the file's lock"));
-                };
-                lock.released
-                    .wait_timeout(held, left)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0
-            }
-        };
-    }
-    *held = true;
-    drop(held);
+    state.held = true;
+    drop(state);
     Ok(FileGuard { lock })
 }

@@ -101,7 +101,9 @@ fn repair_blocking(
     deadline: Option<std::time::Instant>,
 ) -> Result<Repaired, FsError> {
     let (dir, name) = split(path)?;
-    let _serialised = locks::lock_file(ops, dir, name, deadline)?;
+    let serialised = locks::lock_file(ops, dir, name, deadline)?;
+    // A kept append handle would hold the replaced file open: closed now.
+    drop(serialised.take_handle());
     let Some(meta) = regular_file(ops, path)? else {
         return Ok(Repaired::default());
     };

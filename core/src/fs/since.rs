@@ -58,7 +58,7 @@ impl LogMark {
     }
 
     /// Whether `meta` is the marked file.
-    fn is_file(&self, meta: &Metadata) -> bool {
+    pub(super) fn is_file(&self, meta: &Metadata) -> bool {
         self.dev == meta.dev() && self.ino == meta.ino() && self.born == meta.created().ok()
     }
 }
@@ -175,6 +175,22 @@ pub(super) enum Known {
     Ignored,
     /// The lines after this mark (all of them for `None`).
     Mark(Option<LogMark>),
+}
+
+impl Known {
+    /// Whether the file (`meta`, `len` bytes long) is exactly as the caller's mark left
+    /// it: the same file, the same length.
+    pub(super) fn unchanged(&self, meta: &Metadata, len: u64) -> bool {
+        self.mark().is_some_and(|m| m.is_file(meta) && m.len == len)
+    }
+
+    /// The caller's mark, if it gave one.
+    pub(super) fn mark(&self) -> Option<&LogMark> {
+        match self {
+            Known::Mark(Some(m)) => Some(m),
+            _ => None,
+        }
+    }
 }
 
 /// Reads what the file (`meta`, complete up to `end`) holds beyond `known` into `buf`.
@@ -295,5 +311,108 @@ impl DurableAppend {
             self.after_append(&path, appended);
         }
         Ok(decided)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::{io::Write, os::unix::fs::PermissionsExt};
+
+    use super::*;
+    use crate::Policy;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("stayfast-since-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn log() -> DurableAppend {
+        DurableAppend::new(Policy::builder("fs.append").build().unwrap())
+    }
+
+    /// Counts the records `since` shows, and appends `record`.
+    fn add(record: &'static str) -> impl Fn(Since<'_>) -> Decision<usize> + Send + Sync + 'static {
+        move |since| Decision::append(record, since.lines().count())
+    }
+
+    /// The tail check is skipped only for a file exactly as the mark left it: a torn
+    /// fragment left since (another process's crash) changes the length, and is cut.
+    #[tokio::test]
+    async fn a_torn_tail_after_the_mark_is_cut_before_appending() {
+        let dir = dir("torn");
+        let path = dir.join("t.log");
+        let log = log();
+        let first = log.append_since(&path, None, add("one")).await.unwrap();
+        let same = log
+            .append_since(&path, Some(first.mark), add("two"))
+            .await
+            .unwrap();
+        assert_eq!(same.value, 0, "unchanged since the mark: nothing to show");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"thr")
+            .unwrap();
+        let after = log
+            .append_since(&path, Some(same.mark), add("three"))
+            .await
+            .unwrap();
+        assert_eq!(after.appended.unwrap().torn_cut, 3);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\nthree\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The append handle kept open between appends is checked like a new one: a file
+    /// replaced since (a repair, another process) gets the record, not the old inode.
+    #[tokio::test]
+    async fn a_file_replaced_under_a_kept_handle_gets_the_next_record() {
+        let dir = dir("replaced");
+        let path = dir.join("t.log");
+        let log = log();
+        let first = log.append_since(&path, None, add("one")).await.unwrap();
+        let other = dir.join("t.log.new");
+        std::fs::write(&other, b"x\n").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let next = log
+            .append_since(&path, Some(first.mark), add("two"))
+            .await
+            .unwrap();
+        assert_eq!(next.value, 1, "shown the whole new file");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "x\ntwo\n");
+        std::fs::remove_file(&path).unwrap();
+        let plain = log.append(&path, b"three".to_vec()).await.unwrap();
+        assert_eq!(
+            plain.offset, 0,
+            "a removed file is created again, not the old one written"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// With a mark, the file's creation is not checked before the open: a file removed
+    /// since and created again by this append still gets its exact mode (not the umask's
+    /// cut of it) and a durable directory entry.
+    #[tokio::test]
+    async fn a_file_created_again_after_the_mark_gets_its_exact_mode() {
+        let dir = dir("mode");
+        let path = dir.join("t.log");
+        // Group- and world-writable: a umask of 022 (the usual) would take bits off it.
+        let log = log().new_file_mode(0o666);
+        let first = log.append_since(&path, None, add("one")).await.unwrap();
+        let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(), 0o666);
+        std::fs::remove_file(&path).unwrap();
+        let again = log
+            .append_since(&path, Some(first.mark), add("two"))
+            .await
+            .unwrap();
+        assert_eq!(again.value, 0, "a new file: nothing before its record");
+        assert_eq!(mode(), 0o666, "the new file's mode was set exactly");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
