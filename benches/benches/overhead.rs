@@ -31,10 +31,8 @@ mod support;
 use std::{io, time::Duration};
 use support::install_recorder;
 
-use backon::{ExponentialBuilder, Retryable};
 use criterion::Criterion;
-use failsafe::futures::CircuitBreaker as _;
-use stayfast_benches::micro::{full_policy, ready};
+use stayfast_benches::micro::{full_policy, peer_stack_call, ready};
 use stayfast_core::{
     Bulkhead, CallMetrics, CircuitBreaker, Health, Metered, TimeoutExt,
     config::{BreakerConfig, BulkheadConfig},
@@ -137,29 +135,7 @@ fn overhead(c: &mut Criterion) {
     });
 
     group.bench_function("peer_stack", |b| {
-        b.to_async(&rt).iter(|| async {
-            let started = Instant::now();
-            let result = (|| async {
-                peer_breaker
-                    .call(async {
-                        match tokio::time::timeout(Duration::from_secs(1), ready()).await {
-                            Ok(result) => result,
-                            Err(elapsed) => Err(io::Error::new(io::ErrorKind::TimedOut, elapsed)),
-                        }
-                    })
-                    .await
-            })
-            .retry(ExponentialBuilder::default().with_jitter())
-            .await;
-            metrics::histogram!("peer_call_duration_seconds", "operation" => "bench", "target" => "bench")
-                .record(started.elapsed().as_secs_f64());
-            let outcome = if result.is_ok() { "success" } else { "failure" };
-            metrics::counter!(
-                "peer_calls_total", "operation" => "bench", "target" => "bench", "outcome" => outcome
-            )
-            .increment(1);
-            result
-        })
+        b.to_async(&rt).iter(|| peer_stack_call(&peer_breaker))
     });
 
     group.finish();

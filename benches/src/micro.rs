@@ -24,7 +24,6 @@ use std::{
 };
 
 use backon::{ExponentialBuilder, Retryable};
-use failsafe::futures::CircuitBreaker as _;
 use stayfast_core::{
     Bulkhead, CallMetrics, CircuitBreaker, Health, Metered, Offload, OffloadConfig, Policy, TimeoutExt,
     config::{BreakerConfig, BulkheadConfig, RetryConfig},
@@ -127,6 +126,31 @@ pub async fn ready() -> Result<u64, io::Error> {
 /// The service every tower variant wraps: answers at once.
 async fn answer(request: u64) -> Result<u64, io::Error> {
     Ok(black_box(request))
+}
+
+/// One call through the peers' equivalent of a full policy: backon retry → failsafe
+/// breaker → tokio timeout → `metrics` macros with labels evaluated per call. True when
+/// it succeeded.
+pub async fn peer_stack_call(breaker: &impl failsafe::futures::CircuitBreaker) -> bool {
+    let started = tokio::time::Instant::now();
+    let result = (|| async {
+        breaker
+            .call(async {
+                match tokio::time::timeout(Duration::from_secs(1), ready()).await {
+                    Ok(result) => result,
+                    Err(elapsed) => Err(io::Error::new(io::ErrorKind::TimedOut, elapsed)),
+                }
+            })
+            .await
+    })
+    .retry(ExponentialBuilder::default().with_jitter())
+    .await;
+    metrics::histogram!("peer_call_duration_seconds", "operation" => "bench", "target" => "bench")
+        .record(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "success" } else { "failure" };
+    metrics::counter!("peer_calls_total", "operation" => "bench", "target" => "bench", "outcome" => outcome)
+        .increment(1);
+    result.is_ok()
 }
 
 /// A policy with every feature: 1 s timeout, 5 s deadline, the default retry (with its
@@ -269,27 +293,7 @@ pub fn overhead(calls: usize, rounds: usize) -> Group {
         .timeout(Duration::from_secs(1))
         .service(service_fn(answer));
 
-    let peer_call = || async {
-        let started = tokio::time::Instant::now();
-        let result = (|| async {
-            peer_breaker
-                .call(async {
-                    match tokio::time::timeout(Duration::from_secs(1), ready()).await {
-                        Ok(result) => result,
-                        Err(elapsed) => Err(io::Error::new(io::ErrorKind::TimedOut, elapsed)),
-                    }
-                })
-                .await
-        })
-        .retry(ExponentialBuilder::default().with_jitter())
-        .await;
-        metrics::histogram!("peer_call_duration_seconds", "operation" => "bench", "target" => "bench")
-            .record(started.elapsed().as_secs_f64());
-        let outcome = if result.is_ok() { "success" } else { "failure" };
-        metrics::counter!("peer_calls_total", "operation" => "bench", "target" => "bench", "outcome" => outcome)
-            .increment(1);
-        result.is_ok()
-    };
+    let peer_call = || peer_stack_call(&peer_breaker);
 
     let series = warm_rotating_rounds(rounds, OVERHEAD_VARIANTS.len(), |i| match i {
         0 => per_call!(rt, calls, ready()),
