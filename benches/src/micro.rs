@@ -52,6 +52,21 @@ pub struct Group {
 }
 
 impl Group {
+    /// The variants' `(name, description)`s with their per-call times, in order.
+    pub fn of(variants: &[(&'static str, &'static str)], series: Vec<Vec<f64>>) -> Self {
+        Self {
+            series: variants
+                .iter()
+                .zip(series)
+                .map(|(&(name, description), per_call)| Series {
+                    name,
+                    description,
+                    per_call,
+                })
+                .collect(),
+        }
+    }
+
     /// The series named `name`.
     ///
     /// # Panics
@@ -326,17 +341,7 @@ pub fn overhead(calls: usize, rounds: usize) -> Group {
         13 => per_call!(rt, calls, tower_call(&mut tower_stack)),
         _ => per_call!(rt, calls, tower_call(&mut tower_full_stack)),
     });
-    Group {
-        series: OVERHEAD_VARIANTS
-            .iter()
-            .zip(series)
-            .map(|((name, description), per_call)| Series {
-                name,
-                description,
-                per_call,
-            })
-            .collect(),
-    }
+    Group::of(&OVERHEAD_VARIANTS, series)
 }
 
 /// The blocking work offloaded: as little as possible, so the hop and the wrapper are
@@ -385,17 +390,7 @@ pub fn offload(calls: usize, rounds: usize) -> Group {
         1 => per_call!(rt, calls, offload.run(&policy, || Ok::<_, Infallible>(trivial()))),
         _ => per_call!(rt, calls, offload.run(&full, || Ok::<_, Infallible>(trivial()))),
     });
-    Group {
-        series: OFFLOAD_VARIANTS
-            .iter()
-            .zip(series)
-            .map(|((name, description), per_call)| Series {
-                name,
-                description,
-                per_call,
-            })
-            .collect(),
-    }
+    Group::of(&OFFLOAD_VARIANTS, series)
 }
 
 /// The bytes each file variant writes.
@@ -566,17 +561,7 @@ pub fn files(dir: &Path, calls: usize, rounds: usize) -> io::Result<Group> {
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(Group {
-        series: FILE_VARIANTS
-            .iter()
-            .zip(series)
-            .map(|((name, description), per_call)| Series {
-                name,
-                description,
-                per_call,
-            })
-            .collect(),
-    })
+    Ok(Group::of(&FILE_VARIANTS, series))
 }
 
 #[cfg(test)]
