@@ -11,12 +11,10 @@
 use std::{
     hint::black_box,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use criterion::Criterion;
-use stayfast_benches::micro::{PAYLOAD, one_hop, one_hop_same_guarantees, six_calls};
-use stayfast_core::{Policy, fs::AtomicFileWrite};
+use stayfast_benches::micro::{PAYLOAD, file_writer, one_hop, one_hop_same_guarantees, six_calls};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -25,15 +23,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("a tokio runtime");
     let data: std::sync::Arc<[u8]> = vec![b'x'; PAYLOAD].into();
-    let writer = {
-        let _guard = rt.enter();
-        AtomicFileWrite::new(
-            Policy::builder("fs.write")
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("a policy"),
-        )
-    };
+    let writer = file_writer(&rt);
     let mut places = vec![("disk", PathBuf::from("target/bench-files"))];
     if Path::new("/dev/shm").is_dir() {
         places.insert(

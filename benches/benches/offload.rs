@@ -28,10 +28,8 @@ use std::{
 use support::install_recorder;
 
 use criterion::Criterion;
-use stayfast_core::{
-    CircuitBreaker, Offload, OffloadConfig, Policy,
-    config::{BreakerConfig, RetryConfig},
-};
+use stayfast_benches::micro::{full_policy, offload_policy};
+use stayfast_core::{Offload, OffloadConfig, Policy};
 use tokio::runtime::Runtime;
 
 /// The blocking work: as little as possible, so the hop and the wrapper are measured.
@@ -51,20 +49,8 @@ fn offload(c: &mut Criterion) {
     let rt = runtime();
 
     let offload = Offload::new("bench", &OffloadConfig::default()).expect("build an offload");
-    let policy = Policy::builder("bench.offload")
-        .timeout(Duration::from_secs(1))
-        .idempotent(true)
-        .build()
-        .expect("build a policy");
-    let breaker = CircuitBreaker::new("bench", &BreakerConfig::default()).expect("build a breaker");
-    let full = Policy::builder("bench.offload_full")
-        .timeout(Duration::from_secs(1))
-        .deadline(Duration::from_secs(5))
-        .retry(&RetryConfig::default())
-        .idempotent(true)
-        .breaker(breaker)
-        .build()
-        .expect("build a policy");
+    let policy = offload_policy();
+    let full = full_policy("bench.offload_full", None, true);
 
     let mut group = c.benchmark_group("offload");
 

@@ -32,11 +32,8 @@ use std::{io, time::Duration};
 use support::install_recorder;
 
 use criterion::Criterion;
-use stayfast_benches::micro::{full_policy, peer_stack_call, ready};
-use stayfast_core::{
-    Bulkhead, CallMetrics, CircuitBreaker, Health, Metered, TimeoutExt,
-    config::{BreakerConfig, BulkheadConfig},
-};
+use stayfast_benches::micro::{Subjects, peer_stack_call, ready};
+use stayfast_core::{Health, Metered, TimeoutExt};
 use tokio::{runtime::Runtime, time::Instant};
 
 fn runtime() -> Runtime {
@@ -51,20 +48,7 @@ fn overhead(c: &mut Criterion) {
     let rt = runtime();
 
     // Everything below is built after the recorder is installed.
-    let metrics = CallMetrics::new("bench.metered", "bench");
-    let breaker = CircuitBreaker::new("bench", &BreakerConfig::default()).expect("build a breaker");
-    let bulkhead = Bulkhead::new("bench", &BulkheadConfig::default()).expect("build a bulkhead");
-    let policy = full_policy("bench.policy", None, true);
-    let policy_bulkhead = full_policy(
-        "bench.policy_bulkhead",
-        Some(Bulkhead::new("bench", &BulkheadConfig::default()).expect("build a bulkhead")),
-        true,
-    );
-    let floor_duration =
-        metrics::histogram!("floor_call_duration_seconds", "operation" => "bench", "target" => "bench");
-    let floor_calls = metrics::counter!(
-        "floor_calls_total", "operation" => "bench", "target" => "bench", "outcome" => "success"
-    );
+    let subjects = Subjects::new();
     let peer_breaker = failsafe::Config::new().build();
 
     let mut group = c.benchmark_group("overhead");
@@ -81,12 +65,13 @@ fn overhead(c: &mut Criterion) {
     });
 
     group.bench_function("stayfast_metered", |b| {
-        b.to_async(&rt).iter(|| Metered::new(ready(), metrics.clone()))
+        b.to_async(&rt)
+            .iter(|| Metered::new(ready(), subjects.metrics.clone()))
     });
 
     group.bench_function("stayfast_breaker", |b| {
         b.to_async(&rt).iter(|| async {
-            let permit = breaker.try_acquire().expect("the breaker is closed");
+            let permit = subjects.breaker.try_acquire().expect("the breaker is closed");
             let result = ready().await;
             permit.record(Health::Success);
             result
@@ -95,17 +80,17 @@ fn overhead(c: &mut Criterion) {
 
     group.bench_function("stayfast_bulkhead", |b| {
         b.to_async(&rt).iter(|| async {
-            let _slot = bulkhead.acquire().await.expect("a free slot");
+            let _slot = subjects.bulkhead.acquire().await.expect("a free slot");
             ready().await
         })
     });
 
     group.bench_function("stayfast_policy_full", |b| {
-        b.to_async(&rt).iter(|| policy.call(ready))
+        b.to_async(&rt).iter(|| subjects.policy.call(ready))
     });
 
     group.bench_function("stayfast_policy_full_bulkhead", |b| {
-        b.to_async(&rt).iter(|| policy_bulkhead.call(ready))
+        b.to_async(&rt).iter(|| subjects.policy_bulkhead.call(ready))
     });
 
     group.bench_function("stayfast_policy_full_info_subscriber", |b| {
@@ -114,22 +99,22 @@ fn overhead(c: &mut Criterion) {
             .with_writer(io::sink)
             .finish();
         let _on_this_thread = tracing::subscriber::set_default(info);
-        b.to_async(&rt).iter(|| policy.call(ready))
+        b.to_async(&rt).iter(|| subjects.policy.call(ready))
     });
 
     group.bench_function("stayfast_policy_full_traced", |b| {
         use tracing_subscriber::layer::SubscriberExt as _;
         let everything = tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::DEBUG);
         let _on_this_thread = tracing::subscriber::set_default(everything);
-        b.to_async(&rt).iter(|| policy.call(ready))
+        b.to_async(&rt).iter(|| subjects.policy.call(ready))
     });
 
     group.bench_function("floor", |b| {
         b.to_async(&rt).iter(|| async {
             let started = Instant::now();
             let result = ready().await;
-            floor_duration.record(started.elapsed().as_secs_f64());
-            floor_calls.increment(1);
+            subjects.floor_duration.record(started.elapsed().as_secs_f64());
+            subjects.floor_calls.increment(1);
             result
         })
     });

@@ -20,7 +20,7 @@ mod support;
 use std::{hint::black_box, io, time::Duration};
 
 use criterion::Criterion;
-use stayfast_benches::micro::{Attempts, full_policy};
+use stayfast_benches::micro::{full_policy, tower_full_stack, tower_stack};
 use stayfast_core::tower::PolicyLayer;
 use support::install_recorder;
 use tokio::runtime::Runtime;
@@ -47,11 +47,7 @@ fn tower_overhead(c: &mut Criterion) {
     let policy = full_policy("bench.tower", None, true);
     let mut bare = service_fn(answer);
     let mut layered = PolicyLayer::new(full_policy("bench.tower", None, true)).layer(service_fn(answer));
-    let mut tower_stack = ServiceBuilder::new()
-        .concurrency_limit(1024)
-        .retry(Attempts(1))
-        .timeout(Duration::from_secs(1))
-        .service(service_fn(answer));
+    let mut tower_stack = tower_stack(service_fn(answer));
     let breaker = CircuitBreakerLayer::builder()
         .build()
         .expect("build tower-resilience's breaker");
@@ -60,15 +56,7 @@ fn tower_overhead(c: &mut Criterion) {
         .timeout(Duration::from_secs(1))
         .service(service_fn(answer));
 
-    let breaker = CircuitBreakerLayer::builder()
-        .build()
-        .expect("build tower-resilience's breaker");
-    let mut full_stack = ServiceBuilder::new()
-        .concurrency_limit(1024)
-        .retry(Attempts(1))
-        .layer(breaker)
-        .timeout(Duration::from_secs(1))
-        .service(service_fn(answer));
+    let mut full_stack = tower_full_stack(service_fn(answer));
 
     let mut group = c.benchmark_group("tower");
     group.bench_function("bare_service", |b| {

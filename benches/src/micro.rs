@@ -30,7 +30,7 @@ use stayfast_core::{
     fs::AtomicFileWrite,
     tower::PolicyLayer,
 };
-use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, limit::ConcurrencyLimit, retry::Retry, service_fn};
 use tower_resilience::circuitbreaker::CircuitBreakerLayer;
 
 /// A variant's per-call time (seconds), one figure per round.
@@ -191,6 +191,117 @@ pub fn full_policy(operation: &str, bulkhead: Option<Bulkhead>, metrics: bool) -
     builder.build().expect("build a policy")
 }
 
+/// The stayfast wrappers the overhead variants time, built once, after the recorder is
+/// installed (so their metric handles are the recorder's): one definition for the report
+/// and the `overhead` criterion bench, so both time the same things.
+pub struct Subjects {
+    /// `Metered`'s handles.
+    pub metrics: CallMetrics,
+    /// A closed breaker.
+    pub breaker: CircuitBreaker,
+    /// A bulkhead with room.
+    pub bulkhead: Bulkhead,
+    /// [`full_policy`] with metrics.
+    pub policy: Policy,
+    /// The same with a bulkhead.
+    pub policy_bulkhead: Policy,
+    /// The floor's duration histogram.
+    pub floor_duration: metrics::Histogram,
+    /// The floor's call counter.
+    pub floor_calls: metrics::Counter,
+}
+
+impl Subjects {
+    /// Builds them; install the recorder first.
+    pub fn new() -> Self {
+        let bulkhead = || Bulkhead::new("bench", &BulkheadConfig::default()).expect("build a bulkhead");
+        Self {
+            metrics: CallMetrics::new("bench.metered", "bench"),
+            breaker: CircuitBreaker::new("bench", &BreakerConfig::default()).expect("build a breaker"),
+            bulkhead: bulkhead(),
+            policy: full_policy("bench.policy", None, true),
+            policy_bulkhead: full_policy("bench.policy_bulkhead", Some(bulkhead()), true),
+            floor_duration: metrics::histogram!(
+                "floor_call_duration_seconds", "operation" => "bench", "target" => "bench"
+            ),
+            floor_calls: metrics::counter!(
+                "floor_calls_total", "operation" => "bench", "target" => "bench", "outcome" => "success"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Debug for Subjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subjects")
+            .field("policy", &self.policy)
+            .field("policy_bulkhead", &self.policy_bulkhead)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Tower's timeout + retry (3 attempts) + concurrency limit around `service`: the
+/// stack `Policy` with metrics off is held against.
+pub fn tower_stack<S>(service: S) -> ConcurrencyLimit<Retry<Attempts, tower::timeout::Timeout<S>>> {
+    ServiceBuilder::new()
+        .concurrency_limit(1024)
+        .retry(Attempts(1))
+        .timeout(Duration::from_secs(1))
+        .service(service)
+}
+
+/// The same with tower-resilience's breaker (defaults) between the retry and the
+/// timeout: the closest tower stack to the full `Policy`.
+pub fn tower_full_stack<S>(
+    service: S,
+) -> ConcurrencyLimit<
+    Retry<
+        Attempts,
+        tower_resilience::circuitbreaker::CircuitBreaker<
+            tower::timeout::Timeout<S>,
+            tower_resilience::circuitbreaker::DefaultClassifier,
+        >,
+    >,
+> {
+    let breaker = CircuitBreakerLayer::builder()
+        .build()
+        .expect("build tower-resilience's breaker");
+    ServiceBuilder::new()
+        .concurrency_limit(1024)
+        .retry(Attempts(1))
+        .layer(breaker)
+        .timeout(Duration::from_secs(1))
+        .service(service)
+}
+
+/// The policy the offload variants run a trivial closure under: a 1 s timeout,
+/// idempotent.
+pub fn offload_policy() -> Policy {
+    Policy::builder("bench.offload")
+        .timeout(Duration::from_secs(1))
+        .idempotent(true)
+        .build()
+        .expect("build a policy")
+}
+
+/// The durable-write wrapper the file variants use (a 30 s bound per write), its
+/// blocking work on `rt`.
+pub fn file_writer(rt: &tokio::runtime::Runtime) -> AtomicFileWrite {
+    let _guard = rt.enter();
+    AtomicFileWrite::new(
+        Policy::builder("fs.write")
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a policy"),
+    )
+}
+
 /// Retries an error up to 3 attempts in all, like the stayfast policy's default.
 #[derive(Clone, Debug)]
 pub struct Attempts(pub u32);
@@ -277,36 +388,13 @@ pub fn overhead(calls: usize, rounds: usize) -> Group {
         .enable_time()
         .build()
         .expect("build a current-thread runtime");
-    let metrics = CallMetrics::new("bench.metered", "bench");
-    let breaker = CircuitBreaker::new("bench", &BreakerConfig::default()).expect("build a breaker");
-    let bulkhead = Bulkhead::new("bench", &BulkheadConfig::default()).expect("build a bulkhead");
-    let policy = full_policy("bench.policy", None, true);
-    let policy_bulkhead = full_policy(
-        "bench.policy_bulkhead",
-        Some(Bulkhead::new("bench", &BulkheadConfig::default()).expect("build a bulkhead")),
-        true,
-    );
+    let subjects = Subjects::new();
     let quiet = full_policy("bench.quiet", None, false);
-    let floor_duration =
-        metrics::histogram!("floor_call_duration_seconds", "operation" => "bench", "target" => "bench");
-    let floor_calls = metrics::counter!("floor_calls_total", "operation" => "bench", "target" => "bench", "outcome" => "success");
     let peer_breaker = failsafe::Config::new().build();
     let mut bare_service = service_fn(answer);
     let mut layered = PolicyLayer::new(full_policy("bench.layer", None, false)).layer(service_fn(answer));
-    let mut tower_stack = ServiceBuilder::new()
-        .concurrency_limit(1024)
-        .retry(Attempts(1))
-        .timeout(Duration::from_secs(1))
-        .service(service_fn(answer));
-    let resilience_breaker = CircuitBreakerLayer::builder()
-        .build()
-        .expect("build tower-resilience's breaker");
-    let mut tower_full_stack = ServiceBuilder::new()
-        .concurrency_limit(1024)
-        .retry(Attempts(1))
-        .layer(resilience_breaker)
-        .timeout(Duration::from_secs(1))
-        .service(service_fn(answer));
+    let mut tower_stack = tower_stack(service_fn(answer));
+    let mut tower_full_stack = tower_full_stack(service_fn(answer));
 
     let peer_call = || peer_stack_call(&peer_breaker);
 
@@ -314,26 +402,26 @@ pub fn overhead(calls: usize, rounds: usize) -> Group {
         0 => per_call!(rt, calls, ready()),
         1 => per_call!(rt, calls, tokio::time::timeout(Duration::from_secs(1), ready())),
         2 => per_call!(rt, calls, ready().timeout(Duration::from_secs(1))),
-        3 => per_call!(rt, calls, Metered::new(ready(), metrics.clone())),
+        3 => per_call!(rt, calls, Metered::new(ready(), subjects.metrics.clone())),
         4 => per_call!(rt, calls, async {
-            let permit = breaker.try_acquire().expect("the breaker is closed");
+            let permit = subjects.breaker.try_acquire().expect("the breaker is closed");
             let result = ready().await;
             permit.record(Health::Success);
             result
         }),
         5 => per_call!(rt, calls, async {
-            let _slot = bulkhead.acquire().await.expect("a free slot");
+            let _slot = subjects.bulkhead.acquire().await.expect("a free slot");
             ready().await
         }),
         6 => per_call!(rt, calls, async {
             let started = tokio::time::Instant::now();
             let result = ready().await;
-            floor_duration.record(started.elapsed().as_secs_f64());
-            floor_calls.increment(1);
+            subjects.floor_duration.record(started.elapsed().as_secs_f64());
+            subjects.floor_calls.increment(1);
             result
         }),
-        7 => per_call!(rt, calls, policy.call(ready)),
-        8 => per_call!(rt, calls, policy_bulkhead.call(ready)),
+        7 => per_call!(rt, calls, subjects.policy.call(ready)),
+        8 => per_call!(rt, calls, subjects.policy_bulkhead.call(ready)),
         9 => per_call!(rt, calls, peer_call()),
         10 => per_call!(rt, calls, tower_call(&mut bare_service)),
         11 => per_call!(rt, calls, quiet.call(|| answer(black_box(7)))),
@@ -375,11 +463,7 @@ pub fn offload(calls: usize, rounds: usize) -> Group {
         .build()
         .expect("build a current-thread runtime");
     let offload = Offload::new("bench", &OffloadConfig::default()).expect("build an offload");
-    let policy = Policy::builder("bench.offload")
-        .timeout(Duration::from_secs(1))
-        .idempotent(true)
-        .build()
-        .expect("build a policy");
+    let policy = offload_policy();
     let full = full_policy("bench.offload_full", None, true);
     let series = warm_rotating_rounds(rounds, OFFLOAD_VARIANTS.len(), |i| match i {
         0 => per_call!(
@@ -509,15 +593,7 @@ pub fn files(dir: &Path, calls: usize, rounds: usize) -> io::Result<Group> {
         .build()
         .expect("a tokio runtime");
     let data: Arc<[u8]> = vec![b'x'; PAYLOAD].into();
-    let writer = {
-        let _guard = rt.enter();
-        AtomicFileWrite::new(
-            Policy::builder("fs.write")
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("a policy"),
-        )
-    };
+    let writer = file_writer(&rt);
     std::fs::create_dir_all(dir)?;
     let target = dir.join("state.bin");
     let mut failure: Option<io::Error> = None;
