@@ -21,6 +21,11 @@ impl TranscriptStore {
     /// it, or issued from a read made before it — is refused by Redis. A session
     /// written again after the delete is a new incarnation, cached as usual.
     ///
+    /// With `order = "redis"` it removes this replica's journal, its pending records and
+    /// the session's order in Redis; it waits for a replay of the session's pending
+    /// records already under way, and appends of the session wait for it, so neither
+    /// brings the deleted session back. Other replicas' journals are theirs to delete.
+    ///
     /// # Errors
     ///
     /// [`StoreError::File`] when the file could not be removed; [`StoreError::Redis`]

@@ -297,11 +297,21 @@ impl Inner {
         session: &'a Session,
         operation: &'static str,
     ) -> Result<tokio::sync::MutexGuard<'a, Writer>, StoreError> {
+        self.lock_within(&session.writer, operation).await
+    }
+
+    /// `lock`, waited for no longer than the write deadline (then a timeout of
+    /// `operation`).
+    pub(crate) async fn lock_within<'a, T>(
+        &self,
+        lock: &'a tokio::sync::Mutex<T>,
+        operation: &'static str,
+    ) -> Result<tokio::sync::MutexGuard<'a, T>, StoreError> {
         // Free (the common case: one append of a session at a time): no timer to arm.
-        if let Ok(writer) = session.writer.try_lock() {
-            return Ok(writer);
+        if let Ok(guard) = lock.try_lock() {
+            return Ok(guard);
         }
-        tokio::time::timeout(self.write_timeout, session.writer.lock())
+        tokio::time::timeout(self.write_timeout, lock.lock())
             .await
             .map_err(|_| {
                 StoreError::File(Error::Timeout {

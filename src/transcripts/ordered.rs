@@ -369,6 +369,12 @@ impl Inner {
         // NOTE: only this (single) replay task takes records off a session's queue, and
         // an append queues behind a non-empty one instead of asking Redis: so the
         // session's records reach Redis in journal order.
+        let session = self.sessions.get(key);
+        // A delete of the session waits for this batch, and one that came first leaves
+        // no queue to take it from: else a batch whose script ran after the delete's DEL
+        // would store the deleted session in Redis again, and its confirmation would
+        // re-create the deleted journal.
+        let _replaying = session.replay.lock().await;
         let batch: Vec<Unsequenced> = {
             let pending = order.pending();
             let Some(queue) = pending.get(key) else {
@@ -572,12 +578,14 @@ impl TranscriptStore {
         let inner = &*self.inner;
         let order = inner.order()?;
         let session = inner.sessions.get(&key);
-        let writer = inner.lock_writer(&session, "transcripts.delete").await?;
+        // Appends of the session wait until the delete is whole, Redis included: one that
+        // got in before the DEL would lose its record to it.
+        let _writer = inner.lock_writer(&session, "transcripts.delete").await?;
+        let _replaying = inner.lock_within(&session.replay, "transcripts.delete").await?;
         let removed = inner.appender.remove(key.file(&inner.dir)).await;
         if let Some(queue) = order.pending().remove(&key) {
             order.metrics.pending.decrement(queue.len() as f64);
         }
-        drop(writer);
         let existed = removed?;
         let _: i64 = order
             .redis

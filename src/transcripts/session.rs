@@ -153,6 +153,10 @@ pub(crate) struct Session {
     known_first: Mutex<Option<End>>,
     /// Filled under the writer lock, so in seq order.
     pub(crate) pushes: Arc<PushQueue>,
+    /// Held by the `order = "redis"` replay while it gives a batch of this session's
+    /// pending records their seqs, and by a delete of the session (after the writer):
+    /// a delete waits for the batch in flight rather than racing it.
+    pub(crate) replay: tokio::sync::Mutex<()>,
     last_used: AtomicU64,
 }
 
@@ -163,6 +167,7 @@ impl Session {
             known_end: Mutex::new(None),
             known_first: Mutex::new(None),
             pushes: Arc::default(),
+            replay: tokio::sync::Mutex::new(()),
             last_used: AtomicU64::new(0),
         }
     }

@@ -131,6 +131,46 @@ async fn two_replicas_on_separate_directories_share_one_gap_free_order() {
     assert_eq!(redis_seq(&fresh), 1);
 }
 
+/// A session deleted while the replay gives its pending records their seqs stays
+/// deleted: the delete waits for the batch in flight, whose confirmation would otherwise
+/// journal into a re-created file after the delete removed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_deleted_while_its_records_replay_stays_deleted() {
+    let server = RedisServer::start().await.unwrap();
+    let dir = TempDir::new("tx-order-delete");
+    // A journal with a record that never got its seq, as a crash or an outage leaves it.
+    std::fs::create_dir_all(dir.tx()).unwrap();
+    let journal = file_of(&dir.tx(), "s");
+    std::fs::write(
+        &journal,
+        "{\"kind\":\"message\",\"id\":\"m0\",\"role\":\"user\",\"content\":\"hi\",\"at\":\"2026-12-07T00:00:00Z\"}\n",
+    )
+    .unwrap();
+    let mut config = stayfast::redis::RedisConfig::default();
+    config.url = server.url();
+    // Room for the pause below: the replay's script must get its answer, not time out.
+    config.command_timeout = Duration::from_secs(3);
+    let redis = Redis::connect(&config).await.unwrap();
+    server.pause().unwrap(); // SIGSTOP: the replay's script waits in the socket
+    let store = open(&dir.tx(), Some(redis), |c| c.order = Order::Redis).await.0;
+    assert_eq!(store.pending(), 1);
+    sleep(Duration::from_millis(200)).await; // the replay has sent its script
+    let (deleted, ()) = tokio::join!(store.delete_session("s"), async {
+        sleep(Duration::from_millis(300)).await;
+        server.resume().unwrap();
+    });
+    assert!(deleted.unwrap(), "the journal existed");
+    until_replayed(&store).await;
+    sleep(Duration::from_millis(200)).await; // a late confirmation would be journaled by now
+    assert!(
+        !journal.exists(),
+        "the deleted journal came back: {:?}",
+        std::fs::read_to_string(&journal)
+    );
+    let h = store.history("s", 10).await.unwrap();
+    assert_eq!((h.source, h.records.len()), (HistorySource::None, 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_appends_are_pending_then_replayed_once_in_journal_order() {
     let mut server = persistent_server().await;
