@@ -123,10 +123,8 @@ impl Backstop {
     ) -> Backstopped<'_, F> {
         Backstopped {
             inner: Some(future),
-            shared: &self.shared,
-            deadline,
-            after,
-            slot: None,
+            backstop: self,
+            guard: Guard::new(deadline, after),
         }
     }
 }
@@ -176,11 +174,8 @@ async fn sweep(shared: Arc<Shared>) {
 pub(crate) struct Backstopped<'a, F> {
     #[pin]
     inner: Option<F>,
-    shared: &'a Shared,
-    deadline: Instant,
-    after: Duration,
-    /// Where the call is registered: its shard and its key there.
-    slot: Option<(usize, usize)>,
+    backstop: &'a Backstop,
+    guard: Guard,
 }
 
 impl<F: Future> Future for Backstopped<'_, F> {
@@ -191,35 +186,92 @@ impl<F: Future> Future for Backstopped<'_, F> {
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             panic!("`Backstopped` polled after completion");
         };
-        if let Poll::Ready(output) = inner.poll(cx) {
-            this.inner.set(None);
-            unregister(this.shared, this.slot);
+        let result = std::task::ready!(this.guard.poll(this.backstop, inner, cx));
+        this.inner.set(None); // a late one's inner future dropped before it reports
+        Poll::Ready(result)
+    }
+}
+
+#[pinned_drop]
+impl<F> PinnedDrop for Backstopped<'_, F> {
+    fn drop(self: Pin<&mut Self>) {
+        let this = self.project();
+        this.guard.release(this.backstop);
+    }
+}
+
+impl<F> fmt::Debug for Backstopped<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backstopped")
+            .field("guard", &self.guard)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A call's entry in a backstop's registry, kept apart from the future it bounds: for
+/// a future that reaches the backstop through what it owns (a policy call holds its
+/// policy, and so the backstop) and hands it to each [`poll`](Guard::poll) — a borrow
+/// kept in the future itself would make it refer to itself. Its owner must
+/// [`release`](Guard::release) it before dropping it: a guard dropped registered leaves
+/// its entry to the sweeper, which would wake the call's task after its deadline for
+/// nothing (debug builds panic).
+#[derive(Debug)]
+pub(crate) struct Guard {
+    deadline: Instant,
+    after: Duration,
+    /// Where the call is registered: its shard and its key there.
+    slot: Option<(usize, usize)>,
+}
+
+impl Guard {
+    /// A guard for a call to end by `deadline`, reporting `after` as its bound.
+    #[inline]
+    pub(crate) fn new(deadline: Instant, after: Duration) -> Self {
+        Self {
+            deadline,
+            after,
+            slot: None,
+        }
+    }
+
+    /// Polls `future` under the guard: its output, or [`Elapsed`] once the deadline has
+    /// passed (the caller then drops `future` before it reports). The call registers
+    /// with `backstop` at its first `Pending` and leaves it when it ends.
+    #[inline]
+    pub(crate) fn poll<F: Future>(
+        &mut self,
+        backstop: &Backstop,
+        future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<F::Output, Elapsed>> {
+        let shared = &*backstop.shared;
+        if let Poll::Ready(output) = future.poll(cx) {
+            unregister(shared, &mut self.slot);
             return Poll::Ready(Ok(output));
         }
-        match *this.slot {
+        match self.slot {
             None => {
                 let shard = this_threads_shard();
-                let mut registry = lock(&this.shared.shards[shard]);
+                let mut registry = lock(&shared.shards[shard]);
                 let key = registry.insert(Waiting {
-                    deadline: *this.deadline,
+                    deadline: self.deadline,
                     waker: cx.waker().clone(),
                 });
                 let first = registry.len == 1;
                 drop(registry);
-                *this.slot = Some((shard, key));
+                self.slot = Some((shard, key));
                 if first {
-                    this.shared.work.notify_one();
+                    shared.work.notify_one();
                 }
             }
             // A later poll (rare: a reply normally makes the inner future ready): woken
             // by the sweeper, spuriously, or by a task whose waker changed.
             Some((shard, key)) => {
-                if Instant::now() >= *this.deadline {
-                    this.inner.set(None); // drop the inner future before reporting
-                    unregister(this.shared, this.slot);
-                    return Poll::Ready(Err(Elapsed::new(Name::new_static("future"), *this.after)));
+                if Instant::now() >= self.deadline {
+                    unregister(shared, &mut self.slot);
+                    return Poll::Ready(Err(Elapsed::new(Name::new_static("future"), self.after)));
                 }
-                if let Some(Some(waiting)) = lock(&this.shared.shards[shard]).slots.get_mut(key)
+                if let Some(Some(waiting)) = lock(&shared.shards[shard]).slots.get_mut(key)
                     && !waiting.waker.will_wake(cx.waker())
                 {
                     waiting.waker = cx.waker().clone();
@@ -228,29 +280,26 @@ impl<F: Future> Future for Backstopped<'_, F> {
         }
         Poll::Pending
     }
+
+    /// Leaves `backstop`'s registry, if the call is in it.
+    #[inline]
+    pub(crate) fn release(&mut self, backstop: &Backstop) {
+        unregister(&backstop.shared, &mut self.slot);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        debug_assert!(
+            self.slot.is_none() || std::thread::panicking(),
+            "a backstop guard dropped while registered"
+        );
+    }
 }
 
 fn unregister(shared: &Shared, slot: &mut Option<(usize, usize)>) {
     if let Some((shard, key)) = slot.take() {
         lock(&shared.shards[shard]).remove(key);
-    }
-}
-
-#[pinned_drop]
-impl<F> PinnedDrop for Backstopped<'_, F> {
-    fn drop(self: Pin<&mut Self>) {
-        let this = self.project();
-        unregister(this.shared, this.slot);
-    }
-}
-
-impl<F> fmt::Debug for Backstopped<'_, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Backstopped")
-            .field("deadline", &self.deadline)
-            .field("after", &self.after)
-            .field("registered", &self.slot.is_some())
-            .finish_non_exhaustive()
     }
 }
 
