@@ -377,6 +377,18 @@ impl FileOps for Faulty {
 
 #[tokio::test]
 async fn a_short_write_or_failed_fsync_is_rolled_back_and_not_retried() {
+    short_write_or_failed_fsync_rolled_back().await;
+}
+
+/// The same on a multi-thread runtime, where the append's write and its fsync are two
+/// jobs of the appenders' own threads: a failed fsync in the second still rolls back the
+/// first's write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_in_its_own_stage_is_rolled_back_and_not_retried() {
+    short_write_or_failed_fsync_rolled_back().await;
+}
+
+async fn short_write_or_failed_fsync_rolled_back() {
     let dir = Dir::new("faulty");
     let path = dir.path("t.jsonl");
     write_log(&path, 2).await;

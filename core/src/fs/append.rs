@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     FileOps, FsError, RealFs, Step, flock,
-    io::{DEFAULT_FILE_MODE, lock_path, run_blocking, split, sync_dir},
+    io::{DEFAULT_FILE_MODE, Stage, lock_path, run_blocking, run_staged, split, sync_dir},
     locks,
     pending::PendingSyncs,
     since::{Decided, Known, LogMark, Since, read_since},
@@ -97,8 +97,17 @@ pub struct Appended {
 /// once. The record is then flushed per the [`FsyncPolicy`] (default `Always`), and the
 /// result says which [`Durability`] was reached. A record may not contain a newline.
 ///
-/// Runs in one blocking task per append, through a [`Policy`] (deadline, breaker,
-/// metrics); build it *not* idempotent — a timed-out append is `OutcomeUnknown`.
+/// Runs through a [`Policy`] (deadline, breaker, metrics); build it *not* idempotent —
+/// a timed-out append is `OutcomeUnknown`. On a multi-thread runtime an append to a
+/// file with no other operation in progress runs on a few threads the appenders share,
+/// as two jobs: its write, then its fsync, queued behind the writes already waiting —
+/// appends to many files then share threads and wake-ups instead of taking one
+/// blocking-pool thread each, and their fsyncs find the metadata the earlier ones
+/// flushed. The file's locks are held from the write to the end of the fsync, and the
+/// append is acknowledged only after its own file's fsync returned. A thread stuck in a
+/// hung file gets a new one in its place: a hung file delays only its own appends.
+/// Otherwise (another operation on the file in progress, a current-thread runtime) an
+/// append is one blocking-pool task.
 ///
 /// After a complete append the file's handle is kept open for its next append (up to
 /// 256 files per process; past that a file is opened per append), which then checks,
@@ -276,9 +285,11 @@ impl DurableAppend {
             .call_with(|attempt| {
                 let (inner, path, line) = (Arc::clone(&inner), path.clone(), Arc::clone(&line));
                 let ops = Arc::clone(&inner.ops);
-                run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
+                run_staged(ops, path, attempt.remaining(), move |ops, path, deadline| {
                     let fixed = |_: Since<'_>| (Some(Ok(line.to_vec())), ());
-                    inner.append_blocking(ops, path, deadline, &Known::Ignored, &fixed)
+                    Ok(inner
+                        .write_blocking(ops, path, deadline, &Known::Ignored, &fixed)?
+                        .then_sync(&inner))
                 })
             })
             .await?;
@@ -469,19 +480,58 @@ impl DurableAppend {
     }
 }
 
+/// Where a blocking append stands after its write.
+pub(super) enum Staged<T> {
+    /// Finished: nothing written, or written and not to be fsynced now.
+    Done(Decided<T>),
+    /// Written; its fsync is still to run ([`Inner::sync_blocking`]).
+    Sync(Unsynced<T>),
+}
+
+impl<T: Send + 'static> Staged<T> {
+    /// As a [`Stage`]: the fsync, if any, as the second one.
+    pub(super) fn then_sync(self, inner: &Arc<Inner>) -> Stage<Decided<T>> {
+        match self {
+            Staged::Done(decided) => Stage::Done(decided),
+            Staged::Sync(unsynced) => {
+                let inner = Arc::clone(inner);
+                Stage::Then(Box::new(move |ops, path| {
+                    inner.sync_blocking(ops, path, unsynced)
+                }))
+            }
+        }
+    }
+}
+
+/// An append written and not yet fsynced, holding the file's locks: the process-wide
+/// one (`serialised`) and the cross-process one (handed on with `file`).
+pub(super) struct Unsynced<T> {
+    serialised: locks::FileGuard,
+    file: Arc<std::fs::File>,
+    meta: std::fs::Metadata,
+    /// The file's length before the record (where a failed fsync cuts it back to).
+    before: u64,
+    /// The record's bytes, its newline included.
+    written: u64,
+    torn_cut: u64,
+    value: T,
+}
+
 /// A decision as the blocking append takes it: the line to write (its newline
 /// included; `Err` when the record held a newline of its own), and the caller's value.
 pub(super) type Decide<'d, T> = dyn Fn(Since<'_>) -> (Option<Result<Vec<u8>, Vec<u8>>>, T) + 'd;
 
 impl Inner {
-    pub(super) fn append_blocking<T>(
+    /// The append up to its fsync: decided and written under the file's locks, which
+    /// an [`Unsynced`] result still holds for [`sync_blocking`](Self::sync_blocking).
+    pub(super) fn write_blocking<T>(
         &self,
         ops: &dyn FileOps,
         path: &Path,
         deadline: Option<std::time::Instant>,
         known: &Known,
         decide: &Decide<'_, T>,
-    ) -> Result<Decided<T>, FsError> {
+    ) -> Result<Staged<T>, FsError> {
         let (dir, name) = split(path)?;
         // NOTE: the process-wide lock first, then the cross-process one (see `flock`).
         let serialised = locks::lock_file(ops, dir, name, deadline)?;
@@ -552,11 +602,11 @@ impl Inner {
         let line = match line {
             None => {
                 serialised.keep_handle(Arc::clone(&locked.file));
-                return Ok(Decided {
+                return Ok(Staged::Done(Decided {
                     value,
                     appended: None,
                     mark: mark(before),
-                });
+                }));
             }
             Some(Ok(line)) => line,
             Some(Err(_)) => {
@@ -579,22 +629,66 @@ impl Inner {
             rollback(ops, file, path, before, &e)?;
             return Err(FsError::new(path, Step::Write, e));
         }
-        let durability = if self.due_for_sync(path) {
-            if let Err(e) = ops.sync(file, path) {
-                // Never retried (a retried fsync may falsely succeed); the record was not
-                // acknowledged, so take it back out.
-                rollback(ops, file, path, before, &e)?;
-                return Err(FsError::new(path, Step::SyncFile, e));
-            }
-            self.synced(path);
-            if self.fsync != FsyncPolicy::Always {
-                // Under `Always` no record is ever left pending: skip the set's lock.
-                self.pending.remove(path);
-            }
-            Durability::Synced
-        } else {
-            Durability::Written
-        };
+        let written = line.len() as u64;
+        if !self.due_for_sync(path) {
+            // Only after a complete append: after a failure the handle is closed, and
+            // the next append opens the file afresh.
+            serialised.keep_handle(Arc::clone(&locked.file));
+            return Ok(Staged::Done(Decided {
+                value,
+                appended: Some(Appended {
+                    offset: before,
+                    len: written,
+                    durability: Durability::Written,
+                    torn_cut: len - before,
+                }),
+                mark: mark(before + written),
+            }));
+        }
+        let (file, meta) = locked.hand_on();
+        Ok(Staged::Sync(Unsynced {
+            serialised,
+            file,
+            meta,
+            before,
+            written,
+            torn_cut: len - before,
+            value,
+        }))
+    }
+
+    /// The fsync of an append [`write_blocking`](Self::write_blocking) wrote, under the
+    /// locks it still holds; then they are released.
+    pub(super) fn sync_blocking<T>(
+        &self,
+        ops: &dyn FileOps,
+        path: &Path,
+        unsynced: Unsynced<T>,
+    ) -> Result<Decided<T>, FsError> {
+        let Unsynced {
+            serialised,
+            file,
+            meta,
+            before,
+            written,
+            torn_cut,
+            value,
+        } = unsynced;
+        // NOTE: declared after `serialised`, so dropped (released) before it, as in
+        // `write_blocking`: the cross-process lock first, then the process-wide one.
+        let locked = flock::Locked::resume(ops, path, file, meta);
+        let file = &locked.file;
+        if let Err(e) = ops.sync(file, path) {
+            // Never retried (a retried fsync may falsely succeed); the record was not
+            // acknowledged, so take it back out.
+            rollback(ops, file, path, before, &e)?;
+            return Err(FsError::new(path, Step::SyncFile, e));
+        }
+        self.synced(path);
+        if self.fsync != FsyncPolicy::Always {
+            // Under `Always` no record is ever left pending: skip the set's lock.
+            self.pending.remove(path);
+        }
         // Only after a complete append: after a failure the handle is closed, and the
         // next append opens the file afresh.
         serialised.keep_handle(Arc::clone(&locked.file));
@@ -602,11 +696,11 @@ impl Inner {
             value,
             appended: Some(Appended {
                 offset: before,
-                len: line.len() as u64,
-                durability,
-                torn_cut: len - before,
+                len: written,
+                durability: Durability::Synced,
+                torn_cut,
             }),
-            mark: mark(before + line.len() as u64),
+            mark: LogMark::of(&locked.meta, before + written),
         })
     }
 

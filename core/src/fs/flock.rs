@@ -30,12 +30,37 @@ pub(crate) struct Locked<'a> {
     pub(crate) file: Arc<File>,
     /// The file's metadata, read once the lock was held.
     pub(crate) meta: Metadata,
+    /// Released on drop (not when handed on with [`hand_on`](Self::hand_on)).
+    release: bool,
 }
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        // Closing the file (right after) releases it anyway.
-        let _ = self.ops.unlock(&self.file, self.path);
+        if self.release {
+            // Closing the file (right after) releases it anyway.
+            let _ = self.ops.unlock(&self.file, self.path);
+        }
+    }
+}
+
+impl<'a> Locked<'a> {
+    /// Hands the still-held lock on, as the file and its metadata, to a later stage of
+    /// the same operation, which takes it back with [`resume`](Self::resume) (or
+    /// releases it by closing the file).
+    pub(crate) fn hand_on(mut self) -> (Arc<File>, Metadata) {
+        self.release = false;
+        (Arc::clone(&self.file), self.meta.clone())
+    }
+
+    /// The lock [`hand_on`](Self::hand_on) handed on, released on drop again.
+    pub(crate) fn resume(ops: &'a dyn FileOps, path: &'a Path, file: Arc<File>, meta: Metadata) -> Self {
+        Self {
+            ops,
+            path,
+            file,
+            meta,
+            release: true,
+        }
     }
 }
 
@@ -102,6 +127,7 @@ fn still_at<'a>(
         path,
         file,
         meta,
+        release: true,
     };
     Ok(is_at(ops, &locked.meta, path)?.then_some(locked))
 }

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{FileOps, FsError, Step, locks};
+use super::{FileOps, FsError, Step, locks, writers};
 
 /// Mode of files this crate creates: owner read/write only.
 ///
@@ -48,6 +48,85 @@ pub(crate) fn run_blocking<T: Send + 'static>(
             ))
         })
     }
+}
+
+/// What the first stage of a [`run_staged`] operation left: its result, or a second
+/// stage to run after it.
+pub(crate) enum Stage<T> {
+    /// Finished.
+    Done(T),
+    /// To be finished by this, still in the operation's turn.
+    Then(SecondStage<T>),
+}
+
+/// The second stage of a [`run_staged`] operation.
+pub(crate) type SecondStage<T> = Box<dyn FnOnce(&dyn FileOps, &Path) -> Result<T, FsError> + Send>;
+
+/// As [`run_blocking`], in two stages: on a multi-thread runtime, when no earlier
+/// operation on `path` is unfinished (the common case), both run on the [`writers`] pool, the second queued
+/// behind the jobs queued meanwhile (an append's fsync behind other files' writes, so
+/// they share a journal commit); otherwise both run in one blocking task that waits for
+/// its turn, as any operation. The turn is held from the first stage to the end of the
+/// second. An operation whose deadline passed before it started is not run.
+pub(crate) fn run_staged<T: Send + 'static>(
+    ops: Arc<dyn FileOps>,
+    path: PathBuf,
+    budget: Option<Duration>,
+    first: impl FnOnce(&dyn FileOps, &Path, Option<Instant>) -> Result<Stage<T>, FsError> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, FsError>> + Send + 'static {
+    // NOTE: on a multi-thread runtime only. A current-thread runtime is the one whose
+    // clock a test may pause, and a paused clock advances whenever the runtime looks idle:
+    // tokio holds it still while a `spawn_blocking` task runs, but cannot see the pool's
+    // threads, so a policy's timeout would fire at once.
+    let pooled = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let Some(turn) = pooled.then(|| locks::turn_if_idle(&path, budget)).flatten() else {
+        let task = run_blocking(ops, path, budget, move |ops, path, deadline| {
+            match first(ops, path, deadline)? {
+                Stage::Done(value) => Ok(value),
+                Stage::Then(second) => second(ops, path),
+            }
+        });
+        return futures_util::future::Either::Left(task);
+    };
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    writers::push(Box::new(move || {
+        let deadline = turn.deadline();
+        let result = if deadline.is_some_and(|d| Instant::now() >= d) {
+            let e = io::Error::new(
+                io::ErrorKind::TimedOut,
+                "deadline passed waiting for a thread; not started",
+            );
+            Err(FsError::new(&path, Step::Task, e))
+        } else {
+            first(&*ops, &path, deadline)
+        };
+        match result {
+            Ok(Stage::Then(second)) => writers::push(Box::new(move || {
+                let result = second(&*ops, &path);
+                drop(turn);
+                let _ = sender.send(result);
+            })),
+            Ok(Stage::Done(value)) => {
+                drop(turn);
+                let _ = sender.send(Ok(value));
+            }
+            Err(e) => {
+                drop(turn);
+                let _ = sender.send(Err(e));
+            }
+        }
+    }));
+    futures_util::future::Either::Right(async move {
+        // Dropped unanswered: the job panicked (its turn passed on as it unwound).
+        receiver.await.unwrap_or_else(|_| {
+            Err(FsError::new(
+                "blocking task",
+                Step::Task,
+                io::Error::other("the file operation panicked"),
+            ))
+        })
+    })
 }
 
 /// The directory and file name of `path`, or an `InvalidInput` error.

@@ -236,6 +236,28 @@ pub(crate) fn spawn_in_order<T: Send + 'static>(
     handle
 }
 
+/// A ticket for `path` whose turn it is already — no operation on `path` issued before
+/// is unfinished — or `None` (nothing taken) when one is. The operation then never
+/// waits for its turn, so it may run on a thread that must not wait for one (see
+/// [`writers`](super::writers)); later operations on `path` wait for it as for any.
+pub(crate) fn turn_if_idle(path: &Path, budget: Option<std::time::Duration>) -> Option<Turn> {
+    let deadline = budget.and_then(|b| Instant::now().checked_add(b));
+    let turns = TURNS.get_or_insert_with(path, Path::to_path_buf);
+    let mut next = relock(&turns.issue);
+    // NOTE: the only place both locks are held, the issue lock first (`Turn::wait` and
+    // `Turn::drop` take only the state lock): no cycle.
+    if relock(&turns.state).now != *next {
+        return None;
+    }
+    let turn = Turn {
+        turns: Arc::clone(&turns),
+        ticket: *next,
+        deadline,
+    };
+    *next += 1;
+    Some(turn)
+}
+
 /// A file's write lock.
 #[derive(Default)]
 struct FileLock {

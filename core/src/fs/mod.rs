@@ -17,6 +17,7 @@ mod repair;
 mod since;
 mod tail;
 mod temp;
+mod writers;
 
 pub use append::{Appended, Durability, DurableAppend, FsyncPolicy};
 pub use atomic::AtomicFileWrite;

@@ -10,7 +10,7 @@ use std::{
     time::SystemTime,
 };
 
-use super::{DurableAppend, FileOps, FsError, Step, append::Appended, io::run_blocking, tail::read_exact_at};
+use super::{DurableAppend, FileOps, FsError, Step, append::Appended, io::run_staged, tail::read_exact_at};
 use crate::Error;
 
 /// Where a log stood when an appender last held its locks: the file (device, inode and
@@ -291,7 +291,7 @@ impl DurableAppend {
             .call_with(|attempt| {
                 let (inner, path, decide) = (Arc::clone(&inner), path.clone(), Arc::clone(&decide));
                 let ops = Arc::clone(&inner.ops);
-                run_blocking(ops, path, attempt.remaining(), move |ops, path, deadline| {
+                run_staged(ops, path, attempt.remaining(), move |ops, path, deadline| {
                     let decide = |since: Since<'_>| {
                         let Decision { record, value } = decide(since);
                         let line = record.map(|mut r| {
@@ -303,7 +303,9 @@ impl DurableAppend {
                         });
                         (line, value)
                     };
-                    inner.append_blocking(ops, path, deadline, &Known::Mark(known), &decide)
+                    Ok(inner
+                        .write_blocking(ops, path, deadline, &Known::Mark(known), &decide)?
+                        .then_sync(&inner))
                 })
             })
             .await?;
