@@ -2,7 +2,7 @@
 //! [`Retry`](crate::retry::Retry), each attempt with its bulkhead, breaker and
 //! per-attempt timeout.
 
-use std::{future::Future, pin::pin, time::Duration};
+use std::{future::Future, ops::Deref, pin::pin, time::Duration};
 
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tracing::Span;
@@ -13,7 +13,7 @@ use crate::{
     breaker::Permit,
     bulkhead::Refusal,
     clock,
-    metered::InFlight,
+    metered::{InFlight, Meter},
     retry::Failed,
     trace::{self, Traced, Tracer, Untraced},
 };
@@ -36,14 +36,52 @@ where
     let mut in_flight = InFlight::start(&inner.metrics, started);
     let result = if trace::wanted() {
         let traced = inner.traced(started);
-        let result = run(inner, threads, op, started, &mut in_flight, &traced).await;
+        let result = run(inner, threads, op, started, &mut in_flight, &traced, None).await;
         traced.finish(outcome_of(&result));
         result
     } else {
-        run(inner, threads, op, started, &mut in_flight, &Untraced).await
+        run(inner, threads, op, started, &mut in_flight, &Untraced, None).await
     };
     in_flight.finish(outcome_of(&result));
     result
+}
+
+/// One logical call made by a future that owns the policy through `holder` (an
+/// `Arc` of it, or a borrow): the slow path of [`Call`](super::fast::Call). `resumed`,
+/// when given, is a call whose first attempt [`Call`](super::fast::Call) already made
+/// (untraced) and that retries after the delay given; else the whole call, metered.
+pub(super) async fn owned<H, C, Op, Fut, T, E>(
+    holder: H,
+    threads: Option<Bulkhead>,
+    mut op: Op,
+    resumed: Option<(Meter, Duration)>,
+) -> Result<T, Error<E>>
+where
+    H: Deref<Target = Inner<C>>,
+    C: Classifier<E>,
+    Op: FnMut(Attempt, Option<OwnedSemaphorePermit>) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let inner = &*holder;
+    match resumed {
+        None => metered(inner, threads.as_ref(), &mut op).await,
+        Some((meter, delay)) => {
+            let started = meter.started();
+            let mut in_flight = meter.in_flight(&inner.metrics);
+            let result = run(
+                inner,
+                threads.as_ref(),
+                &mut op,
+                started,
+                &mut in_flight,
+                &Untraced,
+                Some(delay),
+            )
+            .await;
+            in_flight.finish(outcome_of(&result));
+            result
+        }
+    }
 }
 
 /// One logical call whose result `then` turns into the caller's (a fallback serves a
@@ -67,7 +105,7 @@ where
     if trace::wanted() {
         let traced = inner.traced(started);
         let result = then(
-            run(inner, threads, op, started, &mut in_flight, &traced).await,
+            run(inner, threads, op, started, &mut in_flight, &traced, None).await,
             traced.span(),
         )
         .await;
@@ -77,7 +115,7 @@ where
         result
     } else {
         let result = then(
-            run(inner, threads, op, started, &mut in_flight, &Untraced).await,
+            run(inner, threads, op, started, &mut in_flight, &Untraced, None).await,
             Untraced.span(),
         )
         .await;
@@ -100,8 +138,11 @@ where
 /// NOTE: the loop of [`Retry::run`](crate::retry::Retry), stepping through the same
 /// `Retrying` decisions, with the attempt written out in place rather than awaited as a
 /// future of its own (or through `Retry::run`'s `Attempts`): each nested future costs
-/// every call of this, the hottest path, its own state, poll and drop glue — about 40
-/// instructions a call, 5 % of the whole policy.
+/// every call of this its own state, poll and drop glue — about 40 instructions a
+/// call, 5 % of the whole policy.
+///
+/// `resumed`: the first attempt already ran (see [`Call`](super::fast::Call)) and
+/// failed, and the next one begins after this delay.
 async fn run<C, Op, Fut, T, E, Tr: Tracer>(
     inner: &Inner<C>,
     threads: Option<&Bulkhead>,
@@ -109,15 +150,24 @@ async fn run<C, Op, Fut, T, E, Tr: Tracer>(
     started: Instant,
     in_flight: &mut InFlight<'_>,
     tracer: &Tr,
+    resumed: Option<Duration>,
 ) -> Result<T, Error<E>>
 where
     C: Classifier<E>,
     Op: FnMut(Attempt, Option<OwnedSemaphorePermit>) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let overall = inner.deadline.and_then(|d| clock::deadline_after(started, d));
-    let mut retrying = inner.retry.start(started, overall);
+    let overall = overall(inner, started);
+    let (mut retrying, mut delay) = match resumed {
+        None => (inner.retry.start(started, overall), None),
+        Some(delay) => (inner.retry.resume(started, overall, 1), Some(delay)),
+    };
     loop {
+        // NOTE: the backoff sleeps at the top of the loop, so that a resumed call starts
+        // with it, in the same one await point.
+        if let Some(delay) = delay.take() {
+            tokio::time::sleep(delay).await;
+        }
         let number = retrying.next_attempt();
         // NOTE: the bulkhead slot lives in this block and is freed when the attempt
         // ends, before the backoff, so waiting callers are not held up by one that is
@@ -193,22 +243,42 @@ where
                 }
             }
         };
-        let delay = retrying.after_failure(failed, tracer.span())?;
+        delay = Some(retrying.after_failure(failed, tracer.span())?);
         inner.metrics.retry();
-        tokio::time::sleep(delay).await;
     }
 }
 
 /// When an attempt began, and what bounds it.
-struct Bounds {
+#[derive(Clone, Copy)]
+pub(super) struct Bounds {
     start: Instant,
     /// The attempt's own timeout, from its start.
     per_attempt: Option<Instant>,
     /// The earlier of that and the call's overall deadline.
-    deadline: Option<Instant>,
+    pub(super) deadline: Option<Instant>,
 }
 
 impl Bounds {
+    /// The bounds of a call's first attempt, which starts with the call at `started`:
+    /// one sum rather than two when the attempt's own timeout ends no later than the
+    /// call's deadline (the usual policy), since that timeout is then the bound.
+    #[inline]
+    pub(super) fn first<C>(inner: &Inner<C>, started: Instant) -> Self {
+        match (inner.timeout, inner.deadline) {
+            (Some(timeout), Some(deadline)) if timeout <= deadline => {
+                // `started + deadline` is no earlier, and past the end of time whenever
+                // this sum is: the earliest bound is this one either way.
+                let per_attempt = clock::deadline_after(started, timeout);
+                Self {
+                    start: started,
+                    per_attempt,
+                    deadline: per_attempt,
+                }
+            }
+            _ => Self::of(inner, started, overall(inner, started)),
+        }
+    }
+
     #[inline]
     fn of<C>(inner: &Inner<C>, start: Instant, overall: Option<Instant>) -> Self {
         let per_attempt = inner.timeout.and_then(|t| clock::deadline_after(start, t));
@@ -232,7 +302,7 @@ impl Bounds {
     /// The bound that limits the attempt: its own timeout, or the call's deadline when
     /// that comes first.
     #[inline]
-    fn bound<C>(&self, inner: &Inner<C>) -> Duration {
+    pub(super) fn bound<C>(&self, inner: &Inner<C>) -> Duration {
         let bound = if self.deadline == self.per_attempt {
             inner.timeout
         } else {
@@ -245,7 +315,7 @@ impl Bounds {
 /// How attempt `number` ended, from what its bound returned: its health recorded on
 /// the breaker permit, its error classified.
 #[inline(always)]
-fn conclude<C, T, E>(
+pub(super) fn conclude<C, T, E>(
     inner: &Inner<C>,
     result: Result<Result<T, E>, Elapsed>,
     permit: Option<Permit<'_>>,
@@ -305,6 +375,12 @@ fn settle(permit: Option<Permit<'_>>, health: Health, attempt_start: Instant) {
     } else {
         permit.record(health);
     }
+}
+
+/// The overall deadline of a call that began at `started`, if the policy has one.
+#[inline]
+pub(super) fn overall<C>(inner: &Inner<C>, started: Instant) -> Option<Instant> {
+    inner.deadline.and_then(|d| clock::deadline_after(started, d))
 }
 
 /// The outcome label of a call's result.

@@ -3,6 +3,7 @@
 mod attempt;
 mod builder;
 mod call;
+mod fast;
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
@@ -232,7 +233,7 @@ impl<C> Policy<C> {
     pub(crate) fn call_on_threads<Op, Fut, T, E>(
         &self,
         threads: Option<Bulkhead>,
-        mut op: Op,
+        op: Op,
     ) -> impl Future<Output = Result<T, Error<E>>> + use<C, Op, Fut, T, E>
     where
         C: Classifier<E>,
@@ -240,7 +241,10 @@ impl<C> Policy<C> {
         Fut: Future<Output = Result<T, E>>,
     {
         let inner = Arc::clone(&self.inner);
-        async move { call::metered(&inner, threads.as_ref(), &mut op).await }
+        // NOTE: an `async` block around the call rather than the call itself keeps this
+        // function's name on the future the runtime polls (`scripts/instructions` finds
+        // it there); the call is made in place inside it.
+        async move { fast::call(inner, threads, op).await }
     }
 
     /// [`call_with`](Self::call_with), borrowing the policy for the call instead of
@@ -253,7 +257,7 @@ impl<C> Policy<C> {
         Op: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        call::metered(&self.inner, None, &mut |attempt, _| op(attempt)).await
+        fast::call(&*self.inner, None, move |attempt, _| op(attempt)).await
     }
 
     /// Runs `op` under the policy and, when it fails for any reason (its error, a
