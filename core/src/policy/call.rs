@@ -46,15 +46,14 @@ where
     result
 }
 
-/// One logical call made by a future that owns the policy through `holder` (an
-/// `Arc` of it, or a borrow): the slow path of [`Call`](super::fast::Call). `resumed`,
-/// when given, is a call whose first attempt [`Call`](super::fast::Call) already made
-/// (untraced) and that retries after the delay given; else the whole call, metered.
-pub(super) async fn owned<H, C, Op, Fut, T, E>(
+/// The rest of a call whose first attempt a [`Call`](super::fast::Call) made (untraced)
+/// and that retries it after `delay`, for a future that owns the policy through
+/// `holder` (an `Arc` of it, or a borrow): the loop, metered from the call's start.
+pub(super) async fn resumed<H, C, Op, Fut, T, E>(
     holder: H,
-    threads: Option<Bulkhead>,
     mut op: Op,
-    resumed: Option<(Meter, Duration)>,
+    meter: Meter,
+    delay: Duration,
 ) -> Result<T, Error<E>>
 where
     H: Deref<Target = Inner<C>>,
@@ -63,25 +62,20 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let inner = &*holder;
-    match resumed {
-        None => metered(inner, threads.as_ref(), &mut op).await,
-        Some((meter, delay)) => {
-            let started = meter.started();
-            let mut in_flight = meter.in_flight(&inner.metrics);
-            let result = run(
-                inner,
-                threads.as_ref(),
-                &mut op,
-                started,
-                &mut in_flight,
-                &Untraced,
-                Some(delay),
-            )
-            .await;
-            in_flight.finish(outcome_of(&result));
-            result
-        }
-    }
+    let started = meter.started();
+    let mut in_flight = meter.in_flight(&inner.metrics);
+    let result = run(
+        inner,
+        None,
+        &mut op,
+        started,
+        &mut in_flight,
+        &Untraced,
+        Some(delay),
+    )
+    .await;
+    in_flight.finish(outcome_of(&result));
+    result
 }
 
 /// One logical call whose result `then` turns into the caller's (a fallback serves a

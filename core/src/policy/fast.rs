@@ -8,8 +8,9 @@
 //! attempt, admitted at once: this future makes that attempt with its bookkeeping in
 //! locals, and stores only what must outlive a `Pending`. Whatever else a call may
 //! need — a bulkhead to wait for, an offload's thread, the backstop, a subscriber that
-//! traces it, a retry — runs in the `async` loop of [`call`](super::call), which this
-//! future becomes, in place (no allocation).
+//! traces it — runs in the `async` loop of [`call`](super::call) from the start (see
+//! [`fits`]); a retry runs in it too, which this future becomes, in place (no
+//! allocation).
 
 use std::{
     future::Future,
@@ -30,14 +31,18 @@ use super::{
 };
 use crate::{Bulkhead, Classifier, Error, Outcome, Timeout, breaker::Detached, metered::Meter, trace};
 
-/// One call of `op` under the policy `holder` holds (an `Arc` of it, or a borrow),
-/// its attempts also admitted by `threads`, if given.
+/// Whether a call of `inner` whose attempts `threads` also admits (an offload's bound)
+/// may start as a [`Call`]: nothing but the breaker can make its first attempt wait or
+/// run elsewhere, and no subscriber wants its spans. Else the `async` loop runs it.
 #[inline]
-pub(super) fn call<H, C, Op, Fut, T, E>(
-    holder: H,
-    threads: Option<Bulkhead>,
-    op: Op,
-) -> impl Future<Output = Result<T, Error<E>>>
+pub(super) fn fits<C>(inner: &Inner<C>, threads: Option<&Bulkhead>) -> bool {
+    threads.is_none() && inner.bulkhead.is_none() && inner.backstop.is_none() && !trace::wanted()
+}
+
+/// One call of `op` under the policy `holder` holds (an `Arc` of it, or a borrow),
+/// which [`fits`].
+#[inline]
+pub(super) fn call<H, C, Op, Fut, T, E>(holder: H, op: Op) -> impl Future<Output = Result<T, Error<E>>>
 where
     H: Deref<Target = Inner<C>>,
     C: Classifier<E>,
@@ -47,21 +52,20 @@ where
     Call {
         holder: Some(holder),
         op: Some(op),
-        threads,
-        slow: call::owned::<H, C, Op, Fut, T, E>,
+        slow: call::resumed::<H, C, Op, Fut, T, E>,
         phase: Phase::Start,
-        attempt: None,
-        looping: None,
+        stage: Stage::Empty,
         classifier: PhantomData,
     }
 }
 
 /// A policy call (see the module's note). `slow` makes the `async` loop the call
-/// becomes when its first attempt cannot or did not end it.
+/// becomes when its first attempt failed and is retried.
 ///
-/// NOTE: the phase is a plain field beside two pinned options rather than one pinned
-/// enum: moving from phase to phase then writes a tag, where replacing a pinned enum
-/// ran its whole drop glue, twice a call.
+/// NOTE: the phase, and the bookkeeping of the first attempt, are a plain field beside
+/// the pinned stage: moving from phase to phase writes a tag, where replacing a pinned
+/// enum runs its drop glue. The attempt and the loop share the stage's memory: the
+/// future of a call that never waited for a bulkhead is no bigger than one that did.
 ///
 /// # Cancellation
 ///
@@ -78,16 +82,21 @@ where
     holder: Option<H>,
     /// The operation, until the loop takes it.
     op: Option<Op>,
-    threads: Option<Bulkhead>,
     slow: M,
     phase: Phase,
-    /// The first attempt, under its bound (left in place, spent, once it ended).
     #[pin]
-    attempt: Option<Timeout<Fut>>,
-    /// The `async` loop, once the call became it.
-    #[pin]
-    looping: Option<S>,
+    stage: Stage<Fut, S>,
     classifier: PhantomData<fn() -> C>,
+}
+
+/// What a [`Call`] runs.
+#[pin_project(project = StageProj)]
+enum Stage<Fut, S> {
+    Empty,
+    /// The first attempt, under its bound (left in place, spent, once it succeeded).
+    Attempt(#[pin] Timeout<Fut>),
+    /// The `async` loop, once the call became it.
+    Looping(#[pin] S),
 }
 
 /// Where a [`Call`] stands.
@@ -111,7 +120,7 @@ where
     C: Classifier<E>,
     Op: FnMut(Attempt, Option<OwnedSemaphorePermit>) -> Fut,
     Fut: Future<Output = Result<T, E>>,
-    M: Fn(H, Option<Bulkhead>, Op, Option<(Meter, Duration)>) -> S,
+    M: Fn(H, Op, Meter, Duration) -> S,
     S: Future<Output = Result<T, Error<E>>>,
 {
     type Output = Result<T, Error<E>>;
@@ -125,19 +134,6 @@ where
                     let Some(inner) = this.holder.as_deref() else {
                         unreachable!("a call not yet started holds its policy")
                     };
-                    if this.threads.is_some()
-                        || inner.bulkhead.is_some()
-                        || inner.backstop.is_some()
-                        || trace::wanted()
-                    {
-                        let (Some(holder), Some(op)) = (this.holder.take(), this.op.take()) else {
-                            unreachable!("a call not yet started holds its policy and operation")
-                        };
-                        let looping = (this.slow)(holder, this.threads.take(), op, None);
-                        this.looping.set(Some(looping));
-                        *this.phase = Phase::Looping;
-                        continue;
-                    }
                     let started = Instant::now();
                     let mut meter = Meter::start(started);
                     inner.retry.deposit();
@@ -170,7 +166,7 @@ where
                         },
                         None,
                     );
-                    this.attempt.set(Some(match bounds.deadline {
+                    this.stage.set(Stage::Attempt(match bounds.deadline {
                         Some(at) => Timeout::at(future, at, bounds.bound(inner)),
                         None => Timeout::unbounded(future),
                     }));
@@ -181,7 +177,7 @@ where
                     };
                 }
                 Phase::First { .. } => {
-                    let Some(attempt) = this.attempt.as_mut().as_pin_mut() else {
+                    let StageProj::Attempt(attempt) = this.stage.as_mut().project() else {
                         unreachable!("a first attempt runs")
                     };
                     let result = ready!(attempt.poll(cx));
@@ -220,12 +216,12 @@ where
                     let (Some(holder), Some(op)) = (this.holder.take(), this.op.take()) else {
                         unreachable!("a first attempt holds its policy and operation")
                     };
-                    let looping = (this.slow)(holder, this.threads.take(), op, Some((meter, delay)));
-                    this.looping.set(Some(looping));
+                    let looping = (this.slow)(holder, op, meter, delay);
+                    this.stage.set(Stage::Looping(looping));
                     *this.phase = Phase::Looping;
                 }
                 Phase::Looping => {
-                    let Some(looping) = this.looping.as_mut().as_pin_mut() else {
+                    let StageProj::Looping(looping) = this.stage.as_mut().project() else {
                         unreachable!("a looping call has its loop")
                     };
                     let output = ready!(looping.poll(cx));
@@ -249,7 +245,7 @@ where
             return; // not started, ended, or the loop's to record
         };
         // The attempt's future first, as the loop drops it, then its permit.
-        this.attempt.set(None);
+        this.stage.set(Stage::Empty);
         let Some(inner) = this.holder.as_deref() else {
             return;
         };

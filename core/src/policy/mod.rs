@@ -233,7 +233,7 @@ impl<C> Policy<C> {
     pub(crate) fn call_on_threads<Op, Fut, T, E>(
         &self,
         threads: Option<Bulkhead>,
-        op: Op,
+        mut op: Op,
     ) -> impl Future<Output = Result<T, Error<E>>> + use<C, Op, Fut, T, E>
     where
         C: Classifier<E>,
@@ -241,10 +241,16 @@ impl<C> Policy<C> {
         Fut: Future<Output = Result<T, E>>,
     {
         let inner = Arc::clone(&self.inner);
-        // NOTE: an `async` block around the call rather than the call itself keeps this
-        // function's name on the future the runtime polls (`scripts/instructions` finds
-        // it there); the call is made in place inside it.
-        async move { fast::call(inner, threads, op).await }
+        // NOTE: the choice is made at the first poll (a subscriber may come or go until
+        // then), and both paths share the block's memory: a call that fits is no
+        // bigger than one that waits for a bulkhead.
+        async move {
+            if fast::fits(&inner, threads.as_ref()) {
+                fast::call(inner, op).await
+            } else {
+                call::metered(&inner, threads.as_ref(), &mut op).await
+            }
+        }
     }
 
     /// [`call_with`](Self::call_with), borrowing the policy for the call instead of
@@ -257,7 +263,11 @@ impl<C> Policy<C> {
         Op: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        fast::call(&*self.inner, None, move |attempt, _| op(attempt)).await
+        if fast::fits(&self.inner, None) {
+            fast::call(&*self.inner, move |attempt, _| op(attempt)).await
+        } else {
+            call::metered(&self.inner, None, &mut |attempt, _| op(attempt)).await
+        }
     }
 
     /// Runs `op` under the policy and, when it fails for any reason (its error, a
