@@ -9,7 +9,7 @@
 //! locals, and stores only what must outlive a `Pending`. Whatever else a call may
 //! need — a bulkhead to wait for, an offload's thread, the backstop, a subscriber that
 //! traces it — runs in the `async` loop of [`call`](super::call) from the start (see
-//! [`fits`]); a retry runs in it too, which this future becomes, in place (no
+//! [`fits_config`], [`fits`]); a retry runs in it too, which this future becomes, in place (no
 //! allocation).
 
 use std::{
@@ -29,18 +29,47 @@ use super::{
     Attempt, Inner,
     call::{self, Bounds},
 };
-use crate::{Bulkhead, Classifier, Error, Outcome, Timeout, breaker::Detached, metered::Meter, trace};
+use crate::{Classifier, Error, Outcome, Timeout, breaker::Detached, metered::Meter, trace};
 
-/// Whether a call of `inner` whose attempts `threads` also admits (an offload's bound)
-/// may start as a [`Call`]: nothing but the breaker can make its first attempt wait or
-/// run elsewhere, and no subscriber wants its spans. Else the `async` loop runs it.
+/// Whether the configuration of `inner` lets a call start as a [`Call`]: nothing but
+/// the breaker can make its first attempt wait or run elsewhere. An offload's bound
+/// (its attempts' threads) rules it out too.
 #[inline]
-pub(super) fn fits<C>(inner: &Inner<C>, threads: Option<&Bulkhead>) -> bool {
-    threads.is_none() && inner.bulkhead.is_none() && inner.backstop.is_none() && !trace::wanted()
+pub(super) fn fits_config<C>(inner: &Inner<C>) -> bool {
+    inner.bulkhead.is_none() && inner.backstop.is_none()
+}
+
+/// Whether a call whose policy [`fits_config`] may start as a [`Call`] now: no
+/// subscriber wants its spans. Else the `async` loop runs it.
+#[inline]
+pub(super) fn fits() -> bool {
+    !trace::wanted()
+}
+
+/// A policy call's future: one that may start as a [`Call`], or the loop alone.
+#[pin_project(project = ChoiceProj)]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub(super) enum Choice<A, B> {
+    First(#[pin] A),
+    Loop(#[pin] B),
+}
+
+impl<A: Future, B: Future<Output = A::Output>> Future for Choice<A, B> {
+    type Output = A::Output;
+
+    // NOTE: always inlined, so that the runtime polls the chosen future itself, by the
+    // name of the function that made it (`scripts/instructions` looks for it).
+    #[inline(always)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ChoiceProj::First(a) => a.poll(cx),
+            ChoiceProj::Loop(b) => b.poll(cx),
+        }
+    }
 }
 
 /// One call of `op` under the policy `holder` holds (an `Arc` of it, or a borrow),
-/// which [`fits`].
+/// which [`fits_config`] and [`fits`] now.
 #[inline]
 pub(super) fn call<H, C, Op, Fut, T, E>(holder: H, op: Op) -> impl Future<Output = Result<T, Error<E>>>
 where

@@ -241,15 +241,21 @@ impl<C> Policy<C> {
         Fut: Future<Output = Result<T, E>>,
     {
         let inner = Arc::clone(&self.inner);
-        // NOTE: the choice is made at the first poll (a subscriber may come or go until
-        // then), and both paths share the block's memory: a call that fits is no
-        // bigger than one that waits for a bulkhead.
-        async move {
-            if fast::fits(&inner, threads.as_ref()) {
-                fast::call(inner, op).await
-            } else {
-                call::metered(&inner, threads.as_ref(), &mut op).await
-            }
+        // NOTE: what only the configuration decides is decided here: a call that must
+        // wait for a bulkhead or an offload's thread, or runs under the backstop, is
+        // the loop alone, its future exactly what it was before the first-attempt path
+        // existed (both in one block cost such a call about 60 instructions). Whether
+        // a subscriber traces the call is asked at the first poll.
+        if threads.is_none() && fast::fits_config(&inner) {
+            fast::Choice::First(async move {
+                if fast::fits() {
+                    fast::call(inner, op).await
+                } else {
+                    call::metered(&inner, None, &mut op).await
+                }
+            })
+        } else {
+            fast::Choice::Loop(async move { call::metered(&inner, threads.as_ref(), &mut op).await })
         }
     }
 
@@ -263,7 +269,7 @@ impl<C> Policy<C> {
         Op: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        if fast::fits(&self.inner, None) {
+        if fast::fits_config(&self.inner) && fast::fits() {
             fast::call(&*self.inner, move |attempt, _| op(attempt)).await
         } else {
             call::metered(&self.inner, None, &mut |attempt, _| op(attempt)).await
