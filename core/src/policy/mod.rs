@@ -251,7 +251,7 @@ impl<C> Policy<C> {
                 if fast::fits() {
                     fast::call(inner, op).await
                 } else {
-                    call::metered(&inner, None, &mut op).await
+                    call::traced(&inner, &mut op).await
                 }
             })
         } else {
@@ -269,10 +269,12 @@ impl<C> Policy<C> {
         Op: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        if fast::fits_config(&self.inner) && fast::fits() {
+        if !fast::fits_config(&self.inner) {
+            call::metered(&self.inner, None, &mut |attempt, _| op(attempt)).await
+        } else if fast::fits() {
             fast::call(&*self.inner, move |attempt, _| op(attempt)).await
         } else {
-            call::metered(&self.inner, None, &mut |attempt, _| op(attempt)).await
+            call::traced(&self.inner, &mut |attempt, _| op(attempt)).await
         }
     }
 
