@@ -39,6 +39,21 @@ pub(super) fn fits_config<C>(inner: &Inner<C>) -> bool {
     inner.bulkhead.is_none() && inner.backstop.is_none()
 }
 
+/// The largest operation future a [`Call`] takes, in bytes.
+///
+/// NOTE: a [`Call`] moves the attempt's future into its place (a memcpy or two), where
+/// the loop makes it in place: for a client's future of kilobytes (fred's) the copies
+/// cost more than the path saves, so such a call runs in the loop. Decided at compile
+/// time, per operation.
+const LARGEST_FUTURE: usize = 256;
+
+/// Whether an operation whose futures are `Fut` may run as a [`Call`] (see
+/// [`LARGEST_FUTURE`]).
+#[inline(always)]
+pub(super) const fn small<Fut>() -> bool {
+    std::mem::size_of::<Fut>() <= LARGEST_FUTURE
+}
+
 /// Whether a call whose policy [`fits_config`] may start as a [`Call`] now: no
 /// subscriber wants its spans. Else the `async` loop runs it.
 #[inline]

@@ -242,11 +242,12 @@ impl<C> Policy<C> {
     {
         let inner = Arc::clone(&self.inner);
         // NOTE: what only the configuration decides is decided here: a call that must
-        // wait for a bulkhead or an offload's thread, or runs under the backstop, is
+        // wait for a bulkhead or an offload's thread, runs under the backstop, or whose
+        // operation's future is large (see `fast::small`), is
         // the loop alone, its future exactly what it was before the first-attempt path
         // existed (both in one block cost such a call about 60 instructions). Whether
         // a subscriber traces the call is asked at the first poll.
-        if threads.is_none() && fast::fits_config(&inner) {
+        if threads.is_none() && fast::small::<Fut>() && fast::fits_config(&inner) {
             fast::Choice::First(async move {
                 if fast::fits() {
                     fast::call(inner, op).await
@@ -269,7 +270,7 @@ impl<C> Policy<C> {
         Op: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        if !fast::fits_config(&self.inner) {
+        if !(fast::small::<Fut>() && fast::fits_config(&self.inner)) {
             call::metered(&self.inner, None, &mut |attempt, _| op(attempt)).await
         } else if fast::fits() {
             fast::call(&*self.inner, move |attempt, _| op(attempt)).await
