@@ -159,6 +159,18 @@ impl<F: Future> Timeout<F> {
         Self::with_limit(future, Limit::At { deadline, after })
     }
 
+    /// `future` with no bound at all: for a policy with neither a timeout nor a
+    /// deadline, whose attempts still run inside a `Timeout`.
+    #[inline]
+    pub(crate) fn unbounded(future: F) -> Self {
+        Self::with_limit(
+            future,
+            Limit::Armed {
+                after: Duration::ZERO,
+            },
+        )
+    }
+
     #[inline]
     fn with_limit(future: F, limit: Limit) -> Self {
         Self {

@@ -14,6 +14,7 @@ use std::{fmt, sync::Arc};
 
 use tokio::{sync::watch, time::Instant};
 
+pub(crate) use self::permit::Detached;
 pub use self::{
     builder::BreakerBuilder,
     error::Rejected,
@@ -149,6 +150,13 @@ impl CircuitBreaker {
             State::Closed | State::Disabled => Ok(self.permit(generation_of(snapshot), false)),
             _ => self.acquire_slow(Instant::now()),
         }
+    }
+
+    /// A permit [detached](Permit::detach) from this breaker, attached again to settle
+    /// or drop it.
+    #[inline]
+    pub(crate) fn attach(&self, detached: Detached) -> Permit<'_> {
+        detached.attach(&self.shared)
     }
 
     #[inline]

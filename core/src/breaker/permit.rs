@@ -90,6 +90,19 @@ impl<'a> Permit<'a> {
             .record(self.generation, self.probe, health, Some(elapsed));
     }
 
+    /// The permit without its borrow of the breaker, for a future that owns the breaker
+    /// (through its policy) and so cannot hold a borrow of it: the future gives it back
+    /// with [`CircuitBreaker::attach`](super::CircuitBreaker::attach) to settle or drop it.
+    #[inline]
+    pub(crate) fn detach(mut self) -> Detached {
+        // Settled as far as this value goes: the detached permit carries the obligation.
+        self.settled = true;
+        Detached {
+            generation: self.generation,
+            probe: self.probe,
+        }
+    }
+
     /// Whether the breaker wants this call's duration ([`record_timed`](Self::record_timed)).
     pub(crate) fn tracks_slow_calls(&self) -> bool {
         self.shared.tracks_slow_calls()
@@ -130,6 +143,22 @@ impl<'a> Permit<'a> {
     /// ```
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+}
+
+/// A [`Permit`] taken off its breaker (see [`Permit::detach`]): settles nothing and
+/// releases nothing until attached again.
+#[derive(Debug)]
+pub(crate) struct Detached {
+    generation: u64,
+    probe: bool,
+}
+
+impl Detached {
+    /// The permit again, on the breaker's `shared` state that admitted it.
+    #[inline]
+    pub(super) fn attach(self, shared: &Shared) -> Permit<'_> {
+        Permit::new(shared, self.generation, self.probe)
     }
 }
 

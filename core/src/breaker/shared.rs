@@ -117,6 +117,13 @@ impl Shared {
         elapsed: Option<Duration>,
     ) {
         let slow = matches!((self.slow_call, elapsed), (Some(limit), Some(e)) if e >= limit);
+        if matches!(health, Health::Success)
+            && !slow
+            && !probe
+            && self.success_changes_nothing(permit_generation)
+        {
+            return;
+        }
         if probe {
             return self.record_probe(permit_generation, health, slow);
         }
@@ -166,6 +173,21 @@ impl Shared {
         if let Some(reason) = reason {
             self.open_once(permit_generation, reason);
         }
+    }
+
+    /// Whether a success (not slow) of a closed-state permit of `generation` would
+    /// change nothing: there is no run of failures for it to end, and the window, if
+    /// any, holds only successes, so its push writes nothing and no rule can trip. The
+    /// healthy path, checked with loads alone, before anything else.
+    #[inline]
+    fn success_changes_nothing(&self, generation: u64) -> bool {
+        let snapshot = self.snapshot.load(Ordering::Acquire);
+        let current = generation_of(snapshot) == generation && State::from_bits(snapshot) == State::Closed;
+        // NOTE: a permit of another generation, or a breaker no longer closed, is
+        // ignored by the full path too: it changes nothing either.
+        !current
+            || (InARow::count(self.consecutive_failures.load(Ordering::Relaxed)) == 0
+                && self.window.as_ref().is_none_or(CountWindow::holds_only_successes))
     }
 
     /// Which rate rule, if any, the window's counts break.

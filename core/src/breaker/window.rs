@@ -87,6 +87,14 @@ impl CountWindow {
         }
     }
 
+    /// Whether every slot holds a success: a success pushed now changes nothing.
+    #[inline]
+    pub(crate) fn holds_only_successes(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+            && self.failures.load(Ordering::Acquire) == 0
+            && self.slow.load(Ordering::Acquire) == 0
+    }
+
     /// Records `sample`, pushed by a permit of `generation`. Returns the counts, and
     /// the slot written (`None` when nothing was written: the slot already held it).
     #[inline]
@@ -96,11 +104,7 @@ impl CountWindow {
         // wherever the cursor stands: skip the cursor's store, the one write a healthy
         // call made to a line every core shares. A racing push that has swapped its
         // slot but not yet counted it is missed, as a racing push already may be.
-        if sample == Sample::Success
-            && self.full.load(Ordering::Relaxed)
-            && self.failures.load(Ordering::Acquire) == 0
-            && self.slow.load(Ordering::Acquire) == 0
-        {
+        if sample == Sample::Success && self.holds_only_successes() {
             let counts = Counts {
                 calls: len as u64,
                 failures: 0,

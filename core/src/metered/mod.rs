@@ -248,59 +248,91 @@ impl fmt::Debug for CallMetrics {
     }
 }
 
+/// A call in progress, without its metrics: when it began, and the attempts it made
+/// that are not counted yet. For a future that owns its metrics (through its policy)
+/// and so cannot hold an [`InFlight`] borrowing them; it records nothing by itself
+/// when dropped: its owner records `cancelled` with [`finish`](Self::finish).
+pub(crate) struct Meter {
+    started: Instant,
+    /// Attempts not yet counted: a batched call counts them as it ends, so an attempt
+    /// takes no lock of its own.
+    attempts: u64,
+}
+
+impl Meter {
+    #[inline]
+    pub(crate) fn start(started: Instant) -> Self {
+        Self { started, attempts: 0 }
+    }
+
+    /// When the call began.
+    #[inline]
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Counts an attempt starting.
+    #[inline]
+    pub(crate) fn attempt(&mut self, metrics: &CallMetrics) {
+        if metrics.is_batched() {
+            self.attempts += 1;
+        } else {
+            metrics.0.attempts.increment(1);
+        }
+    }
+
+    /// Records the call with one clock read, which gives both its duration and the
+    /// instant a batch ages its records by.
+    #[inline]
+    pub(crate) fn finish(&self, metrics: &CallMetrics, outcome: Outcome) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.started);
+        metrics.finish(outcome, elapsed, self.attempts, now);
+    }
+
+    /// The call, from here on recorded by an [`InFlight`] on `metrics`.
+    #[inline]
+    pub(crate) fn in_flight(self, metrics: &CallMetrics) -> InFlight<'_> {
+        InFlight {
+            metrics,
+            meter: self,
+            finished: false,
+        }
+    }
+}
+
 /// A call in progress: counts its attempts, and records its outcome when finished, or
 /// `cancelled` if dropped first. Used by [`Policy`](crate::Policy), whose future is one
 /// `async` block.
 pub(crate) struct InFlight<'a> {
     metrics: &'a CallMetrics,
-    started: Instant,
-    /// Attempts not yet counted: a batched call counts them as it ends, so an attempt
-    /// takes no lock of its own.
-    attempts: u64,
+    meter: Meter,
     finished: bool,
 }
 
 impl<'a> InFlight<'a> {
     #[inline]
     pub(crate) fn start(metrics: &'a CallMetrics, started: Instant) -> Self {
-        Self {
-            metrics,
-            started,
-            attempts: 0,
-            finished: false,
-        }
+        Meter::start(started).in_flight(metrics)
     }
 
     /// Counts an attempt starting.
     #[inline]
     pub(crate) fn attempt(&mut self) {
-        if self.metrics.is_batched() {
-            self.attempts += 1;
-        } else {
-            self.metrics.0.attempts.increment(1);
-        }
+        self.meter.attempt(self.metrics);
     }
 
     #[inline]
     pub(crate) fn finish(mut self, outcome: Outcome) {
         self.finished = true;
-        self.record(outcome);
-    }
-
-    /// Records the call with one clock read, which gives both its duration and the
-    /// instant a batch ages its records by.
-    #[inline]
-    fn record(&self, outcome: Outcome) {
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(self.started);
-        self.metrics.finish(outcome, elapsed, self.attempts, now);
+        self.meter.finish(self.metrics, outcome);
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.record(Outcome::Cancelled);
+            self.meter.finish(self.metrics, Outcome::Cancelled);
         }
     }
 }

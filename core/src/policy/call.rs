@@ -2,7 +2,7 @@
 //! [`Retry`](crate::retry::Retry), each attempt with its bulkhead, breaker and
 //! per-attempt timeout.
 
-use std::{future::Future, pin::pin, time::Duration};
+use std::{future::Future, ops::Deref, pin::pin, time::Duration};
 
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tracing::Span;
@@ -13,7 +13,7 @@ use crate::{
     breaker::Permit,
     bulkhead::Refusal,
     clock,
-    metered::InFlight,
+    metered::{InFlight, Meter},
     retry::Failed,
     trace::{self, Traced, Tracer, Untraced},
 };
@@ -36,14 +36,96 @@ where
     let mut in_flight = InFlight::start(&inner.metrics, started);
     let result = if trace::wanted() {
         let traced = inner.traced(started);
-        let result = run(inner, threads, op, started, &mut in_flight, &traced).await;
+        let result = run(inner, threads, op, started, &mut in_flight, &traced, None).await;
         traced.finish(outcome_of(&result));
         result
     } else {
-        run(inner, threads, op, started, &mut in_flight, &Untraced).await
+        run(inner, threads, op, started, &mut in_flight, &Untraced, None).await
     };
     in_flight.finish(outcome_of(&result));
     result
+}
+
+/// The rest of a call whose first attempt a [`Call`](super::fast::Call) made (untraced)
+/// and that retries it after `delay`, for a future that owns the policy through
+/// `holder` (an `Arc` of it, or a borrow): the loop, metered from the call's start.
+pub(super) async fn resumed<H, C, Op, Fut, T, E>(
+    holder: H,
+    mut op: Op,
+    meter: Meter,
+    delay: Duration,
+) -> Result<T, Error<E>>
+where
+    H: Deref<Target = Inner<C>>,
+    C: Classifier<E>,
+    Op: FnMut(Attempt, Option<OwnedSemaphorePermit>) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let inner = &*holder;
+    let started = meter.started();
+    let mut in_flight = meter.in_flight(&inner.metrics);
+    let result = run(
+        inner,
+        None,
+        &mut op,
+        started,
+        &mut in_flight,
+        &Resumed,
+        Some(delay),
+    )
+    .await;
+    in_flight.finish(outcome_of(&result));
+    result
+}
+
+/// A call of a policy that fits the first-attempt path (see
+/// [`fits_config`](super::fast::fits_config)) that a subscriber wants traced:
+/// [`metered`]'s traced half.
+///
+/// NOTE: not `metered` itself, nor `run` under [`Untraced`] in [`resumed`]: a second
+/// caller of one instance of an `async fn` keeps the compiler from inlining it into
+/// the first, and the loop's own caller (a call with a bulkhead) then paid about 60
+/// instructions more for the separate futures.
+pub(super) async fn traced<C, Op, Fut, T, E>(inner: &Inner<C>, op: &mut Op) -> Result<T, Error<E>>
+where
+    C: Classifier<E>,
+    Op: FnMut(Attempt, Option<OwnedSemaphorePermit>) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = Instant::now();
+    let mut in_flight = InFlight::start(&inner.metrics, started);
+    let traced = inner.traced(started);
+    let result = run(inner, None, op, started, &mut in_flight, &traced, None).await;
+    traced.finish(outcome_of(&result));
+    in_flight.finish(outcome_of(&result));
+    result
+}
+
+/// [`Untraced`] under a name of its own, for the loop a [`Call`](super::fast::Call)
+/// resumes (see [`traced`] for why).
+struct Resumed;
+
+/// The disabled span [`Resumed`] lends its events: they then go to the current span.
+static NO_SPAN: Span = Span::none();
+
+impl Tracer for Resumed {
+    type Attempt = ();
+
+    #[inline(always)]
+    fn span(&self) -> &Span {
+        &NO_SPAN
+    }
+
+    #[inline(always)]
+    fn attempt(&self, _: u32) {}
+
+    #[inline(always)]
+    fn instrument<F: Future>((): &(), future: F) -> impl Future<Output = F::Output> {
+        future
+    }
+
+    #[inline(always)]
+    fn attempt_ended((): (), _: Outcome, _: Instant) {}
 }
 
 /// One logical call whose result `then` turns into the caller's (a fallback serves a
@@ -67,7 +149,7 @@ where
     if trace::wanted() {
         let traced = inner.traced(started);
         let result = then(
-            run(inner, threads, op, started, &mut in_flight, &traced).await,
+            run(inner, threads, op, started, &mut in_flight, &traced, None).await,
             traced.span(),
         )
         .await;
@@ -77,7 +159,7 @@ where
         result
     } else {
         let result = then(
-            run(inner, threads, op, started, &mut in_flight, &Untraced).await,
+            run(inner, threads, op, started, &mut in_flight, &Untraced, None).await,
             Untraced.span(),
         )
         .await;
@@ -100,8 +182,11 @@ where
 /// NOTE: the loop of [`Retry::run`](crate::retry::Retry), stepping through the same
 /// `Retrying` decisions, with the attempt written out in place rather than awaited as a
 /// future of its own (or through `Retry::run`'s `Attempts`): each nested future costs
-/// every call of this, the hottest path, its own state, poll and drop glue — about 40
-/// instructions a call, 5 % of the whole policy.
+/// every call of this its own state, poll and drop glue — about 40 instructions a
+/// call, 5 % of the whole policy.
+///
+/// `resumed`: the first attempt already ran (see [`Call`](super::fast::Call)) and
+/// failed, and the next one begins after this delay.
 async fn run<C, Op, Fut, T, E, Tr: Tracer>(
     inner: &Inner<C>,
     threads: Option<&Bulkhead>,
@@ -109,15 +194,24 @@ async fn run<C, Op, Fut, T, E, Tr: Tracer>(
     started: Instant,
     in_flight: &mut InFlight<'_>,
     tracer: &Tr,
+    resumed: Option<Duration>,
 ) -> Result<T, Error<E>>
 where
     C: Classifier<E>,
     Op: FnMut(Attempt, Option<OwnedSemaphorePermit>) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let overall = inner.deadline.and_then(|d| clock::deadline_after(started, d));
-    let mut retrying = inner.retry.start(started, overall);
+    let overall = overall(inner, started);
+    let (mut retrying, mut delay) = match resumed {
+        None => (inner.retry.start(started, overall), None),
+        Some(delay) => (inner.retry.resume(started, overall, 1), Some(delay)),
+    };
     loop {
+        // NOTE: the backoff sleeps at the top of the loop, so that a resumed call starts
+        // with it, in the same one await point.
+        if let Some(delay) = delay.take() {
+            tokio::time::sleep(delay).await;
+        }
         let number = retrying.next_attempt();
         // NOTE: the bulkhead slot lives in this block and is freed when the attempt
         // ends, before the backoff, so waiting callers are not held up by one that is
@@ -193,22 +287,42 @@ where
                 }
             }
         };
-        let delay = retrying.after_failure(failed, tracer.span())?;
+        delay = Some(retrying.after_failure(failed, tracer.span())?);
         inner.metrics.retry();
-        tokio::time::sleep(delay).await;
     }
 }
 
 /// When an attempt began, and what bounds it.
-struct Bounds {
+#[derive(Clone, Copy)]
+pub(super) struct Bounds {
     start: Instant,
     /// The attempt's own timeout, from its start.
     per_attempt: Option<Instant>,
     /// The earlier of that and the call's overall deadline.
-    deadline: Option<Instant>,
+    pub(super) deadline: Option<Instant>,
 }
 
 impl Bounds {
+    /// The bounds of a call's first attempt, which starts with the call at `started`:
+    /// one sum rather than two when the attempt's own timeout ends no later than the
+    /// call's deadline (the usual policy), since that timeout is then the bound.
+    #[inline]
+    pub(super) fn first<C>(inner: &Inner<C>, started: Instant) -> Self {
+        match (inner.timeout, inner.deadline) {
+            (Some(timeout), Some(deadline)) if timeout <= deadline => {
+                // `started + deadline` is no earlier, and past the end of time whenever
+                // this sum is: the earliest bound is this one either way.
+                let per_attempt = clock::deadline_after(started, timeout);
+                Self {
+                    start: started,
+                    per_attempt,
+                    deadline: per_attempt,
+                }
+            }
+            _ => Self::of(inner, started, overall(inner, started)),
+        }
+    }
+
     #[inline]
     fn of<C>(inner: &Inner<C>, start: Instant, overall: Option<Instant>) -> Self {
         let per_attempt = inner.timeout.and_then(|t| clock::deadline_after(start, t));
@@ -232,7 +346,7 @@ impl Bounds {
     /// The bound that limits the attempt: its own timeout, or the call's deadline when
     /// that comes first.
     #[inline]
-    fn bound<C>(&self, inner: &Inner<C>) -> Duration {
+    pub(super) fn bound<C>(&self, inner: &Inner<C>) -> Duration {
         let bound = if self.deadline == self.per_attempt {
             inner.timeout
         } else {
@@ -245,7 +359,7 @@ impl Bounds {
 /// How attempt `number` ended, from what its bound returned: its health recorded on
 /// the breaker permit, its error classified.
 #[inline(always)]
-fn conclude<C, T, E>(
+pub(super) fn conclude<C, T, E>(
     inner: &Inner<C>,
     result: Result<Result<T, E>, Elapsed>,
     permit: Option<Permit<'_>>,
@@ -305,6 +419,12 @@ fn settle(permit: Option<Permit<'_>>, health: Health, attempt_start: Instant) {
     } else {
         permit.record(health);
     }
+}
+
+/// The overall deadline of a call that began at `started`, if the policy has one.
+#[inline]
+pub(super) fn overall<C>(inner: &Inner<C>, started: Instant) -> Option<Instant> {
+    inner.deadline.and_then(|d| clock::deadline_after(started, d))
 }
 
 /// The outcome label of a call's result.

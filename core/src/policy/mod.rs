@@ -3,6 +3,7 @@
 mod attempt;
 mod builder;
 mod call;
+mod fast;
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
@@ -240,7 +241,23 @@ impl<C> Policy<C> {
         Fut: Future<Output = Result<T, E>>,
     {
         let inner = Arc::clone(&self.inner);
-        async move { call::metered(&inner, threads.as_ref(), &mut op).await }
+        // NOTE: what only the configuration decides is decided here: a call that must
+        // wait for a bulkhead or an offload's thread, runs under the backstop, or whose
+        // operation's future is large (see `fast::small`), is
+        // the loop alone, its future exactly what it was before the first-attempt path
+        // existed (both in one block cost such a call about 60 instructions). Whether
+        // a subscriber traces the call is asked at the first poll.
+        if threads.is_none() && fast::small::<Fut>() && fast::fits_config(&inner) {
+            fast::Choice::First(async move {
+                if fast::fits() {
+                    fast::call(inner, op).await
+                } else {
+                    call::traced(&inner, &mut op).await
+                }
+            })
+        } else {
+            fast::Choice::Loop(async move { call::metered(&inner, threads.as_ref(), &mut op).await })
+        }
     }
 
     /// [`call_with`](Self::call_with), borrowing the policy for the call instead of
@@ -253,7 +270,13 @@ impl<C> Policy<C> {
         Op: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        call::metered(&self.inner, None, &mut |attempt, _| op(attempt)).await
+        if !(fast::small::<Fut>() && fast::fits_config(&self.inner)) {
+            call::metered(&self.inner, None, &mut |attempt, _| op(attempt)).await
+        } else if fast::fits() {
+            fast::call(&*self.inner, move |attempt, _| op(attempt)).await
+        } else {
+            call::traced(&self.inner, &mut |attempt, _| op(attempt)).await
+        }
     }
 
     /// Runs `op` under the policy and, when it fails for any reason (its error, a

@@ -103,14 +103,33 @@ impl<C> Retry<C> {
     /// backoff would end past it. Deposits into the budget, if any.
     #[inline]
     pub(crate) fn start(&self, started: Instant, overall: Option<Instant>) -> Retrying<'_, C> {
+        self.deposit();
+        self.resume(started, overall, 0)
+    }
+
+    /// Credits the budget, if any, with one call: what [`start`](Self::start) does
+    /// before the first attempt.
+    #[inline]
+    pub(crate) fn deposit(&self) {
         if let Some(budget) = &self.budget {
             budget.deposit();
         }
+    }
+
+    /// One call's retries after its first `attempts` (deposited for already, see
+    /// [`deposit`](Self::deposit)): for a call whose first attempt ran on its own.
+    #[inline]
+    pub(crate) fn resume(
+        &self,
+        started: Instant,
+        overall: Option<Instant>,
+        attempts: u32,
+    ) -> Retrying<'_, C> {
         Retrying {
             retry: self,
             started,
             overall,
-            number: 0,
+            number: attempts,
         }
     }
 
