@@ -124,6 +124,13 @@ impl Shared {
         {
             return;
         }
+        self.record_change(permit_generation, probe, health, slow);
+    }
+
+    /// [`record`](Self::record) for an outcome that may change something: apart, so
+    /// that the healthy path's loads are all a call inlines.
+    #[inline(never)]
+    fn record_change(&self, permit_generation: u64, probe: bool, health: Health, slow: bool) {
         if probe {
             return self.record_probe(permit_generation, health, slow);
         }

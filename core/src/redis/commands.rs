@@ -29,11 +29,7 @@ impl Redis {
     /// ```
     pub async fn get<R: FromValue>(&self, key: impl Into<Key>) -> Result<R, RedisError> {
         let key = key.into();
-        self.run(Command::Get, |c| {
-            let key = key.clone();
-            async move { c.get(key).await }
-        })
-        .await
+        self.read(Command::Get, |c| c.get(key.clone())).await
     }
 
     /// `SET key value [EX seconds]`.
@@ -142,11 +138,7 @@ impl Redis {
     /// ```
     pub async fn hgetall<R: FromValue>(&self, key: impl Into<Key>) -> Result<R, RedisError> {
         let key = key.into();
-        self.run(Command::Hgetall, |c| {
-            let key = key.clone();
-            async move { c.hgetall(key).await }
-        })
-        .await
+        self.read(Command::Hgetall, |c| c.hgetall(key.clone())).await
     }
 
     /// `HSET key field value…`; how many fields were added.
@@ -238,11 +230,8 @@ impl Redis {
         stop: i64,
     ) -> Result<R, RedisError> {
         let key = key.into();
-        self.run(Command::Lrange, |c| {
-            let key = key.clone();
-            async move { c.lrange(key, start, stop).await }
-        })
-        .await
+        self.read(Command::Lrange, |c| c.lrange(key.clone(), start, stop))
+            .await
     }
 
     /// `SADD key members…`; how many were added.
@@ -297,11 +286,7 @@ impl Redis {
     /// ```
     pub async fn sinter<R: FromValue>(&self, keys: impl Into<MultipleKeys>) -> Result<R, RedisError> {
         let keys = keys.into();
-        self.run(Command::Sinter, |c| {
-            let keys = keys.clone();
-            async move { c.sinter(keys).await }
-        })
-        .await
+        self.read(Command::Sinter, |c| c.sinter(keys.clone())).await
     }
 
     /// `EVAL script numkeys keys… args…`, sent as a custom command so the attempt's
@@ -447,11 +432,8 @@ impl Redis {
         field: impl Into<Key>,
     ) -> Result<R, RedisError> {
         let (key, field) = (key.into(), field.into());
-        self.run(Command::Hget, |c| {
-            let (key, field) = (key.clone(), field.clone());
-            async move { c.hget(key, field).await }
-        })
-        .await
+        self.read(Command::Hget, |c| c.hget(key.clone(), field.clone()))
+            .await
     }
 
     /// `SCARD key`: how many members the set has (0 for a missing key).
@@ -471,11 +453,7 @@ impl Redis {
     /// ```
     pub async fn scard(&self, key: impl Into<Key>) -> Result<u64, RedisError> {
         let key = key.into();
-        self.run(Command::Scard, |c| {
-            let key = key.clone();
-            async move { c.scard(key).await }
-        })
-        .await
+        self.read(Command::Scard, |c| c.scard(key.clone())).await
     }
 
     /// `PING`, under [`Command::Other`]'s policy: never retried, so a health check

@@ -195,6 +195,7 @@ impl Redis {
         }
         Ok(Self {
             inner: Arc::new(Inner {
+                readers: super::run::readers(&pool, config.deadline_margin),
                 lanes: super::lanes::Lanes::new(pool.size()),
                 pool,
                 breaker,

@@ -79,11 +79,16 @@ impl Lanes {
     /// when it is down.
     #[inline]
     pub(super) fn choose(self, pool: &Pool, lane: Lane) -> &Client {
+        &pool.clients()[self.choose_index(pool, lane)]
+    }
+
+    /// Where [`choose`](Self::choose)'s connection stands in the pool.
+    #[inline]
+    pub(super) fn choose_index(self, pool: &Pool, lane: Lane) -> usize {
         let clients = pool.clients();
         let home = self.home(lane) % clients.len();
-        let client = &clients[home];
-        if client.is_connected() {
-            return client;
+        if clients[home].is_connected() {
+            return home;
         }
         fallback(clients, home)
     }
@@ -93,11 +98,11 @@ impl Lanes {
 /// fails at once, unsent: the caller's breaker and errors say why).
 #[cold]
 #[inline(never)]
-fn fallback(clients: &[Client], home: usize) -> &Client {
+fn fallback(clients: &[Client], home: usize) -> usize {
     (1..clients.len())
-        .map(|i| &clients[(home + i) % clients.len()])
-        .find(|c| c.is_connected())
-        .unwrap_or(&clients[home])
+        .map(|i| (home + i) % clients.len())
+        .find(|&i| clients[i].is_connected())
+        .unwrap_or(home)
 }
 
 #[cfg(test)]

@@ -130,6 +130,10 @@ pub struct Redis {
 
 struct Inner {
     pool: Pool,
+    /// The pool's connections with a read's options (`run.rs`), made once, in the
+    /// pool's order: a read the handle wraps borrows one, where `with_options` per call
+    /// cloned the client — a reference count every caller's thread writes.
+    readers: Box<[fred::clients::WithOptions<fred::clients::Client>]>,
     /// Which connection each command goes to (`lanes.rs`).
     lanes: lanes::Lanes,
     breaker: CircuitBreaker,

@@ -49,21 +49,17 @@ impl Redis {
         Fut: Future<Output = Result<PipelineWithDeadline, FredError>>,
     {
         let (pool, lanes, margin) = (&self.inner.pool, self.inner.lanes, self.inner.margin);
-        self.hold_probe_while_unconnected(Command::Pipeline)?;
         // One round trip: counted as one command in flight, however many it holds.
-        let _counted = self.inner.in_flight.enter();
-        self.policy(Command::Pipeline)
-            .call_borrowed(|attempt| {
-                // NOTE: `pipeline().with_options(..)`, not `with_options(..).pipeline()`:
-                // the latter derefs to the bare client and loses the deadline.
-                let pipeline = lanes
-                    .choose(pool, lane)
-                    .pipeline()
-                    .with_options(&options(&attempt, margin));
-                let queued = build(pipeline);
-                async move { queued.await?.all().await }
-            })
-            .await
-            .map_err(|e| self.explain(e))
+        self.guarded(Command::Pipeline, |attempt| {
+            // NOTE: `pipeline().with_options(..)`, not `with_options(..).pipeline()`:
+            // the latter derefs to the bare client and loses the deadline.
+            let pipeline = lanes
+                .choose(pool, lane)
+                .pipeline()
+                .with_options(&options(&attempt, margin));
+            let queued = build(pipeline);
+            async move { queued.await?.all().await }
+        })
+        .await
     }
 }

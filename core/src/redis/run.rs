@@ -3,7 +3,12 @@
 
 use std::{future::Future, time::Duration};
 
-use fred::{clients::Client, error::Error as FredError, interfaces::ClientLike, types::config::Options};
+use fred::{
+    clients::{Client, Pool, WithOptions},
+    error::Error as FredError,
+    interfaces::ClientLike,
+    types::config::Options,
+};
 
 use super::{Command, Redis, RedisError, lanes::Lane};
 use crate::{Attempt, Error, Outcome, Policy, breaker::State};
@@ -29,12 +34,24 @@ pub(super) fn options(attempt: &Attempt, margin: Duration) -> Options {
 #[inline]
 fn options_in(lane: Lane, attempt: &Attempt, margin: Duration) -> Options {
     match lane {
-        Lane::Read => Options {
-            timeout: Some(Duration::ZERO), // fred: no deadline (`None` is its default one)
-            ..options_within(None, margin)
-        },
+        Lane::Read => read_options(margin),
         Lane::Write => options(attempt, margin),
     }
+}
+
+/// A read's fred options, the same for every attempt (see [`options_in`]).
+fn read_options(margin: Duration) -> Options {
+    Options {
+        timeout: Some(Duration::ZERO), // fred: no deadline (`None` is its default one)
+        ..options_within(None, margin)
+    }
+}
+
+/// Every connection of `pool`, in order, with a read's options: what
+/// [`Redis::read`] lends.
+pub(super) fn readers(pool: &Pool, margin: Duration) -> Box<[WithOptions<Client>]> {
+    let options = read_options(margin);
+    pool.clients().iter().map(|c| c.with_options(&options)).collect()
 }
 
 /// The fred options for a command that must end within `left` (none: fred's default
@@ -135,11 +152,44 @@ impl Redis {
     /// ```
     pub async fn run<T, F, Fut>(&self, command: Command, mut op: F) -> Result<T, RedisError>
     where
-        F: FnMut(fred::clients::WithOptions<Client>) -> Fut,
+        F: FnMut(WithOptions<Client>) -> Fut,
         Fut: Future<Output = Result<T, FredError>>,
     {
         let (pool, lanes, margin) = (&self.inner.pool, self.inner.lanes, self.inner.margin);
         let lane = command.lane();
+        self.guarded(command, |attempt| {
+            op(lanes
+                .choose(pool, lane)
+                .with_options(&options_in(lane, &attempt, margin)))
+        })
+        .await
+    }
+
+    /// [`run`](Self::run) for a read command the handle wraps: `op` borrows the read
+    /// lane's connection, with the options every read carries, made once (see
+    /// `Inner::readers`).
+    #[inline]
+    pub(super) async fn read<'s, T, F, Fut>(&'s self, command: Command, mut op: F) -> Result<T, RedisError>
+    where
+        F: FnMut(&'s WithOptions<Client>) -> Fut,
+        Fut: Future<Output = Result<T, FredError>>,
+    {
+        debug_assert_eq!(command.lane(), Lane::Read, "{command:?} is not a read");
+        let (pool, lanes, readers) = (&self.inner.pool, self.inner.lanes, &self.inner.readers);
+        self.guarded(command, |_| op(&readers[lanes.choose_index(pool, Lane::Read)]))
+            .await
+    }
+
+    /// Runs `attempt` under `command`'s policy, as one command in flight: what every
+    /// call through the handle goes through. Fails at once while the probe is held back
+    /// (see [`hold_probe_while_unconnected`](Self::hold_probe_while_unconnected)); an
+    /// error says why Redis is unreachable when it is (issue #14, `unreachable.rs`).
+    #[inline]
+    pub(super) async fn guarded<T, F, Fut>(&self, command: Command, attempt: F) -> Result<T, RedisError>
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, FredError>>,
+    {
         // NOTE: counted per call, around the policy, not per attempt inside it: wrapping
         // every attempt's future in one more async block cost 5–8 % of GET throughput
         // on the Redis benchmark; this guard is a local of this future and cost nothing
@@ -147,13 +197,9 @@ impl Redis {
         self.hold_probe_while_unconnected(command)?;
         let _counted = self.inner.in_flight.enter();
         self.policy(command)
-            .call_borrowed(|attempt| {
-                op(lanes
-                    .choose(pool, lane)
-                    .with_options(&options_in(lane, &attempt, margin)))
-            })
+            .call_borrowed(attempt)
             .await
-            .map_err(|e| self.explain(e)) // issue #14: why Redis is unreachable (unreachable.rs)
+            .map_err(|e| self.explain(e))
     }
 }
 

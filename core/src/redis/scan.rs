@@ -91,44 +91,40 @@ impl Redis {
         limit: usize,
     ) -> Result<Vec<String>, RedisError> {
         let (pool, lanes, margin) = (&self.inner.pool, self.inner.lanes, self.inner.margin);
-        self.hold_probe_while_unconnected(Command::Scan)?;
         // One page outstanding at a time: the whole scan counts as one command.
-        let _counted = self.inner.in_flight.enter();
-        self.policy(Command::Scan)
-            .call_borrowed(|attempt| async move {
-                let mut keys = Vec::new();
-                if limit == 0 {
-                    return Ok(keys);
-                }
-                let connection = lanes.choose(pool, Command::Scan.lane());
-                for target in targets(connection, pattern)? {
-                    let mut cursor = String::from("0");
-                    loop {
-                        // Each page gets the time left, so fred drops a page it could not
-                        // write in time rather than run it after the caller gave up.
-                        let mut options = options_within(attempt.remaining(), margin);
-                        match &target {
-                            Target::Server => {}
-                            Target::Slot(slot) => options.cluster_hash = Some(ClusterHash::Custom(*slot)),
-                            Target::Node(server) => options.cluster_node = Some(server.clone()),
-                        }
-                        let client = connection.with_options(&options);
-                        let (next, page): (String, Vec<Key>) =
-                            client.scan_page(cursor, pattern, Some(count), None).await?;
-                        keys.extend(page.into_iter().filter_map(Key::into_string));
-                        if keys.len() >= limit {
-                            keys.truncate(limit);
-                            return Ok(keys);
-                        }
-                        if next == "0" {
-                            break; // this node's cursor came back to its start: done
-                        }
-                        cursor = next;
+        self.guarded(Command::Scan, |attempt| async move {
+            let mut keys = Vec::new();
+            if limit == 0 {
+                return Ok(keys);
+            }
+            let connection = lanes.choose(pool, Command::Scan.lane());
+            for target in targets(connection, pattern)? {
+                let mut cursor = String::from("0");
+                loop {
+                    // Each page gets the time left, so fred drops a page it could not
+                    // write in time rather than run it after the caller gave up.
+                    let mut options = options_within(attempt.remaining(), margin);
+                    match &target {
+                        Target::Server => {}
+                        Target::Slot(slot) => options.cluster_hash = Some(ClusterHash::Custom(*slot)),
+                        Target::Node(server) => options.cluster_node = Some(server.clone()),
                     }
+                    let client = connection.with_options(&options);
+                    let (next, page): (String, Vec<Key>) =
+                        client.scan_page(cursor, pattern, Some(count), None).await?;
+                    keys.extend(page.into_iter().filter_map(Key::into_string));
+                    if keys.len() >= limit {
+                        keys.truncate(limit);
+                        return Ok(keys);
+                    }
+                    if next == "0" {
+                        break; // this node's cursor came back to its start: done
+                    }
+                    cursor = next;
                 }
-                Ok(keys)
-            })
-            .await
-            .map_err(|e| self.explain(e)) // why Redis is unreachable, as every command says
+            }
+            Ok(keys)
+        })
+        .await
     }
 }
