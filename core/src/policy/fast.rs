@@ -285,8 +285,11 @@ where
 {
     fn drop(self: Pin<&mut Self>) {
         let mut this = self.project();
+        if !matches!(this.phase, Phase::First { .. }) {
+            return; // not started, ended, or the loop's to record: nothing to move out
+        }
         let Phase::First { permit, meter, .. } = std::mem::replace(this.phase, Phase::Done) else {
-            return; // not started, ended, or the loop's to record
+            return;
         };
         // The attempt's future first, as the loop drops it, then its permit.
         this.stage.set(Stage::Empty);
