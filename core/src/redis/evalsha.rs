@@ -80,6 +80,7 @@ impl Redis {
         if !self.inner.evalsha_refused.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 target: "stayfast::redis",
+                redis = %self.inner.breaker.target(),
                 url = %self.inner.url,
                 error = %e.details(),
                 "the Redis ACL user lacks +evalsha: scripts are sent whole (EVAL) from now on; \
