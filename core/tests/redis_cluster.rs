@@ -14,7 +14,7 @@ use std::{
 };
 
 use stayfast_core::{
-    redis::Redis,
+    redis::{Redis, Script},
     test_util::{RedisCluster, Reply},
 };
 use support::redis::config;
@@ -111,6 +111,55 @@ async fn scripts_go_to_their_slot_without_a_redirection() {
         per_node.iter().all(|&n| n > 0),
         "sessions spread over every primary: {per_node:?}"
     );
+}
+
+/// A script run by its SHA1 (#16): each primary is sent the body once, on the first
+/// call it serves (`NOSCRIPT`, which loads it there), and only `EVALSHA` after that; the
+/// script goes to its keys' slot, no redirection.
+#[tokio::test]
+async fn scripts_by_sha_load_once_on_each_primary() {
+    let _serial = SERIAL.lock().await;
+    let cluster = RedisCluster::start(3, 0).await.unwrap();
+    let redis = connect(&cluster).await;
+    reset_stats(&cluster).await;
+    let script = Script::new(PUSH);
+    let started = Instant::now();
+    for n in 0..200 {
+        let keys = vec![
+            format!("{{tx:{}}}:log", n % 50),
+            format!("{{tx:{}}}:deleted", n % 50),
+        ];
+        let len: i64 = redis
+            .eval_script(&script, keys, vec![n.to_string()])
+            .await
+            .unwrap();
+        assert_eq!(len as usize, n / 50 + 1, "ran once");
+    }
+    let took = started.elapsed();
+    let total = |line: &'static str, field: &'static str| cluster.info_total("commandstats", line, field);
+    let (evalsha, failed, eval) = (
+        total("cmdstat_evalsha", "calls").await.unwrap(),
+        total("cmdstat_evalsha", "failed_calls").await.unwrap(),
+        total("cmdstat_eval", "calls").await.unwrap(),
+    );
+    let moved = cluster
+        .info_total("errorstats", "errorstat_MOVED", "count")
+        .await
+        .unwrap();
+    let mut per_node = Vec::new();
+    for node in cluster.nodes() {
+        per_node.push(dbsize(node).await);
+    }
+    println!(
+        "200 scripts by SHA1 over 50 sessions in {took:?}: {evalsha} EVALSHA ({failed} NOSCRIPT), \
+         {eval} EVAL, {moved} MOVED, keys per primary {per_node:?}"
+    );
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "every primary served: {per_node:?}"
+    );
+    assert_eq!((evalsha, failed, eval), (200, 3, 3), "the body once per primary");
+    assert_eq!(moved, 0);
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, LazyLock, Mutex, PoisonError},
     time::{Duration, SystemTime},
 };
 
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use stayfast_core::{
     ErrorChain, FallbackReason,
     fs::DurableAppend,
-    redis::{Redis, RedisError},
+    redis::{Redis, RedisError, Script},
     telemetry::metric_name,
 };
 use tokio::sync::Notify;
@@ -67,7 +67,7 @@ pub const TRANSCRIPTS_REPLAY_FAILURES_TOTAL: &str = "transcripts_replay_failures
 /// or minus the stored one for a known id (so a replay or a retry stores nothing
 /// twice). The stored element is `{"seq":N,` followed by the JSON without its `{`: the
 /// record's JSON exactly as the client encoded it, the seq first.
-const ASSIGN: &str = r#"
+const ASSIGN_SOURCE: &str = r#"
 local out = {}
 for i = 1, #ARGV, 2 do
   local stored = redis.call('HGET', KEYS[2], ARGV[i])
@@ -83,6 +83,10 @@ end
 return out
 "#;
 
+/// [`ASSIGN_SOURCE`], run by its SHA1 (`EVALSHA`): Redis hashes an `EVAL`'s whole body
+/// on every call to find it in its script cache (issue #16).
+static ASSIGN: LazyLock<Script> = LazyLock::new(|| Script::new(ASSIGN_SOURCE));
+
 /// Most records one replay call sends (one script run, one round trip).
 const REPLAY_BATCH: usize = 256;
 /// Most bytes of records one replay call sends (a batch holds one record at least).
@@ -91,7 +95,9 @@ const REPLAY_BATCH_BYTES: usize = 1 << 20;
 const REPLAY_SESSIONS: usize = 16;
 
 /// Deletes a session's order keys.
-const DELETE: &str = "return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])";
+const DELETE_SOURCE: &str = "return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])";
+/// [`DELETE_SOURCE`], run by its SHA1, as [`ASSIGN`].
+static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(DELETE_SOURCE));
 
 /// How often the replay looks at its pending records when nothing wakes it.
 const REPLAY_EVERY: Duration = Duration::from_millis(250);
@@ -215,7 +221,7 @@ impl RedisOrder {
 
     /// Runs the script for `records` (one session's, in order): their seqs (the stored
     /// ones for known ids), and with `wait_replicas`, how many replicas acknowledged
-    /// them (`Redis::eval_then_wait`: the script and the `WAIT` on one connection).
+    /// them (`Redis::eval_script_then_wait`: the script and the `WAIT` on one connection).
     async fn assign(
         &self,
         key: &SessionKey,
@@ -225,12 +231,12 @@ impl RedisOrder {
         let args: Vec<String> = records.iter().flat_map(|r| [r.id.clone(), r.json()]).collect();
         let seqs = |codes: Vec<i64>| codes.into_iter().map(i64::unsigned_abs).collect::<Vec<_>>();
         if self.wait_replicas == 0 {
-            let codes: Vec<i64> = self.redis.eval(ASSIGN, keys, args).await?;
+            let codes: Vec<i64> = self.redis.eval_script(&ASSIGN, keys, args).await?;
             return Ok((seqs(codes), None));
         }
         let (codes, replicas): (Vec<i64>, u32) = self
             .redis
-            .eval_then_wait(ASSIGN, keys, args, self.wait_replicas, self.wait_timeout)
+            .eval_script_then_wait(&ASSIGN, keys, args, self.wait_replicas, self.wait_timeout)
             .await?;
         Ok((seqs(codes), Some(replicas)))
     }
@@ -589,7 +595,7 @@ impl TranscriptStore {
         let existed = removed?;
         let _: i64 = order
             .redis
-            .eval(DELETE, key.order_keys(&order.prefix), Vec::new())
+            .eval_script(&DELETE, key.order_keys(&order.prefix), Vec::new())
             .await?;
         Ok(existed)
     }

@@ -3,11 +3,14 @@
 //! decided on the server by the records' seqs: a late or repeated write can never put
 //! an older record after a newer one.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use stayfast_core::{
     CallMetrics,
-    redis::{Redis, RedisError},
+    redis::{Redis, RedisError, Script},
 };
 
 use super::{
@@ -26,7 +29,7 @@ use super::{
 /// is cold), overlap part of the batch (a repopulation raced it), or follow a record
 /// that is not the first one's predecessor (a deleted session's, left by a late
 /// write): the window is then left alone, and must be repopulated from the file.
-const PUSH: &str = r"
+const PUSH_SOURCE: &str = r"
 if redis.call('SISMEMBER', KEYS[2], ARGV[6]) == 1 then return -2 end
 local first = tonumber(ARGV[2])
 local newest = first + #ARGV - 7
@@ -49,7 +52,7 @@ return 1
 /// ends at a newer seq than ARGV[2] (a push that raced this repopulation won): never
 /// replaces newer records with older ones; nor when the file's incarnation (ARGV[3])
 /// was deleted. Returns 1 when replaced, 0 when left alone.
-const REPLACE: &str = r"
+const REPLACE_SOURCE: &str = r"
 if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then return 0 end
 local last = redis.call('LINDEX', KEYS[1], -1)
 if last then
@@ -69,7 +72,7 @@ return 1
 /// Deletes the window and, when the deleted file had records, adds its incarnation
 /// (ARGV[2]) to the tombstone set, kept ARGV[1] seconds: one atomic step, so no write
 /// of that incarnation can land between the two.
-const DELETE: &str = r"
+const DELETE_SOURCE: &str = r"
 redis.call('DEL', KEYS[1])
 if ARGV[2] then
   redis.call('SADD', KEYS[2], ARGV[2])
@@ -77,6 +80,12 @@ if ARGV[2] then
 end
 return 1
 ";
+
+// Run by their SHA1 (`EVALSHA`): Redis hashes an `EVAL`'s whole body on every call
+// to find it in its script cache, on the two cores the appenders share (issue #16).
+static PUSH: LazyLock<Script> = LazyLock::new(|| Script::new(PUSH_SOURCE));
+static REPLACE: LazyLock<Script> = LazyLock::new(|| Script::new(REPLACE_SOURCE));
+static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(DELETE_SOURCE));
 
 /// How long a deleted incarnation stays refused, at least: longer than any write can
 /// plausibly stay in flight (a paused or partitioned server applies it when it comes
@@ -135,7 +144,7 @@ impl Window {
             first.first.incarnation(),
         ]);
         args.extend(batch.iter().map(|p| p.line.clone()));
-        let code: i64 = self.redis.eval(PUSH, self.keys(key), args).await?;
+        let code: i64 = self.redis.eval_script(&PUSH, self.keys(key), args).await?;
         Ok(match code {
             1 => Pushed::Extended,
             0 => Pushed::AlreadyThere,
@@ -156,7 +165,7 @@ impl Window {
         let mut args = Vec::with_capacity(tail.len() + 3);
         args.extend([self.ttl_secs(), last_seq.to_string(), first.incarnation()]);
         args.extend(tail.iter().map(encode));
-        let code: i64 = self.redis.eval(REPLACE, self.keys(key), args).await?;
+        let code: i64 = self.redis.eval_script(&REPLACE, self.keys(key), args).await?;
         Ok(code == 1)
     }
 
@@ -176,7 +185,7 @@ impl Window {
             .into_iter()
             .flatten()
             .collect::<Vec<_>>();
-        let _: i64 = self.redis.eval(DELETE, self.keys(key), args).await?;
+        let _: i64 = self.redis.eval_script(&DELETE, self.keys(key), args).await?;
         Ok(())
     }
 }

@@ -216,6 +216,41 @@ impl TestRedis {
     }
 }
 
+impl TestRedis {
+    /// How many Lua scripts the deployment ran for its clients, however they were sent
+    /// ([`script_runs`], summed over its primaries).
+    pub(crate) async fn script_runs(&self) -> io::Result<u64> {
+        if let Nodes::Sentinel(sentinel) = &self.nodes {
+            return script_runs(current_primary(sentinel).await?).await;
+        }
+        let mut total = 0;
+        for node in self.data_nodes_ref() {
+            if node.pid().is_some() {
+                total += script_runs(node).await?;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// How many Lua scripts `node` ran for its clients, however they were sent: `EVAL`
+/// calls, plus the `EVALSHA` calls that found their script (a `NOSCRIPT` reply is
+/// counted among `EVALSHA`'s calls, and the handle then sends the body as an `EVAL`).
+pub(crate) async fn script_runs(node: &RedisServer) -> io::Result<u64> {
+    let sent = node.executions("eval").await? + node.executions("evalsha").await?;
+    let info = node
+        .command(&["INFO", "errorstats"])
+        .await?
+        .as_text()
+        .unwrap_or_default();
+    let noscript: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("errorstat_NOSCRIPT:count="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    Ok(sent - noscript)
+}
+
 /// The node the sentinels name as primary now.
 async fn current_primary(sentinel: &RedisSentinel) -> io::Result<&RedisServer> {
     let port = sentinel.current_primary().await?;

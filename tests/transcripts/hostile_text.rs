@@ -73,10 +73,10 @@ async fn text_and_size() {
     );
 
     // Message ids as hostile as the texts: each push still chains onto its predecessor
-    // (compared byte-exact inside Lua: one push at a time) — one EVAL per append, no
+    // (compared byte-exact inside Lua: one push at a time) — one script per append, no
     // repopulation.
     settle(&bg).await;
-    let evals = server.executions("eval").await.unwrap();
+    let evals = server.script_runs().await.unwrap();
     for id in ["id\0nul", "id \"quoted\" \\ \u{2028}", "id 👩‍👩‍👧 e\u{301}"] {
         sent.push(
             store
@@ -88,7 +88,7 @@ async fn text_and_size() {
         settle(&bg).await;
     }
     assert_eq!(
-        server.executions("eval").await.unwrap() - evals,
+        server.script_runs().await.unwrap() - evals,
         3,
         "a push fell back to repopulation"
     );

@@ -192,7 +192,8 @@ fn line(seq: u64, id: &str, content: &str) -> String {
     .to_string()
 }
 
-/// The server's EVAL and DEL counts, to tell pushes from repopulations.
+/// The scripts the server ran (`EVAL` or `EVALSHA`) and its DEL count, to tell pushes
+/// from repopulations.
 #[derive(Clone, Copy)]
 struct ScriptCalls {
     evals: u64,
@@ -202,12 +203,12 @@ struct ScriptCalls {
 impl ScriptCalls {
     async fn of(server: &TestRedis) -> Self {
         Self {
-            evals: server.executions("eval").await.unwrap(),
+            evals: server.script_runs().await.unwrap(),
             dels: server.executions("del").await.unwrap(),
         }
     }
 
-    /// The EVALs since `before`, asserting none was a repopulation (its script starts
+    /// The scripts run since `before` (`EVAL` or `EVALSHA`), asserting none was a repopulation (its script starts
     /// with DEL; a push's never calls it).
     fn pushes_since(self, before: Self) -> u64 {
         assert_eq!(self.dels - before.dels, 0, "no repopulation");

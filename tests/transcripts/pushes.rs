@@ -86,3 +86,64 @@ async fn history_right_after_an_append_needs_no_file_read() {
         latencies[latencies.len() - 1]
     );
 }
+
+/// Issue #16: the store's scripts go by their SHA1 (`EVALSHA`); each script's body
+/// (`EVAL`) is sent once, on its first call to a server whose script cache lacks it
+/// (`NOSCRIPT`), never again — in file order (the window's push and delete) and in
+/// redis order (the seq assignment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_are_sent_by_their_sha() {
+    const APPENDS: usize = 20;
+    let server = TestRedis::start().await.unwrap();
+    let counts = || async {
+        (
+            server.executions("evalsha").await.unwrap(),
+            server.executions("eval").await.unwrap(),
+        )
+    };
+    let tmp = TempDir::new("tx");
+    let (store, bg) = open(&tmp.tx(), Some(connect(&server).await), |c| {
+        c.fsync = FsyncPolicy::Never;
+    })
+    .await;
+    for i in 0..APPENDS {
+        store
+            .append("by-sha", Message::new("user", format!("m{i}")))
+            .await
+            .unwrap();
+        settle(&bg).await; // one push each
+    }
+    assert!(store.delete_session("by-sha").await.unwrap());
+    let (evalsha, eval) = counts().await;
+    println!("file order: {APPENDS} appends and a delete: {evalsha} EVALSHA, {eval} EVAL");
+    assert_eq!(eval, 2, "the push's body and the delete's, once each");
+    assert_eq!(evalsha, APPENDS as u64 + 1, "every push and the delete by SHA1");
+
+    let (ordered, bg) = open(&tmp.0.join("ordered"), Some(connect(&server).await), |c| {
+        c.fsync = FsyncPolicy::Never;
+        c.order = stayfast::transcripts::Order::Redis;
+    })
+    .await;
+    for i in 0..APPENDS {
+        ordered
+            .append("by-sha", Message::new("user", format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    settle(&bg).await;
+    let (evalsha_after, eval_after) = counts().await;
+    println!(
+        "redis order: {APPENDS} appends: {} EVALSHA, {} EVAL",
+        evalsha_after - evalsha,
+        eval_after - eval
+    );
+    assert_eq!(eval_after - eval, 1, "the seq script's body, once");
+    assert!(
+        evalsha_after - evalsha >= APPENDS as u64,
+        "every append's script by SHA1"
+    );
+    assert_eq!(
+        ordered.history("by-sha", 50).await.unwrap().records.len(),
+        APPENDS
+    );
+}

@@ -319,7 +319,7 @@ async fn redis_order_needs_redis_and_wait_needs_redis_order() {
     assert_eq!(config.validate().unwrap_err().field(), "wait_replicas");
 }
 
-/// Append latency per order, and the Redis round trips each append costs (EVAL calls
+/// Append latency per order, and the Redis round trips each append costs (scripts
 /// the server ran: in redis order exactly one per append, the script; in file order
 /// the background pushes, batched). Figures print with `--nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,7 +330,7 @@ async fn each_order_costs_what_it_says() {
     for order in [Order::File, Order::Redis] {
         let dir = TempDir::new("tx-order-cost");
         let (store, bg) = open(&dir.tx(), Some(connect_to(&server).await), |c| c.order = order).await;
-        let evals_before = server.executions("eval").await.unwrap();
+        let evals_before = support::deployment::script_runs(&server).await.unwrap();
         let mut latencies = Vec::new();
         for i in 0..N {
             let t = Instant::now();
@@ -344,10 +344,10 @@ async fn each_order_costs_what_it_says() {
             latencies.push(t.elapsed());
         }
         settle(&bg).await;
-        let evals = server.executions("eval").await.unwrap() - evals_before;
+        let evals = support::deployment::script_runs(&server).await.unwrap() - evals_before;
         latencies.sort();
         lines.push(format!(
-            "order = {:?}: append p50 {:?} p99 {:?}; {evals} EVAL for {N} appends ({:.2} per append)",
+            "order = {:?}: append p50 {:?} p99 {:?}; {evals} scripts for {N} appends ({:.2} per append)",
             order.as_str(),
             latencies[N / 2],
             latencies[N * 99 / 100],

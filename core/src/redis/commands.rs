@@ -320,7 +320,7 @@ impl Redis {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<R, RedisError> {
-        let (hash, argv) = eval_argv(script, keys, args)?;
+        let (hash, argv) = eval_argv(script.into(), keys, args)?;
         self.run(Command::Eval, |c| {
             let (argv, hash) = (argv.clone(), hash.clone());
             async move {
@@ -364,7 +364,7 @@ impl Redis {
         replicas: u32,
         timeout: std::time::Duration,
     ) -> Result<(R, u32), RedisError> {
-        let (hash, argv) = eval_argv(script, keys, args)?;
+        let (hash, argv) = eval_argv(script.into(), keys, args)?;
         let wait: Vec<Value> = vec![
             i64::from(replicas).into(),
             i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).into(),
@@ -478,10 +478,10 @@ impl Redis {
     }
 }
 
-/// `EVAL`'s routing and arguments: the primary serving the keys' slot, and
-/// `script numkeys keys… args…`.
-fn eval_argv(
-    script: &str,
+/// `EVAL`'s (or `EVALSHA`'s) routing and arguments: the primary serving the keys'
+/// slot, and `script numkeys keys… args…` (`script`: the body, or its SHA1).
+pub(super) fn eval_argv(
+    script: Value,
     keys: Vec<String>,
     args: Vec<String>,
 ) -> Result<(ClusterHash, Vec<Value>), RedisError> {
@@ -492,7 +492,7 @@ fn eval_argv(
         None => ClusterHash::Random, // no key: any node may run it
     };
     let mut argv: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
-    argv.push(script.into());
+    argv.push(script);
     argv.push((keys.len() as i64).into());
     argv.extend(keys.into_iter().map(Value::from));
     argv.extend(args.into_iter().map(Value::from));

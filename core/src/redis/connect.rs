@@ -206,6 +206,7 @@ impl Redis {
                 url: config.redacted_url(),
                 unreachable,
                 in_flight,
+                evalsha_refused: std::sync::atomic::AtomicBool::new(false),
                 tasks,
                 sweeper,
             }),

@@ -27,7 +27,8 @@
 //! Where things are: the handle and its accessors here; building it in `connect.rs`;
 //! the `run` path every command takes in `run.rs`; the command catalogue ([`Command`]:
 //! names, idempotency, bounds) in `command.rs`; the typed commands in `commands.rs`,
-//! `pipeline.rs`, `batch.rs` and `scan.rs`; what the stores ask of an error
+//! `pipeline.rs`, `batch.rs` and `scan.rs`; scripts run by their SHA1 ([`Script`]) in
+//! `script.rs` and `evalsha.rs`; what the stores ask of an error
 //! ([`RedisError::is_wrong_type`]) in `error.rs`; TLS ([`RedisTls`]) in `tls.rs`; why
 //! Redis is unreachable ([`Redis::unreachable_reason`]), put into the errors of commands
 //! that found no connection, in `unreachable.rs`.
@@ -39,18 +40,24 @@ mod commands;
 mod config;
 mod connect;
 mod error;
+mod evalsha;
 mod events;
 mod gauges;
 mod lanes;
 mod pipeline;
 mod run;
 mod scan;
+mod script;
 mod slots;
 mod tls;
 mod unreachable;
 mod value;
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use fred::{
     clients::{Pipeline, Pool},
@@ -63,6 +70,7 @@ pub use self::{
     batch::Batch,
     command::Command,
     config::{OperationTimeouts, RedisConfig},
+    script::Script,
     slots::{CLUSTER_SLOTS, key_slot},
     tls::RedisTls,
     value::RedisValue,
@@ -149,6 +157,9 @@ struct Inner {
     /// The last connection error, for the errors of commands that found no connection.
     unreachable: unreachable::LastConnectionError,
     in_flight: InFlight,
+    /// Set once Redis refused `EVALSHA` to this handle's ACL user (`NOPERM`): scripts
+    /// are then sent whole (`EVAL`) from the start (`evalsha.rs`).
+    evalsha_refused: AtomicBool,
     /// The background tasks: the gauge sampler and the disconnect listeners.
     tasks: Vec<tokio::task::AbortHandle>,
     /// The safety net's sweeper: kept after `close` too, until the last clone drops.
