@@ -265,7 +265,15 @@ struct FileLock {
     released: Condvar,
     /// The append handle the file's last append left open for its next one (see
     /// [`FileGuard::keep_handle`]); only ever used by the lock's holder.
-    handle: Mutex<Option<Arc<File>>>,
+    handle: Mutex<Option<KeptHandle>>,
+}
+
+/// An append handle kept open between appends, with the device and inode of its file
+/// (so the next append checks it is still the file at the path with one `lstat`).
+pub(crate) struct KeptHandle {
+    pub(crate) file: Arc<File>,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 impl Drop for FileLock {
@@ -303,7 +311,7 @@ impl FileGuard {
     /// The handle an earlier append of this file kept open, if any, now the caller's:
     /// it must check it is still the file at the path (a repair replaces the file, a
     /// removal or another process may have removed it).
-    pub(crate) fn take_handle(&self) -> Option<Arc<File>> {
+    pub(crate) fn take_handle(&self) -> Option<KeptHandle> {
         let handle = relock(&self.lock.handle).take();
         if handle.is_some() {
             KEPT_HANDLES.fetch_sub(1, Ordering::Relaxed);
@@ -311,15 +319,20 @@ impl FileGuard {
         handle
     }
 
-    /// Keeps `file`, the file's append handle, open for its next append (saving that
-    /// append an `open`, an `fstat` and a `close`), unless too many are kept already.
-    pub(crate) fn keep_handle(&self, file: Arc<File>) {
+    /// Keeps `file`, the file's append handle (`meta` its metadata), open for its next
+    /// append (saving that append an `open`, an `fstat` and a `close`), unless too many
+    /// are kept already.
+    pub(crate) fn keep_handle(&self, file: Arc<File>, meta: &std::fs::Metadata) {
         let mut slot = relock(&self.lock.handle);
         if slot.is_none() && KEPT_HANDLES.fetch_add(1, Ordering::Relaxed) >= MAX_KEPT_HANDLES {
             KEPT_HANDLES.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        *slot = Some(file);
+        *slot = Some(KeptHandle {
+            file,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        });
     }
 }
 
