@@ -110,7 +110,8 @@ fn count(calls: &[&str], name: &str) -> usize {
 
 /// An append through the handle the previous one kept checks it with one `lstat`
 /// (which also gives the file's length now) rather than an `fstat` and an `lstat`,
-/// and still takes and releases the cross-process lock, writes once and fsyncs once.
+/// does not `stat` its directory again (its identity, the process-wide lock's key, is
+/// known from the previous append), and still takes and releases the cross-process lock, writes once and fsyncs once.
 #[tokio::test]
 async fn a_kept_handle_is_checked_with_one_lstat_and_no_fstat() {
     let dir = Dir::new("kept");
@@ -127,6 +128,11 @@ async fn a_kept_handle_is_checked_with_one_lstat_and_no_fstat() {
         .await
         .unwrap();
     let calls = ops.take();
+    assert_eq!(
+        count(&calls, "stat"),
+        0,
+        "the directory's identity is known: {calls:?}"
+    );
     assert_eq!(count(&calls, "fstat"), 0, "no fstat of a kept handle: {calls:?}");
     assert_eq!(count(&calls, "lstat"), 1, "one lstat of the path: {calls:?}");
     assert_eq!(count(&calls, "open"), 0, "the kept handle is used: {calls:?}");
@@ -167,4 +173,47 @@ async fn a_kept_handle_sees_what_another_writer_appended() {
     assert_eq!(second.value, 1, "the other writer's line is shown");
     assert_eq!(second.appended.unwrap().offset, 10);
     assert_eq!(fs::read_to_string(&path).unwrap(), "one\nother\ntwo\n");
+}
+
+/// A directory replaced at its path between two appends (its identity cached by the
+/// first): the next append finds no kept handle at the path, writes into the new
+/// directory's file, and looks the directory up again; the appends after it go on
+/// into the new file too.
+#[tokio::test]
+async fn a_directory_replaced_at_its_path_gets_the_next_records() {
+    let dir = Dir::new("dir-replaced");
+    let logs = dir.0.join("logs");
+    fs::create_dir(&logs).unwrap();
+    let path = logs.join("t.jsonl");
+    let ops = Recorded::default();
+    let log = appender(&ops);
+    log.append(&path, b"one".to_vec()).await.unwrap();
+    log.append(&path, b"two".to_vec()).await.unwrap();
+    fs::rename(&logs, dir.0.join("old")).unwrap();
+    fs::create_dir(&logs).unwrap();
+    ops.take();
+    let three = log.append(&path, b"three".to_vec()).await.unwrap();
+    assert_eq!(three.offset, 0, "a new file in the new directory");
+    let calls = ops.take();
+    assert_eq!(
+        count(&calls, "open"),
+        1,
+        "the old kept handle is not used: {calls:?}"
+    );
+    log.append(&path, b"four".to_vec()).await.unwrap();
+    let calls = ops.take();
+    assert_eq!(
+        count(&calls, "stat"),
+        1,
+        "the directory looked up again: {calls:?}"
+    );
+    log.append(&path, b"five".to_vec()).await.unwrap();
+    let calls = ops.take();
+    assert_eq!(count(&calls, "stat"), 0, "and known again: {calls:?}");
+    assert_eq!(count(&calls, "open"), 0, "through the new kept handle: {calls:?}");
+    assert_eq!(fs::read_to_string(&path).unwrap(), "three\nfour\nfive\n");
+    assert_eq!(
+        fs::read_to_string(dir.0.join("old").join("t.jsonl")).unwrap(),
+        "one\ntwo\n"
+    );
 }

@@ -534,7 +534,7 @@ impl Inner {
     ) -> Result<Staged<T>, FsError> {
         let (dir, name) = split(path)?;
         // NOTE: the process-wide lock first, then the cross-process one (see `flock`).
-        let serialised = locks::lock_file(ops, dir, name, deadline)?;
+        let (serialised, cached) = locks::lock_file_cached(ops, dir, name, deadline)?;
         // The handle the file's last append kept: checked after the lock to be still the
         // file at the path (one `lstat`, compared with the device and inode kept with
         // it, which also gives its length now), so a file replaced or removed since is
@@ -544,10 +544,12 @@ impl Inner {
         // is then told after the lock, from the mark, rather than by an `lstat` first.
         let marked = known.mark();
         let mut created = false;
+        let mut opened = false;
         let open = || {
             if let Some(kept) = kept.take() {
                 return Ok(Some(flock::Handle::kept(kept.file, kept.dev, kept.ino)));
             }
+            opened = true;
             if marked.is_none() {
                 created = match ops.symlink_metadata(path) {
                     Ok(_) => false,
@@ -561,6 +563,12 @@ impl Inner {
         };
         let locked = flock::open_locked(ops, path, deadline, open)?
             .ok_or_else(|| FsError::new(path, Step::Open, io::Error::other("the opened file vanished")))?;
+        if opened && cached {
+            // No kept handle was still the file at the path (or none was kept) under a
+            // cached identity of its directory: the next append looks it up again (see
+            // `locks::lock_file_cached`).
+            locks::forget_dir(dir);
+        }
         let file = &locked.file;
         if let Some(mark) = marked
             && !mark.is_file(&locked.meta)

@@ -364,10 +364,66 @@ pub(crate) fn lock_file(
     name: &std::ffi::OsStr,
     deadline: Option<Instant>,
 ) -> Result<FileGuard, FsError> {
+    let (dev, ino) = dir_id(ops, dir)?;
+    lock_key(ops, (dev, ino, name.to_os_string()), dir, name, deadline)
+}
+
+/// As [`lock_file`], the directory's identity taken from [`DIRS`] when it was looked up
+/// before (a `stat` per append saved; the `bool` says whether it was): for an append,
+/// which calls [`forget_dir`] whenever it used a cached identity and found no kept
+/// handle still at its path, so an identity outlives a
+/// directory replaced at its path only as long as the kept handle's very file is found
+/// in the new one. Even then each append holds the file's `flock`, which excludes any
+/// other handle (another process's, or this one's under another key).
+pub(crate) fn lock_file_cached(
+    ops: &dyn FileOps,
+    dir: &Path,
+    name: &std::ffi::OsStr,
+    deadline: Option<Instant>,
+) -> Result<(FileGuard, bool), FsError> {
+    let cached = relock(&DIRS).get(dir).copied();
+    let (dev, ino) = match cached {
+        Some(id) => id,
+        None => {
+            let id = dir_id(ops, dir)?;
+            let mut dirs = relock(&DIRS);
+            if dirs.len() >= MAX_DIRS {
+                dirs.clear();
+            }
+            dirs.insert(dir.to_path_buf(), id);
+            id
+        }
+    };
+    let guard = lock_key(ops, (dev, ino, name.to_os_string()), dir, name, deadline)?;
+    Ok((guard, cached.is_some()))
+}
+
+/// Drops `dir`'s identity from [`DIRS`]: its next append looks it up again.
+pub(crate) fn forget_dir(dir: &Path) {
+    relock(&DIRS).remove(dir);
+}
+
+/// The identities (device, inode) of the directories appended to, by path as spelt.
+static DIRS: LazyLock<Mutex<HashMap<PathBuf, (u64, u64)>>> = LazyLock::new(Mutex::default);
+
+/// [`DIRS`] is emptied when it reaches this size (a directory then costs a `stat` again).
+const MAX_DIRS: usize = 1024;
+
+/// The device and inode of directory `dir` (one `stat`, following symlinks).
+fn dir_id(ops: &dyn FileOps, dir: &Path) -> Result<(u64, u64), FsError> {
     let meta = ops
         .metadata(dir)
         .map_err(|e| FsError::new(dir, Step::Inspect, e))?;
-    let key = (meta.dev(), meta.ino(), name.to_os_string());
+    Ok((meta.dev(), meta.ino()))
+}
+
+fn lock_key(
+    ops: &dyn FileOps,
+    key: (u64, u64, OsString),
+    dir: &Path,
+    name: &std::ffi::OsStr,
+    deadline: Option<Instant>,
+) -> Result<FileGuard, FsError> {
     let lock = FILE_LOCKS.get(key);
     let mut state = relock(&lock.state);
     if state.held {
