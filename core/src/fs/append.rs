@@ -534,18 +534,22 @@ impl Inner {
     ) -> Result<Staged<T>, FsError> {
         let (dir, name) = split(path)?;
         // NOTE: the process-wide lock first, then the cross-process one (see `flock`).
-        let serialised = locks::lock_file(ops, dir, name, deadline)?;
-        // The handle the file's last append kept: checked after the lock like a new one
-        // (`still_at`), so a file replaced or removed since is opened again.
+        let (serialised, cached) = locks::lock_file_cached(ops, dir, name, deadline)?;
+        // The handle the file's last append kept: checked after the lock to be still the
+        // file at the path (one `lstat`, compared with the device and inode kept with
+        // it, which also gives its length now), so a file replaced or removed since is
+        // opened again.
         let mut kept = serialised.take_handle();
         // A caller with a mark appended to the file before: whether this open creates it
         // is then told after the lock, from the mark, rather than by an `lstat` first.
         let marked = known.mark();
         let mut created = false;
+        let mut opened = false;
         let open = || {
-            if let Some(file) = kept.take() {
-                return Ok(Some(file));
+            if let Some(kept) = kept.take() {
+                return Ok(Some(flock::Handle::kept(kept.file, kept.dev, kept.ino)));
             }
+            opened = true;
             if marked.is_none() {
                 created = match ops.symlink_metadata(path) {
                     Ok(_) => false,
@@ -554,11 +558,17 @@ impl Inner {
                 };
             }
             ops.open_append(path, self.new_file_mode)
-                .map(|file| Some(Arc::new(file)))
+                .map(|file| Some(flock::Handle::from(file)))
                 .map_err(|e| FsError::new(path, Step::Open, e))
         };
         let locked = flock::open_locked(ops, path, deadline, open)?
             .ok_or_else(|| FsError::new(path, Step::Open, io::Error::other("the opened file vanished")))?;
+        if opened && cached {
+            // No kept handle was still the file at the path (or none was kept) under a
+            // cached identity of its directory: the next append looks it up again (see
+            // `locks::lock_file_cached`).
+            locks::forget_dir(dir);
+        }
         let file = &locked.file;
         if let Some(mark) = marked
             && !mark.is_file(&locked.meta)
@@ -601,7 +611,7 @@ impl Inner {
         let mark = |len| LogMark::of(&locked.meta, len);
         let line = match line {
             None => {
-                serialised.keep_handle(Arc::clone(&locked.file));
+                serialised.keep_handle(Arc::clone(&locked.file), &locked.meta);
                 return Ok(Staged::Done(Decided {
                     value,
                     appended: None,
@@ -633,7 +643,7 @@ impl Inner {
         if !self.due_for_sync(path) {
             // Only after a complete append: after a failure the handle is closed, and
             // the next append opens the file afresh.
-            serialised.keep_handle(Arc::clone(&locked.file));
+            serialised.keep_handle(Arc::clone(&locked.file), &locked.meta);
             return Ok(Staged::Done(Decided {
                 value,
                 appended: Some(Appended {
@@ -691,7 +701,7 @@ impl Inner {
         }
         // Only after a complete append: after a failure the handle is closed, and the
         // next append opens the file afresh.
-        serialised.keep_handle(Arc::clone(&locked.file));
+        serialised.keep_handle(Arc::clone(&locked.file), &locked.meta);
         Ok(Decided {
             value,
             appended: Some(Appended {

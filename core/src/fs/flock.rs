@@ -64,6 +64,36 @@ impl<'a> Locked<'a> {
     }
 }
 
+/// A handle [`open_locked`] is to lock: a file just opened, or one kept open since an
+/// earlier operation, whose identity (device and inode) is then known.
+pub(crate) struct Handle {
+    file: Arc<File>,
+    /// The kept file's device and inode; `None` for a file just opened.
+    known: Option<(u64, u64)>,
+}
+
+impl Handle {
+    /// A handle kept from an earlier operation on the file with this device and inode.
+    pub(crate) fn kept(file: Arc<File>, dev: u64, ino: u64) -> Self {
+        Self {
+            file,
+            known: Some((dev, ino)),
+        }
+    }
+}
+
+impl From<File> for Handle {
+    fn from(file: File) -> Self {
+        Arc::new(file).into()
+    }
+}
+
+impl From<Arc<File>> for Handle {
+    fn from(file: Arc<File>) -> Self {
+        Self { file, known: None }
+    }
+}
+
 /// Longest pause between two attempts at a held lock.
 const MAX_PAUSE: Duration = Duration::from_millis(4);
 
@@ -73,8 +103,9 @@ const MAX_PAUSE: Duration = Duration::from_millis(4);
 /// (so the caller's own timer does not fire first: a wait that gives up is reported as
 /// such, at [`Step::Lock`], and nothing was done). The file may be replaced or removed
 /// by the process that held the lock: once held, the lock is checked to be the one of
-/// the file now at `path`, and taken again on that file if not.
-pub(crate) fn open_locked<'a, F: Into<Arc<File>>>(
+/// the file now at `path`, and taken again on that file if not (a kept handle, whose
+/// device and inode are known, with one `lstat`; a new one with an `fstat` too).
+pub(crate) fn open_locked<'a, F: Into<Handle>>(
     ops: &'a dyn FileOps,
     path: &'a Path,
     deadline: Option<Instant>,
@@ -87,9 +118,13 @@ pub(crate) fn open_locked<'a, F: Into<Arc<File>>>(
     });
     loop {
         let Some(file) = open()? else { return Ok(None) };
-        let file = file.into();
+        let Handle { file, known } = file.into();
         wait_for(ops, path, &file, give_up)?;
-        if let Some(locked) = still_at(ops, path, file)? {
+        let locked = match known {
+            Some(known) => kept_still_at(ops, path, file, known)?,
+            None => still_at(ops, path, file)?,
+        };
+        if let Some(locked) = locked {
             return Ok(Some(locked));
         }
         // Replaced (a repair) or removed while this process waited: its lock guards
@@ -130,6 +165,38 @@ fn still_at<'a>(
         release: true,
     };
     Ok(is_at(ops, &locked.meta, path)?.then_some(locked))
+}
+
+/// As [`still_at`], for a kept handle whose device and inode are `known`: one `lstat`
+/// of `path` tells both whether it is still the file there and, when it is, its
+/// metadata now (the same inode's, so the same as an `fstat` of the handle would give),
+/// which saves the `fstat` per operation.
+fn kept_still_at<'a>(
+    ops: &'a dyn FileOps,
+    path: &'a Path,
+    file: Arc<File>,
+    (dev, ino): (u64, u64),
+) -> Result<Option<Locked<'a>>, FsError> {
+    let at_path = match ops.symlink_metadata(path) {
+        Ok(meta) => Ok(Some(meta).filter(|m| m.dev() == dev && m.ino() == ino)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FsError::new(path, Step::Inspect, e)),
+    };
+    match at_path {
+        Ok(Some(meta)) => Ok(Some(Locked {
+            ops,
+            path,
+            file,
+            meta,
+            release: true,
+        })),
+        other => {
+            // Replaced, removed, or not known: the lock guards nothing (closing the
+            // file, right after, releases it anyway).
+            let _ = ops.unlock(&file, path);
+            other.map(|_| None)
+        }
+    }
 }
 
 /// Polls the lock until it is free or `give_up` passes. Polled, not waited for in a

@@ -265,7 +265,15 @@ struct FileLock {
     released: Condvar,
     /// The append handle the file's last append left open for its next one (see
     /// [`FileGuard::keep_handle`]); only ever used by the lock's holder.
-    handle: Mutex<Option<Arc<File>>>,
+    handle: Mutex<Option<KeptHandle>>,
+}
+
+/// An append handle kept open between appends, with the device and inode of its file
+/// (so the next append checks it is still the file at the path with one `lstat`).
+pub(crate) struct KeptHandle {
+    pub(crate) file: Arc<File>,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 impl Drop for FileLock {
@@ -303,7 +311,7 @@ impl FileGuard {
     /// The handle an earlier append of this file kept open, if any, now the caller's:
     /// it must check it is still the file at the path (a repair replaces the file, a
     /// removal or another process may have removed it).
-    pub(crate) fn take_handle(&self) -> Option<Arc<File>> {
+    pub(crate) fn take_handle(&self) -> Option<KeptHandle> {
         let handle = relock(&self.lock.handle).take();
         if handle.is_some() {
             KEPT_HANDLES.fetch_sub(1, Ordering::Relaxed);
@@ -311,15 +319,20 @@ impl FileGuard {
         handle
     }
 
-    /// Keeps `file`, the file's append handle, open for its next append (saving that
-    /// append an `open`, an `fstat` and a `close`), unless too many are kept already.
-    pub(crate) fn keep_handle(&self, file: Arc<File>) {
+    /// Keeps `file`, the file's append handle (`meta` its metadata), open for its next
+    /// append (saving that append an `open`, an `fstat` and a `close`), unless too many
+    /// are kept already.
+    pub(crate) fn keep_handle(&self, file: Arc<File>, meta: &std::fs::Metadata) {
         let mut slot = relock(&self.lock.handle);
         if slot.is_none() && KEPT_HANDLES.fetch_add(1, Ordering::Relaxed) >= MAX_KEPT_HANDLES {
             KEPT_HANDLES.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        *slot = Some(file);
+        *slot = Some(KeptHandle {
+            file,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        });
     }
 }
 
@@ -351,10 +364,66 @@ pub(crate) fn lock_file(
     name: &std::ffi::OsStr,
     deadline: Option<Instant>,
 ) -> Result<FileGuard, FsError> {
+    let (dev, ino) = dir_id(ops, dir)?;
+    lock_key(ops, (dev, ino, name.to_os_string()), dir, name, deadline)
+}
+
+/// As [`lock_file`], the directory's identity taken from [`DIRS`] when it was looked up
+/// before (a `stat` per append saved; the `bool` says whether it was): for an append,
+/// which calls [`forget_dir`] whenever it used a cached identity and found no kept
+/// handle still at its path, so an identity outlives a
+/// directory replaced at its path only as long as the kept handle's very file is found
+/// in the new one. Even then each append holds the file's `flock`, which excludes any
+/// other handle (another process's, or this one's under another key).
+pub(crate) fn lock_file_cached(
+    ops: &dyn FileOps,
+    dir: &Path,
+    name: &std::ffi::OsStr,
+    deadline: Option<Instant>,
+) -> Result<(FileGuard, bool), FsError> {
+    let cached = relock(&DIRS).get(dir).copied();
+    let (dev, ino) = match cached {
+        Some(id) => id,
+        None => {
+            let id = dir_id(ops, dir)?;
+            let mut dirs = relock(&DIRS);
+            if dirs.len() >= MAX_DIRS {
+                dirs.clear();
+            }
+            dirs.insert(dir.to_path_buf(), id);
+            id
+        }
+    };
+    let guard = lock_key(ops, (dev, ino, name.to_os_string()), dir, name, deadline)?;
+    Ok((guard, cached.is_some()))
+}
+
+/// Drops `dir`'s identity from [`DIRS`]: its next append looks it up again.
+pub(crate) fn forget_dir(dir: &Path) {
+    relock(&DIRS).remove(dir);
+}
+
+/// The identities (device, inode) of the directories appended to, by path as spelt.
+static DIRS: LazyLock<Mutex<HashMap<PathBuf, (u64, u64)>>> = LazyLock::new(Mutex::default);
+
+/// [`DIRS`] is emptied when it reaches this size (a directory then costs a `stat` again).
+const MAX_DIRS: usize = 1024;
+
+/// The device and inode of directory `dir` (one `stat`, following symlinks).
+fn dir_id(ops: &dyn FileOps, dir: &Path) -> Result<(u64, u64), FsError> {
     let meta = ops
         .metadata(dir)
         .map_err(|e| FsError::new(dir, Step::Inspect, e))?;
-    let key = (meta.dev(), meta.ino(), name.to_os_string());
+    Ok((meta.dev(), meta.ino()))
+}
+
+fn lock_key(
+    ops: &dyn FileOps,
+    key: (u64, u64, OsString),
+    dir: &Path,
+    name: &std::ffi::OsStr,
+    deadline: Option<Instant>,
+) -> Result<FileGuard, FsError> {
     let lock = FILE_LOCKS.get(key);
     let mut state = relock(&lock.state);
     if state.held {
