@@ -365,10 +365,7 @@ impl Redis {
         timeout: std::time::Duration,
     ) -> Result<(R, u32), RedisError> {
         let (hash, argv) = eval_argv(script.into(), keys, args)?;
-        let wait: Vec<Value> = vec![
-            i64::from(replicas).into(),
-            i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).into(),
-        ];
+        let wait = wait_args(replicas, timeout);
         let (reply, acknowledged): (R, i64) = self
             .pipeline(|p| {
                 let (argv, wait, hash) = (argv.clone(), wait.clone(), hash.clone());
@@ -497,4 +494,12 @@ pub(super) fn eval_argv(
     argv.extend(keys.into_iter().map(Value::from));
     argv.extend(args.into_iter().map(Value::from));
     Ok((hash, argv))
+}
+
+/// `WAIT`'s arguments: `replicas` and `timeout` in milliseconds (saturated).
+pub(super) fn wait_args(replicas: u32, timeout: std::time::Duration) -> Vec<Value> {
+    vec![
+        i64::from(replicas).into(),
+        i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).into(),
+    ]
 }

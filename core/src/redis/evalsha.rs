@@ -16,7 +16,7 @@ use fred::{
 
 use super::{
     Command, Redis, RedisError, Script,
-    commands::eval_argv,
+    commands::{eval_argv, wait_args},
     lanes::Lane,
     run::{options, options_within},
 };
@@ -138,31 +138,27 @@ impl Redis {
     ) -> Result<R, RedisError> {
         let (hash, argv) = eval_argv(script.sha1_value(), keys, args)?;
         let (pool, lanes, margin) = (&self.inner.pool, self.inner.lanes, self.inner.margin);
-        self.hold_probe_while_unconnected(Command::Eval)?;
-        let _counted = self.inner.in_flight.enter();
-        self.policy(Command::Eval)
-            .call_borrowed(|attempt| {
-                let (argv, hash) = (argv.clone(), hash.clone());
-                let client = lanes.choose(pool, Lane::Write);
-                async move {
-                    if !self.evalsha_refused() {
-                        let by_sha = client
-                            .with_options(&options(&attempt, margin))
-                            .custom(evalsha(hash.clone()), argv.clone())
-                            .await;
-                        match by_sha {
-                            Err(e) if self.send_the_body_after(&e) => {}
-                            done => return done,
-                        }
+        self.guarded(Command::Eval, |attempt| {
+            let (argv, hash) = (argv.clone(), hash.clone());
+            let client = lanes.choose(pool, Lane::Write);
+            async move {
+                if !self.evalsha_refused() {
+                    let by_sha = client
+                        .with_options(&options(&attempt, margin))
+                        .custom(evalsha(hash.clone()), argv.clone())
+                        .await;
+                    match by_sha {
+                        Err(e) if self.send_the_body_after(&e) => {}
+                        done => return done,
                     }
-                    client
-                        .with_options(&options_for_the_body(&attempt, margin))
-                        .custom(eval(hash), with_source(script, argv))
-                        .await
                 }
-            })
-            .await
-            .map_err(|e| self.explain(e))
+                client
+                    .with_options(&options_for_the_body(&attempt, margin))
+                    .custom(eval(hash), with_source(script, argv))
+                    .await
+            }
+        })
+        .await
     }
 
     /// [`eval_script`](Self::eval_script), then `WAIT replicas timeout` on the same
@@ -200,17 +196,11 @@ impl Redis {
         timeout: std::time::Duration,
     ) -> Result<(R, u32), RedisError> {
         let (hash, argv) = eval_argv(script.sha1_value(), keys, args)?;
-        let wait: Vec<Value> = vec![
-            i64::from(replicas).into(),
-            i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).into(),
-        ];
+        let wait = wait_args(replicas, timeout);
         let (pool, lanes, margin) = (&self.inner.pool, self.inner.lanes, self.inner.margin);
-        self.hold_probe_while_unconnected(Command::Pipeline)?;
         // One round trip (two on a refusal): counted as one command in flight.
-        let _counted = self.inner.in_flight.enter();
         let (reply, acknowledged): (R, i64) = self
-            .policy(Command::Pipeline)
-            .call_borrowed(|attempt| {
+            .guarded(Command::Pipeline, |attempt| {
                 let (argv, wait, hash) = (argv.clone(), wait.clone(), hash.clone());
                 let client = lanes.choose(pool, Lane::Write);
                 async move {
@@ -239,8 +229,7 @@ impl Redis {
                     p.all().await
                 }
             })
-            .await
-            .map_err(|e| self.explain(e))?;
+            .await?;
         Ok((reply, u32::try_from(acknowledged).unwrap_or(0)))
     }
 }
