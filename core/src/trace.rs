@@ -53,13 +53,15 @@ pub(crate) trait Tracer {
     fn attempt_ended(attempt: Self::Attempt, outcome: Outcome, start: Instant);
 }
 
-/// A call nobody traces.
-pub(crate) struct Untraced;
+/// A call nobody traces. `LOOP` only names an instance: a caller that wants the policy's
+/// loop compiled apart from another caller's (see `policy::call::resumed`) passes its
+/// own number, and gets a type, and so a loop, of its own.
+pub(crate) struct Untraced<const LOOP: u8 = 0>;
 
 /// The disabled span [`Untraced`] lends its events: they then go to the current span.
 static NO_SPAN: Span = Span::none();
 
-impl Tracer for Untraced {
+impl<const LOOP: u8> Tracer for Untraced<LOOP> {
     type Attempt = ();
 
     #[inline(always)]

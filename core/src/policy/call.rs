@@ -40,7 +40,7 @@ where
         traced.finish(outcome_of(&result));
         result
     } else {
-        run(inner, threads, op, started, &mut in_flight, &Untraced, None).await
+        run(inner, threads, op, started, &mut in_flight, &Untraced::<0>, None).await
     };
     in_flight.finish(outcome_of(&result));
     result
@@ -70,7 +70,7 @@ where
         &mut op,
         started,
         &mut in_flight,
-        &Resumed,
+        &Resumed {},
         Some(delay),
     )
     .await;
@@ -101,32 +101,9 @@ where
     result
 }
 
-/// [`Untraced`] under a name of its own, for the loop a [`Call`](super::fast::Call)
+/// [`Untraced`] as an instance of its own, for the loop a [`Call`](super::fast::Call)
 /// resumes (see [`traced`] for why).
-struct Resumed;
-
-/// The disabled span [`Resumed`] lends its events: they then go to the current span.
-static NO_SPAN: Span = Span::none();
-
-impl Tracer for Resumed {
-    type Attempt = ();
-
-    #[inline(always)]
-    fn span(&self) -> &Span {
-        &NO_SPAN
-    }
-
-    #[inline(always)]
-    fn attempt(&self, _: u32) {}
-
-    #[inline(always)]
-    fn instrument<F: Future>((): &(), future: F) -> impl Future<Output = F::Output> {
-        future
-    }
-
-    #[inline(always)]
-    fn attempt_ended((): (), _: Outcome, _: Instant) {}
-}
+type Resumed = Untraced<1>;
 
 /// One logical call whose result `then` turns into the caller's (a fallback serves a
 /// failed call; `then` is lent the call's span for its events), metered as one: its duration up to the end of `then`, and `outcome`
@@ -159,8 +136,8 @@ where
         result
     } else {
         let result = then(
-            run(inner, threads, op, started, &mut in_flight, &Untraced, None).await,
-            Untraced.span(),
+            run(inner, threads, op, started, &mut in_flight, &Untraced::<0>, None).await,
+            Untraced::<0>.span(),
         )
         .await;
         in_flight.finish(outcome(&result));
